@@ -1,0 +1,117 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the HTTP layer's configuration (configuration section "http").
+type Config struct {
+	// Addr is the listen address, e.g. ":7171".
+	Addr string `mapstructure:"addr"`
+	// Advertise is the host:port published to clients and peers
+	// (infra.discovery addr, node list). Empty: derived from Addr, replacing
+	// an unspecified host with the first non-loopback interface address
+	// (never 0.0.0.0, spec 7.5.4).
+	Advertise string `mapstructure:"advertise"`
+	// PollHold is how long a long-poll is held before -304 (spec: 30 s, and
+	// never more than 30 s so kratos' 40 s timeout keeps its margin).
+	PollHold time.Duration `mapstructure:"poll_hold"`
+	// MaxPollers caps concurrently parked polls; beyond it a poll answers
+	// -503 at once (kratos then backs off 1 s and tries another node).
+	MaxPollers int `mapstructure:"max_pollers"`
+	// ReadHeaderTimeout, IdleTimeout bound slow or idle connections.
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	// RequestTimeout bounds non-poll requests.
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// ShutdownTimeout bounds the graceful drain of in-flight requests.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// Limits on request input (spec 10.5).
+	Limits Limits `mapstructure:"limits"`
+}
+
+// Limits bound what one request may carry (spec 10.5). Each must accept all
+// that a normal kratos client sends.
+type Limits struct {
+	MaxBodyBytes     int64 `mapstructure:"max_body_bytes"`     // request body
+	MaxAppIDs        int   `mapstructure:"max_appids"`         // per fetchs/polls
+	MaxAddrs         int   `mapstructure:"max_addrs"`          // per instance
+	MaxStringLen     int   `mapstructure:"max_string_len"`     // each string parameter
+	MaxAddrLen       int   `mapstructure:"max_addr_len"`       // each addr
+	MaxMetadataBytes int   `mapstructure:"max_metadata_bytes"` // metadata JSON text
+	MaxMetadataKeys  int   `mapstructure:"max_metadata_keys"`  // keys in one metadata object
+	MaxSetHostnames  int   `mapstructure:"max_set_hostnames"`  // hostnames per set
+}
+
+// DefaultConfig returns the defaults: the spec's suggested limits and the
+// original's 30 s hold.
+func DefaultConfig() Config {
+	return Config{
+		Addr:              ":7171",
+		PollHold:          30 * time.Second,
+		MaxPollers:        100000,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		RequestTimeout:    10 * time.Second,
+		ShutdownTimeout:   10 * time.Second,
+		Limits: Limits{
+			MaxBodyBytes:     1 << 20,
+			MaxAppIDs:        1000,
+			MaxAddrs:         64,
+			MaxStringLen:     256,
+			MaxAddrLen:       1024,
+			MaxMetadataBytes: 16 << 10,
+			MaxMetadataKeys:  128,
+			MaxSetHostnames:  500,
+		},
+	}
+}
+
+// Validate reports invalid fields by their key under "http".
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("http.addr: must not be empty"))
+	}
+	if c.PollHold <= 0 || c.PollHold > 30*time.Second {
+		errs = append(errs, fmt.Errorf("http.poll_hold: must be in (0s, 30s], got %s", c.PollHold))
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"http.read_header_timeout", c.ReadHeaderTimeout},
+		{"http.idle_timeout", c.IdleTimeout},
+		{"http.request_timeout", c.RequestTimeout},
+		{"http.shutdown_timeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
+		}
+	}
+	if c.MaxPollers <= 0 {
+		errs = append(errs, fmt.Errorf("http.max_pollers: must be > 0, got %d", c.MaxPollers))
+	}
+	l := c.Limits
+	for _, v := range []struct {
+		key string
+		v   int64
+		min int64
+	}{
+		{"http.limits.max_body_bytes", l.MaxBodyBytes, 4 << 10},
+		{"http.limits.max_appids", int64(l.MaxAppIDs), 1},
+		{"http.limits.max_addrs", int64(l.MaxAddrs), 1},
+		{"http.limits.max_string_len", int64(l.MaxStringLen), 64},
+		{"http.limits.max_addr_len", int64(l.MaxAddrLen), 64},
+		{"http.limits.max_metadata_bytes", int64(l.MaxMetadataBytes), 2},
+		{"http.limits.max_metadata_keys", int64(l.MaxMetadataKeys), 1},
+		{"http.limits.max_set_hostnames", int64(l.MaxSetHostnames), 1},
+	} {
+		if v.v < v.min {
+			errs = append(errs, fmt.Errorf("%s: must be >= %d, got %d", v.key, v.min, v.v))
+		}
+	}
+	return errors.Join(errs...)
+}

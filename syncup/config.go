@@ -1,0 +1,107 @@
+package syncup
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the cluster's configuration (configuration section "cluster").
+type Config struct {
+	// NodeName is this node's unique gossip name. Empty: hostname plus a
+	// random suffix, so a restarted node is never refused as a reclaimed name.
+	NodeName string `mapstructure:"node_name"`
+	// Bind is the gossip listen address host:port (TCP and UDP).
+	Bind string `mapstructure:"bind"`
+	// Advertise is the gossip address peers use (IP:port). Empty: derived
+	// from Bind, never an unspecified address.
+	Advertise string `mapstructure:"advertise"`
+	// Join lists gossip seeds (host:port). A seed that is not up yet is
+	// normal: joining retries with backoff.
+	Join []string `mapstructure:"join"`
+	// Secret is an optional gossip encryption key: 16, 24 or 32 bytes,
+	// given base64-encoded.
+	Secret string `mapstructure:"secret"`
+	// Label keeps clusters sharing a network apart.
+	Label string `mapstructure:"label"`
+	// Zones maps other zone names to HTTP host:port seeds of that zone
+	// (cross-zone replication, spec 7.2).
+	Zones map[string][]string `mapstructure:"zones"`
+
+	// JoinTimeout bounds the start-up join attempts; when no seed answers
+	// within it the node starts alone (and keeps rejoining in the background).
+	JoinTimeout time.Duration `mapstructure:"join_timeout"`
+	// RejoinInterval: how often a node retries the seeds while it sees no peer.
+	RejoinInterval time.Duration `mapstructure:"rejoin_interval"`
+	// SyncTimeout bounds the startup sync; after it the node reports ready
+	// with what it has.
+	SyncTimeout time.Duration `mapstructure:"sync_timeout"`
+	// InitProtect (the original's enableprotect): gate reads until the first
+	// successful sync from a peer or InitProtectTimeout, even with no peers.
+	InitProtect        bool          `mapstructure:"init_protect"`
+	InitProtectTimeout time.Duration `mapstructure:"init_protect_timeout"`
+	// AntiEntropyInterval: how often this node compares digests with one
+	// random peer (jittered).
+	AntiEntropyInterval time.Duration `mapstructure:"anti_entropy_interval"`
+	// RenewInterval: how often the node renews its own infra.discovery record.
+	RenewInterval time.Duration `mapstructure:"renew_interval"`
+
+	// Replication queue per peer.
+	QueueSize       int           `mapstructure:"queue_size"`        // ops buffered per peer; overflow is dropped and counted
+	BatchSize       int           `mapstructure:"batch_size"`        // ops per replication request
+	PeerTimeout     time.Duration `mapstructure:"peer_timeout"`      // one request to a peer (< 30 s, spec 7.2.2)
+	RetryMaxBackoff time.Duration `mapstructure:"retry_max_backoff"` // cap of the per-peer resend backoff
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{
+		Bind:                "0.0.0.0:7946",
+		Label:               "discovery",
+		JoinTimeout:         5 * time.Second,
+		RejoinInterval:      10 * time.Second,
+		SyncTimeout:         10 * time.Second,
+		InitProtectTimeout:  60 * time.Second,
+		AntiEntropyInterval: 30 * time.Second,
+		RenewInterval:       30 * time.Second,
+		QueueSize:           65536,
+		BatchSize:           512,
+		PeerTimeout:         5 * time.Second,
+		RetryMaxBackoff:     5 * time.Second,
+	}
+}
+
+// Validate reports invalid fields by their key under "cluster".
+func (c Config) Validate() error {
+	var errs []error
+	if c.Bind == "" {
+		errs = append(errs, errors.New("cluster.bind: must not be empty"))
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"cluster.join_timeout", c.JoinTimeout},
+		{"cluster.rejoin_interval", c.RejoinInterval},
+		{"cluster.sync_timeout", c.SyncTimeout},
+		{"cluster.init_protect_timeout", c.InitProtectTimeout},
+		{"cluster.anti_entropy_interval", c.AntiEntropyInterval},
+		{"cluster.renew_interval", c.RenewInterval},
+		{"cluster.peer_timeout", c.PeerTimeout},
+		{"cluster.retry_max_backoff", c.RetryMaxBackoff},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
+		}
+	}
+	if c.PeerTimeout >= 30*time.Second {
+		errs = append(errs, fmt.Errorf("cluster.peer_timeout: must be < 30s (spec 7.2.2), got %s", c.PeerTimeout))
+	}
+	if c.QueueSize < 1 {
+		errs = append(errs, fmt.Errorf("cluster.queue_size: must be >= 1, got %d", c.QueueSize))
+	}
+	if c.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("cluster.batch_size: must be >= 1, got %d", c.BatchSize))
+	}
+	return errors.Join(errs...)
+}
