@@ -1,0 +1,205 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// form returns the request's parameters: the query string for every method
+// plus, for POST, an urlencoded (or multipart) body, merged per spec 2.2.2.
+// The body is bounded by Limits.MaxBodyBytes; a JSON body is rejected
+// (spec 2.2.3). Every failure is a *paramError.
+func (s *Server) form(c echo.Context) (url.Values, error) {
+	r := c.Request()
+	query, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, err
+	}
+	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
+		return query, nil
+	}
+	max := s.cfg.Limits.MaxBodyBytes
+	ct := r.Header.Get(echo.HeaderContentType)
+	mt := "application/x-www-form-urlencoded" // no Content-Type: assume a form
+	if ct != "" {
+		if mt, _, err = mime.ParseMediaType(ct); err != nil {
+			return nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
+		}
+	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
+	var body url.Values
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, bodyReadError(err, max)
+		}
+		if body, err = parseURLEncoded(b); err != nil {
+			return nil, err
+		}
+	case "multipart/form-data":
+		if err := r.ParseMultipartForm(max); err != nil {
+			return nil, bodyReadError(err, max)
+		}
+		defer func() { _ = r.MultipartForm.RemoveAll() }()
+		body = url.Values(r.MultipartForm.Value)
+	case "application/json":
+		return nil, perr("body", "JSON bodies are not accepted; send application/x-www-form-urlencoded")
+	default:
+		// Like net/http's ParseForm: other bodies carry no parameters.
+		return query, nil
+	}
+	return mergeForm(body, query), nil
+}
+
+func bodyReadError(err error, max int64) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return perr("body", "larger than %d bytes", max)
+	}
+	return perr("body", "cannot read: %v", err)
+}
+
+// register: POST /discovery/register (spec 4.1).
+func (s *Server) register(c echo.Context) error {
+	v, err := s.form(c)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	p, err := parseRegister(v, s.cfg.Limits)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	// DirtyTimestamp > 0 is the sender's (a peer, same zone or cross-zone);
+	// a client sends none, so the registry stamps now (spec 3.3).
+	stored, _, err := s.reg.Register(p.Instance, p.Latest)
+	if err != nil {
+		return s.replyWriteError(c, err)
+	}
+	if !p.Replication && s.repl != nil {
+		s.repl.Register(stored, p.FromZone)
+	}
+	return reply(c, codeOK)
+}
+
+// renew: POST /discovery/renew (spec 4.2). data is the renewed instance on
+// 0 and -409 (peers adopt it, spec 7.3), null on -404.
+func (s *Server) renew(c echo.Context) error {
+	v, err := s.form(c)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	p, err := parseRenew(v, s.cfg.Limits)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	ins, err := s.reg.Renew(p.Key, p.Replication, p.Dirty)
+	switch code := codeOf(err); code {
+	case codeOK:
+		if !p.Replication && s.repl != nil {
+			s.repl.Renew(ins, p.FromZone)
+		}
+		return s.replyData(c, codeOK, normalize(&ins))
+	case codeConflict:
+		return s.replyData(c, codeConflict, normalize(&ins))
+	case codeNotFound:
+		return s.replyData(c, codeNotFound, nil)
+	default:
+		return s.replyWriteError(c, err)
+	}
+}
+
+// cancel: POST /discovery/cancel (spec 4.3). A client cancel is stamped now;
+// a cancel forwarded by a node carries the sender's latest_timestamp, which
+// becomes the tombstone time so an older cancel cannot remove a newer
+// registration.
+func (s *Server) cancel(c echo.Context) error {
+	v, err := s.form(c)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	p, err := parseCancel(v, s.cfg.Limits)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	var at int64
+	if p.Replication || p.FromZone {
+		at = p.Latest
+	}
+	tomb, err := s.reg.Cancel(p.Key, at)
+	if err != nil {
+		return s.replyWriteError(c, err)
+	}
+	if !p.Replication && s.repl != nil {
+		s.repl.Cancel(tomb, p.FromZone)
+	}
+	return reply(c, codeOK)
+}
+
+// set: POST /discovery/set (spec 4.4). Everything is validated before
+// anything changes (Defect D7): parameters here, instances in the registry.
+func (s *Server) set(c echo.Context) error {
+	v, err := s.form(c)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	p, err := parseSet(v, s.cfg.Limits)
+	if err != nil {
+		return replyBadRequest(c, err)
+	}
+	// Name the offending hostname; the registry re-checks atomically.
+	for _, h := range p.Req.Hostnames {
+		k := registry.Key{Env: p.Req.Env, AppID: p.Req.AppID, Zone: p.Req.Zone, Hostname: h}
+		if _, ok := s.reg.Get(k); !ok {
+			return replyBadRequest(c, perr("hostname", "no instance %s of appid %s in env %s zone %s",
+				quoteTrunc(h), quoteTrunc(k.AppID), quoteTrunc(k.Env), quoteTrunc(k.Zone)))
+		}
+	}
+	changed, err := s.reg.Set(p.Req)
+	if err != nil {
+		return s.replyWriteError(c, err)
+	}
+	if !p.Replication && s.repl != nil {
+		req := p.Req
+		// Peers must stamp the same time (spec 4.4.5).
+		if req.SetTimestamp == 0 && len(changed) > 0 {
+			req.SetTimestamp = changed[0].DirtyTimestamp
+		}
+		if req.SetTimestamp > 0 {
+			s.repl.Set(req, p.FromZone)
+		}
+	}
+	return reply(c, codeOK)
+}
+
+// replyWriteError answers a registry error of a write without data.
+func (s *Server) replyWriteError(c echo.Context, err error) error {
+	code := codeOf(err)
+	switch code {
+	case codeBadRequest:
+		return replyBadRequest(c, err)
+	case codeUnavailable:
+		s.log.Error("registry write failed", "route", c.Path(), "err", err)
+	}
+	return reply(c, code)
+}
+
+// normalize makes an instance's JSON match what clients expect from answers:
+// addrs an array and metadata an object, never null (spec 3.1.3, 3.2.4).
+// Instances from the registry are copies, so this edits our own value.
+func normalize(in *registry.Instance) *registry.Instance {
+	if in.Addrs == nil {
+		in.Addrs = []string{}
+	}
+	if in.Metadata == nil {
+		in.Metadata = map[string]string{}
+	}
+	return in
+}
