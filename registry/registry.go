@@ -1,19 +1,278 @@
 package registry
 
 import (
-	"context"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Registry is the in-memory registry. Create it with New.
+//
+// Locking: one RWMutex (mu) guards the tree and the guard numbers. Writes
+// that change an app (register, cancel, set, import, eviction) take it
+// exclusively; Renew only takes it shared (renew_timestamp is atomic, see
+// rec). The waiter index has its own mutex (wmu), always taken after mu, so
+// Poll can check and arm under mu.RLock while writers wake under mu.Lock:
+// no change can fall between a poll's check and its arming (spec 5.4.3).
+// Poll payloads are encoded outside mu (see payload).
 type Registry struct {
-	// implementation pending (registry helper fills this file)
+	cfg   Config
+	clock Clock
+	log   *slog.Logger
+
+	mu    sync.RWMutex
+	envs  map[string]*envState
+	size  int // instances in all envs
+	tombs int // live tombstones in all apps
+
+	// Self-preservation guard (mu).
+	expected   int64 // expected renews per minute
+	lastReset  int64 // ns of the last recompute of expected
+	protected  bool
+	lastRenews int64 // renews counted in the last closed window
+	evictions  uint64
+
+	renews atomic.Int64 // renews in the current window (counted under mu.RLock)
+
+	wmu      sync.Mutex
+	waiters  map[AppKey]*waitList
+	nWaiters int
+
+	encodes atomic.Uint64 // poll payload encodings (tests prove sharing with it)
+}
+
+type envState struct {
+	name      string
+	apps      map[string]*app
+	instances int
+	liveApps  int // apps with at least one instance
+}
+
+// app is one (env, appid). It outlives its last instance for TombstoneTTL
+// (and while it holds tombstones) so its latest_timestamp stays strictly
+// increasing even if the clock steps back; on the wire an app without
+// instances does not exist (spec 3.3.4).
+type app struct {
+	es      *envState
+	env, id string
+	zones   []*zoneBucket // few per app; linear search beats a map
+	count   int           // instances
+	up      int           // UP instances
+	latest  int64
+	emptyAt int64              // when count dropped to 0 (cleanup by Scan)
+	tombs   map[hostKey]int64 // cancel time per key; nil when none
+
+	cmu   sync.Mutex // guards cache when mu is only read-locked
+	cache []*payload // encoded poll answers for the current latest, one per zone filter
+}
+
+type hostKey struct{ zone, host string }
+
+type zoneBucket struct {
+	name  string
+	hosts map[string]*rec
+	up    int
 }
 
 // New builds a registry. clock nil means the system clock; logger nil means
 // slog.DiscardHandler.
 func New(cfg Config, clock Clock, logger *slog.Logger) (*Registry, error) {
-	panic("unimplemented")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("registry config: %w", err)
+	}
+	if clock == nil {
+		clock = SystemClock{}
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{
+		cfg:     cfg,
+		clock:   clock,
+		log:     logger,
+		envs:    make(map[string]*envState),
+		waiters: make(map[AppKey]*waitList),
+	}
+	r.lastReset = r.now()
+	return r, nil
+}
+
+func (r *Registry) now() int64 { return r.clock.Now().UnixNano() }
+
+// maxFutureLatest bounds how far ahead of the local clock a peer-supplied
+// value may push an app latest_timestamp (latestHint, imported latest,
+// set_timestamp, cancel at). Without it one bogus value near MaxInt64 would
+// make the counter overflow and stop increasing.
+const maxFutureLatest = int64(24 * time.Hour)
+
+func clampFuture(t, now int64) int64 { return min(t, now+maxFutureLatest) }
+
+func (r *Registry) getApp(env, id string) *app {
+	es := r.envs[env]
+	if es == nil {
+		return nil
+	}
+	return es.apps[id]
+}
+
+func (r *Registry) ensureApp(env, id string) *app {
+	es := r.envs[env]
+	if es == nil {
+		es = &envState{name: strings.Clone(env), apps: make(map[string]*app)}
+		r.envs[es.name] = es
+	}
+	a := es.apps[id]
+	if a == nil {
+		a = &app{es: es, env: es.name, id: strings.Clone(id), emptyAt: r.now()}
+		es.apps[a.id] = a
+	}
+	return a
+}
+
+func (a *app) bucket(zone string) *zoneBucket {
+	for _, b := range a.zones {
+		if b.name == zone {
+			return b
+		}
+	}
+	return nil
+}
+
+func (a *app) lookup(zone, host string) (*zoneBucket, *rec) {
+	b := a.bucket(zone)
+	if b == nil {
+		return nil, nil
+	}
+	return b, b.hosts[host]
+}
+
+// upIn counts UP instances visible through a zone filter ("" = all zones).
+func (a *app) upIn(zone string) int {
+	if zone == "" {
+		return a.up
+	}
+	if b := a.bucket(zone); b != nil {
+		return b.up
+	}
+	return 0
+}
+
+// advance moves the app latest_timestamp to max(t, prev+1) (spec 3.3).
+func (a *app) advance(t int64) {
+	if t <= a.latest {
+		t = a.latest + 1
+	}
+	a.latest = t
+}
+
+// put installs nr under zone, replacing the record with its hostname.
+func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
+	b := a.bucket(zone)
+	if b == nil {
+		b = &zoneBucket{name: strings.Clone(zone), hosts: make(map[string]*rec, 1)}
+		a.zones = append(a.zones, b)
+	}
+	old = b.hosts[nr.hostname]
+	b.hosts[nr.hostname] = nr
+	if old != nil {
+		if old.isUp() {
+			b.up--
+			a.up--
+		}
+	} else {
+		a.count++
+		a.es.instances++
+		r.size++
+		if a.count == 1 {
+			a.es.liveApps++
+		}
+	}
+	if nr.isUp() {
+		b.up++
+		a.up++
+	}
+	return old
+}
+
+// remove deletes rc from bucket b, dropping an empty zone (spec 3.3.4).
+func (r *Registry) remove(a *app, b *zoneBucket, rc *rec, now int64) {
+	delete(b.hosts, rc.hostname)
+	if rc.isUp() {
+		b.up--
+		a.up--
+	}
+	if len(b.hosts) == 0 {
+		for i, z := range a.zones {
+			if z == b {
+				last := len(a.zones) - 1
+				a.zones[i] = a.zones[last]
+				a.zones[last] = nil
+				a.zones = a.zones[:last]
+				break
+			}
+		}
+		if len(a.zones) == 0 {
+			a.zones = nil
+		}
+	}
+	a.count--
+	a.es.instances--
+	r.size--
+	if a.count == 0 {
+		a.es.liveApps--
+		a.emptyAt = now
+	}
+}
+
+func (r *Registry) putTomb(a *app, zone, host string, at int64) int64 {
+	hk := hostKey{zone, host}
+	if a.tombs == nil {
+		a.tombs = make(map[hostKey]int64, 1)
+	}
+	prev, ok := a.tombs[hk]
+	if ok {
+		at = max(at, prev)
+	} else {
+		hk = hostKey{strings.Clone(zone), strings.Clone(host)}
+		r.tombs++
+	}
+	a.tombs[hk] = at
+	return at
+}
+
+func (r *Registry) dropTomb(a *app, zone, host string) {
+	hk := hostKey{zone, host}
+	if _, ok := a.tombs[hk]; !ok {
+		return
+	}
+	delete(a.tombs, hk)
+	r.tombs--
+	if len(a.tombs) == 0 {
+		a.tombs = nil
+	}
+}
+
+func (r *Registry) lowerExpected() { r.expected = max(r.expected-2, 0) }
+
+// changed invalidates the app's encoded answers and wakes its waiters.
+// Called under mu.Lock after every advance of the app latest_timestamp.
+func (r *Registry) changed(a *app) {
+	a.cache = nil
+	r.wakeLocked(a)
+}
+
+func validateKey(k Key) error {
+	for _, f := range [...]struct{ name, v string }{
+		{"env", k.Env}, {"appid", k.AppID}, {"zone", k.Zone}, {"hostname", k.Hostname},
+	} {
+		if f.v == "" {
+			return fmt.Errorf("%w: %s: must not be empty", ErrInvalid, f.name)
+		}
+	}
+	return nil
 }
 
 // Register stores in (client or replicated register). in.DirtyTimestamp == 0
@@ -24,8 +283,59 @@ func New(cfg Config, clock Clock, logger *slog.Logger) (*Registry, error) {
 // latest_timestamp still advances (max(now, prev+1), also fed by latestHint)
 // and pollers wake. stored is the resulting stored copy. Returns ErrInvalid
 // for a status outside {1,2}, no addrs or an empty key field.
+//
+// A client register (dirty 0) is by definition the newest version: its
+// dirty_timestamp is now, raised to the stored copy's dirty_timestamp or to
+// just past a tombstone when those are ahead of the local clock (a peer's
+// clock running ahead), so it is never silently dropped. A tombstone blocks
+// registers with dirty_timestamp <= its time. When nothing is stored (blocked
+// by a tombstone) stored is the zero Instance.
 func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, applied bool, err error) {
-	panic("unimplemented")
+	if err := validateInstance(&in); err != nil {
+		return Instance{}, false, err
+	}
+	nr := newRec(&in) // allocations and interning outside the lock
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	a := r.ensureApp(in.Env, in.AppID)
+	_, old := a.lookup(in.Zone, in.Hostname)
+	tomb, hasTomb := a.tombs[hostKey{in.Zone, in.Hostname}]
+
+	dirty := in.DirtyTimestamp
+	if dirty <= 0 {
+		dirty = now
+		if old != nil && old.dirty > dirty {
+			dirty = old.dirty
+		}
+		if hasTomb && tomb >= dirty {
+			dirty = tomb + 1
+		}
+	}
+	applied = (old == nil || old.dirty <= dirty) && (!hasTomb || tomb < dirty)
+
+	cur := old
+	if applied {
+		nr.reg, nr.up, nr.dirty, nr.latest = now, now, dirty, now
+		nr.renew.Store(now)
+		if old != nil {
+			nr.up = old.up
+		} else {
+			r.expected += 2
+		}
+		r.put(a, in.Zone, nr)
+		if hasTomb {
+			r.dropTomb(a, in.Zone, in.Hostname)
+		}
+		cur = nr
+	}
+	a.advance(max(now, clampFuture(latestHint, now)))
+	r.changed(a)
+	if cur != nil {
+		stored = cur.instance(in.Env, in.AppID, in.Zone, false)
+	}
+	return stored, applied, nil
 }
 
 // Renew sets renew_timestamp = now and counts one renew for the guard.
@@ -35,7 +345,28 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 // The renew is applied in all cases where the instance exists. Never wakes
 // pollers, never moves a latest timestamp.
 func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) {
-	panic("unimplemented")
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a := r.getApp(k.Env, k.AppID)
+	if a == nil {
+		return Instance{}, ErrNotFound
+	}
+	_, rc := a.lookup(k.Zone, k.Hostname)
+	if rc == nil {
+		return Instance{}, ErrNotFound
+	}
+	rc.renew.Store(r.now())
+	r.renews.Add(1)
+	ins := rc.instance(a.env, a.id, k.Zone, false)
+	if replicated {
+		switch {
+		case rc.dirty < dirty:
+			return ins, ErrNotFound
+		case rc.dirty > dirty:
+			return ins, ErrConflict
+		}
+	}
+	return ins, nil
 }
 
 // Cancel removes an instance, records a tombstone at `at` (0 = now), advances
@@ -45,8 +376,47 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 // after the cancel was issued elsewhere) nothing is removed and ErrConflict
 // is returned. Absent → ErrNotFound (a tombstone is still recorded when
 // at > 0, so the cancel wins against a late register).
+//
+// Details: with at == 0 the tombstone time is max(now, stored dirty), so it
+// covers the removed version even when that was stamped by a clock running
+// ahead. The app latest_timestamp becomes max(at, prev+1) (spec 3.3: clients
+// send no latest_timestamp, so prev+1). When nothing is recorded (ErrConflict,
+// or ErrNotFound with at == 0) the returned tombstone has At == 0. A negative
+// at counts as 0; an empty key field is ErrInvalid.
 func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
-	panic("unimplemented")
+	if err := validateKey(k); err != nil {
+		return Tombstone{}, err
+	}
+	at = max(at, 0)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var b *zoneBucket
+	var old *rec
+	a := r.getApp(k.Env, k.AppID)
+	if a != nil {
+		b, old = a.lookup(k.Zone, k.Hostname)
+	}
+	if old == nil {
+		if at == 0 {
+			return Tombstone{Key: k}, ErrNotFound
+		}
+		a = r.ensureApp(k.Env, k.AppID)
+		return Tombstone{Key: k, At: r.putTomb(a, k.Zone, k.Hostname, at)}, ErrNotFound
+	}
+	if at > 0 && old.dirty > at {
+		return Tombstone{Key: k}, ErrConflict
+	}
+	tombAt := at
+	if tombAt == 0 {
+		tombAt = max(now, old.dirty)
+	}
+	r.remove(a, b, old, now)
+	tombAt = r.putTomb(a, k.Zone, k.Hostname, tombAt)
+	r.lowerExpected()
+	a.advance(clampFuture(at, now))
+	r.changed(a)
+	return Tombstone{Key: k, At: tombAt}, nil
 }
 
 // Evict removes one instance locally like an eviction: no tombstone, never
@@ -54,7 +424,27 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 // drop by 2. Used when membership declares a node dead (its infra.discovery
 // record). Absent → ErrNotFound.
 func (r *Registry) Evict(k Key) (Instance, error) {
-	panic("unimplemented")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.getApp(k.Env, k.AppID)
+	if a == nil {
+		return Instance{}, ErrNotFound
+	}
+	b, rc := a.lookup(k.Zone, k.Hostname)
+	if rc == nil {
+		return Instance{}, ErrNotFound
+	}
+	ins := rc.instance(a.env, a.id, b.name, false)
+	r.evictLocked(a, b, rc, r.now())
+	return ins, nil
+}
+
+func (r *Registry) evictLocked(a *app, b *zoneBucket, rc *rec, now int64) {
+	r.remove(a, b, rc, now)
+	r.lowerExpected()
+	r.evictions++
+	a.advance(now)
+	r.changed(a)
 }
 
 // Set validates everything first (ErrInvalid: unknown app/zone/hostname,
@@ -63,8 +453,104 @@ func (r *Registry) Evict(k Key) (Instance, error) {
 // merged. Instances whose stored dirty_timestamp is newer than the set
 // timestamp are left unchanged (order tolerance for replicated sets). Returns
 // the changed instances.
+//
+// Every changed instance gets dirty_timestamp = latest_timestamp = set
+// timestamp (up_timestamp too when the status is set to 1). The app
+// latest_timestamp advances to max(set timestamp, prev+1) and pollers wake
+// when at least one instance changed (fix of Defect D3). A negative
+// SetTimestamp is ErrInvalid.
 func (r *Registry) Set(req SetRequest) ([]Instance, error) {
-	panic("unimplemented")
+	if err := validateSet(&req); err != nil {
+		return nil, err
+	}
+	var metas []metaHandle
+	if len(req.Metadata) > 0 {
+		metas = make([]metaHandle, len(req.Metadata))
+		for i, m := range req.Metadata {
+			metas[i] = packMeta(m)
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	ts := req.SetTimestamp
+	if ts == 0 {
+		ts = now
+	}
+	a := r.getApp(req.Env, req.AppID)
+	if a == nil || a.count == 0 {
+		return nil, fmt.Errorf("%w: appid: %q has no instance in env %q", ErrInvalid, req.AppID, req.Env)
+	}
+	b := a.bucket(req.Zone)
+	if b == nil {
+		return nil, fmt.Errorf("%w: zone: %q has no instance of %q", ErrInvalid, req.Zone, req.AppID)
+	}
+	for _, h := range req.Hostnames {
+		if b.hosts[h] == nil {
+			return nil, fmt.Errorf("%w: hostname: %q is not registered in %s/%s/%s", ErrInvalid, h, req.Env, req.AppID, req.Zone)
+		}
+	}
+
+	var out []Instance
+	for i, h := range req.Hostnames {
+		old := b.hosts[h]
+		if old.dirty > ts {
+			continue // a newer version is already here
+		}
+		nr := old.clone()
+		if len(req.Statuses) > 0 {
+			nr.status = req.Statuses[i]
+			if nr.status == StatusUp {
+				nr.up = ts
+			}
+		}
+		if metas != nil {
+			nr.meta = metas[i]
+		}
+		nr.dirty, nr.latest = ts, ts
+		r.put(a, b.name, nr)
+		out = append(out, nr.instance(a.env, a.id, b.name, false))
+	}
+	if len(out) > 0 {
+		a.advance(clampFuture(ts, now))
+		r.changed(a)
+	}
+	return out, nil
+}
+
+func validateSet(req *SetRequest) error {
+	for _, f := range [...]struct{ name, v string }{
+		{"env", req.Env}, {"appid", req.AppID}, {"zone", req.Zone},
+	} {
+		if f.v == "" {
+			return fmt.Errorf("%w: %s: must not be empty", ErrInvalid, f.name)
+		}
+	}
+	n := len(req.Hostnames)
+	if n == 0 {
+		return fmt.Errorf("%w: hostname: at least one is required", ErrInvalid)
+	}
+	for i, h := range req.Hostnames {
+		if h == "" {
+			return fmt.Errorf("%w: hostname[%d]: must not be empty", ErrInvalid, i)
+		}
+	}
+	if len(req.Statuses) != 0 && len(req.Statuses) != n {
+		return fmt.Errorf("%w: status: %d values for %d hostnames", ErrInvalid, len(req.Statuses), n)
+	}
+	if len(req.Metadata) != 0 && len(req.Metadata) != n {
+		return fmt.Errorf("%w: metadata: %d values for %d hostnames", ErrInvalid, len(req.Metadata), n)
+	}
+	for i, s := range req.Statuses {
+		if s != StatusUp && s != StatusWaiting {
+			return fmt.Errorf("%w: status[%d]: must be 1 or 2, got %d", ErrInvalid, i, s)
+		}
+	}
+	if req.SetTimestamp < 0 {
+		return fmt.Errorf("%w: set_timestamp: must be >= 0, got %d", ErrInvalid, req.SetTimestamp)
+	}
+	return nil
 }
 
 // Import merges a copy from a peer keeping all its timestamps (startup sync,
@@ -72,82 +558,60 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 // than the stored copy (greater dirty_timestamp) or the key is absent and no
 // newer tombstone exists. The app latest_timestamp becomes
 // max(in.LatestTimestamp, prev+1); pollers wake.
+//
+// Details: an invalid copy (empty key field, bad status, no addrs) is
+// refused; a zero timestamp in the copy is replaced by now (timestamps are
+// never 0 on the wire); a tombstone at t blocks copies with dirty <= t. When
+// the copy is not applied nothing changes (no advance, no wake-up).
 func (r *Registry) Import(in Instance) (applied bool) {
-	panic("unimplemented")
+	if validateInstance(&in) != nil {
+		return false
+	}
+	nr := newRec(&in)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	nz := func(v int64) int64 {
+		if v == 0 {
+			return now
+		}
+		return v
+	}
+	nr.reg, nr.up, nr.dirty, nr.latest = nz(in.RegTimestamp), nz(in.UpTimestamp), nz(in.DirtyTimestamp), nz(in.LatestTimestamp)
+	nr.renew.Store(nz(in.RenewTimestamp))
+
+	a := r.getApp(in.Env, in.AppID)
+	if a != nil {
+		_, old := a.lookup(in.Zone, in.Hostname)
+		if old != nil && old.dirty >= nr.dirty {
+			return false
+		}
+		if tomb, ok := a.tombs[hostKey{in.Zone, in.Hostname}]; ok && old == nil && tomb >= nr.dirty {
+			return false
+		}
+	} else {
+		a = r.ensureApp(in.Env, in.AppID)
+	}
+	if old := r.put(a, in.Zone, nr); old == nil {
+		r.expected += 2
+	}
+	r.dropTomb(a, in.Zone, in.Hostname)
+	a.advance(clampFuture(nr.latest, now))
+	r.changed(a)
+	return true
 }
 
 // Get returns a copy of one instance.
 func (r *Registry) Get(k Key) (Instance, bool) {
-	panic("unimplemented")
-}
-
-// Fetch answers fetch (spec 4.6): unknown app → ErrNotFound; zone given and
-// absent → ErrNotFound; otherwise instances filtered by the status bit mask,
-// zones with no match present as empty slices.
-func (r *Registry) Fetch(env, appid, zone string, statusMask uint32) (*InstanceInfo, error) {
-	panic("unimplemented")
-}
-
-// FetchAll answers fetch/all: appid → instances of every env, zone, status.
-func (r *Registry) FetchAll() map[string][]*Instance {
-	panic("unimplemented")
-}
-
-// Poll checks a long-poll request and, when nothing is answerable, arms a
-// waiter in the same critical section (no change can slip between the check
-// and the arming, spec 5.4.3). Exactly one of res and w is non-nil.
-//
-// An appid is "changed" when the client's value is below the app
-// latest_timestamp AND its filtered UP list is non-empty (spec 5.5.1); the
-// answer holds only changed appids, plus missing ones. The caller waits on
-// w.C(), then calls w.Close() and Poll again (the wake may have been for a
-// change that leaves nothing to answer). w.Close must always be called.
-func (r *Registry) Poll(req PollRequest) (res *PollResult, w *Waiter) {
-	panic("unimplemented")
-}
-
-// Waiter is one parked long-poll request. Each request has its own waiter
-// (never shared by hostname).
-type Waiter struct{}
-
-// C is signalled (non-blocking, capacity 1) when an app the waiter watches
-// changes.
-func (w *Waiter) C() <-chan struct{} { panic("unimplemented") }
-
-// Close disarms the waiter. Safe to call more than once.
-func (w *Waiter) Close() { panic("unimplemented") }
-
-// Snapshot returns a copy of every instance and live tombstone.
-func (r *Registry) Snapshot() Snapshot {
-	panic("unimplemented")
-}
-
-// AppDigests returns, per app (including apps known only by tombstones), a
-// hash over (key, dirty_timestamp) of its instances and tombstones. Two nodes
-// with equal digests for an app hold the same versions of it. Renew
-// timestamps do not enter the digest.
-func (r *Registry) AppDigests() map[AppKey]uint64 {
-	panic("unimplemented")
-}
-
-// AppState returns the instances and tombstones of the given apps.
-func (r *Registry) AppState(apps []AppKey) Snapshot {
-	panic("unimplemented")
-}
-
-// Scan runs one eviction pass now: closes the guard window, recomputes
-// expected renews when due, expires tombstones and evicts per spec 6.2/6.3.
-// Returns the evicted instances.
-func (r *Registry) Scan() []Instance {
-	panic("unimplemented")
-}
-
-// Run calls Scan every EvictInterval until ctx ends.
-func (r *Registry) Run(ctx context.Context) error {
-	panic("unimplemented")
-}
-
-// Stats returns a point-in-time view for metrics.
-func (r *Registry) Stats() Stats {
-	panic("unimplemented")
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a := r.getApp(k.Env, k.AppID)
+	if a == nil {
+		return Instance{}, false
+	}
+	_, rc := a.lookup(k.Zone, k.Hostname)
+	if rc == nil {
+		return Instance{}, false
+	}
+	return rc.instance(a.env, a.id, k.Zone, false), true
 }

@@ -1,0 +1,244 @@
+package registry
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strings"
+)
+
+// zoneGroup is one zone's records captured under mu. Records are immutable
+// (see rec), so a group may be turned into Instances after mu is released.
+type zoneGroup struct {
+	zone string
+	recs []*rec
+}
+
+// capture collects the app's records through a zone filter ("" = all) and a
+// status bit mask. Every zone of the filter appears, even if the mask leaves
+// it empty (spec 3.4). Caller holds mu (read or write).
+func (a *app) capture(zone string, mask uint32) []zoneGroup {
+	groups := make([]zoneGroup, 0, len(a.zones))
+	for _, b := range a.zones {
+		if zone != "" && b.name != zone {
+			continue
+		}
+		n := len(b.hosts)
+		if mask == StatusUp {
+			n = b.up
+		}
+		g := zoneGroup{zone: b.name, recs: make([]*rec, 0, n)}
+		for _, rc := range b.hosts {
+			if rc.status&mask != 0 {
+				g.recs = append(g.recs, rc)
+			}
+		}
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// buildInfo turns captured groups into an InstanceInfo with caller-owned
+// copies, sorted by hostname, metadata {} when empty. Runs outside mu.
+func buildInfo(env, appid string, groups []zoneGroup, latest int64) *InstanceInfo {
+	total := 0
+	for _, g := range groups {
+		total += len(g.recs)
+	}
+	all := make([]Instance, total)
+	ptrs := make([]*Instance, total)
+	info := &InstanceInfo{Instances: make(map[string][]*Instance, len(groups)), LatestTimestamp: latest}
+	i := 0
+	for _, g := range groups {
+		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
+		start := i
+		for _, rc := range g.recs {
+			all[i] = rc.instance(env, appid, g.zone, true)
+			ptrs[i] = &all[i]
+			i++
+		}
+		info.Instances[g.zone] = ptrs[start:i:i] // full slice expression: appends never alias the next zone
+	}
+	return info
+}
+
+// Fetch answers fetch (spec 4.6): unknown app → ErrNotFound; zone given and
+// absent → ErrNotFound; otherwise instances filtered by the status bit mask,
+// zones with no match present as empty slices.
+//
+// Instances are sorted by hostname, Metadata is never nil, Addrs never nil.
+func (r *Registry) Fetch(env, appid, zone string, statusMask uint32) (*InstanceInfo, error) {
+	r.mu.RLock()
+	a := r.getApp(env, appid)
+	if a == nil || a.count == 0 || (zone != "" && a.bucket(zone) == nil) {
+		r.mu.RUnlock()
+		return nil, ErrNotFound
+	}
+	groups := a.capture(zone, statusMask)
+	latest, e, id := a.latest, a.env, a.id
+	r.mu.RUnlock()
+	return buildInfo(e, id, groups, latest), nil
+}
+
+// FetchAll answers fetch/all: appid → instances of every env, zone, status.
+//
+// Each list is sorted by (env, zone, hostname); Metadata is nil when empty
+// (spec 3.2.4 allows null here).
+func (r *Registry) FetchAll() map[string][]*Instance {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[string][]*Instance)
+	for _, es := range r.envs {
+		for _, a := range es.apps {
+			if a.count == 0 {
+				continue
+			}
+			list := out[a.id]
+			for _, b := range a.zones {
+				for _, rc := range b.hosts {
+					ins := rc.instance(a.env, a.id, b.name, false)
+					list = append(list, &ins)
+				}
+			}
+			out[a.id] = list
+		}
+	}
+	for _, list := range out {
+		slices.SortFunc(list, func(x, y *Instance) int {
+			return cmp.Or(strings.Compare(x.Env, y.Env), strings.Compare(x.Zone, y.Zone), strings.Compare(x.Hostname, y.Hostname))
+		})
+	}
+	return out
+}
+
+// Snapshot returns a copy of every instance and live tombstone.
+//
+// Tombstones live until a Scan finds them older than TombstoneTTL.
+func (r *Registry) Snapshot() Snapshot {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s := Snapshot{Instances: make([]Instance, 0, r.size), Tombstones: make([]Tombstone, 0, r.tombs)}
+	for _, es := range r.envs {
+		for _, a := range es.apps {
+			a.appendState(&s)
+		}
+	}
+	return s
+}
+
+func (a *app) appendState(s *Snapshot) {
+	for _, b := range a.zones {
+		for _, rc := range b.hosts {
+			s.Instances = append(s.Instances, rc.instance(a.env, a.id, b.name, false))
+		}
+	}
+	for hk, at := range a.tombs {
+		s.Tombstones = append(s.Tombstones, Tombstone{Key: Key{Env: a.env, AppID: a.id, Zone: hk.zone, Hostname: hk.host}, At: at})
+	}
+}
+
+// AppDigests returns, per app (including apps known only by tombstones), a
+// hash over (key, dirty_timestamp) of its instances and tombstones. Two nodes
+// with equal digests for an app hold the same versions of it. Renew
+// timestamps do not enter the digest.
+//
+// The hash is deterministic across processes (FNV-1a per entry, mixed, then
+// summed so map order does not matter).
+func (r *Registry) AppDigests() map[AppKey]uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[AppKey]uint64)
+	for _, es := range r.envs {
+		for _, a := range es.apps {
+			if a.count == 0 && len(a.tombs) == 0 {
+				continue
+			}
+			var d uint64
+			for _, b := range a.zones {
+				for h, rc := range b.hosts {
+					d += entryHash(b.name, h, 'i', rc.dirty)
+				}
+			}
+			for hk, at := range a.tombs {
+				d += entryHash(hk.zone, hk.host, 't', at)
+			}
+			out[AppKey{Env: a.env, AppID: a.id}] = d
+		}
+	}
+	return out
+}
+
+func entryHash(zone, host string, kind byte, v int64) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for i := 0; i < len(zone); i++ {
+		h = (h ^ uint64(zone[i])) * prime
+	}
+	h = (h ^ 0) * prime
+	for i := 0; i < len(host); i++ {
+		h = (h ^ uint64(host[i])) * prime
+	}
+	h = (h ^ 0) * prime
+	h = (h ^ uint64(kind)) * prime
+	for i := range 8 {
+		h = (h ^ uint64(byte(uint64(v)>>(8*i)))) * prime
+	}
+	// splitmix64 finalizer: spreads bits so that summing entries cannot cancel
+	// structured differences.
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// AppState returns the instances and tombstones of the given apps.
+func (r *Registry) AppState(apps []AppKey) Snapshot {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var s Snapshot
+	for _, k := range apps {
+		if a := r.getApp(k.Env, k.AppID); a != nil {
+			a.appendState(&s)
+		}
+	}
+	return s
+}
+
+// Stats returns a point-in-time view for metrics.
+//
+// Instances and Apps list only envs holding at least one instance.
+func (r *Registry) Stats() Stats {
+	r.mu.RLock()
+	s := Stats{
+		Instances:        make(map[string]int, len(r.envs)),
+		Apps:             make(map[string]int, len(r.envs)),
+		Tombstones:       r.tombs,
+		Protected:        r.protected,
+		ExpectedRenews:   r.expected,
+		Threshold:        r.threshold(r.expected),
+		LastMinuteRenews: r.lastRenews,
+		Evictions:        r.evictions,
+	}
+	for name, es := range r.envs {
+		if es.instances > 0 {
+			s.Instances[name] = es.instances
+			s.Apps[name] = es.liveApps
+		}
+	}
+	r.mu.RUnlock()
+	r.wmu.Lock()
+	s.Waiters = r.nWaiters
+	r.wmu.Unlock()
+	return s
+}
+
+// threshold is floor(e * ProtectThreshold), computed like the original
+// (float product truncated).
+func (r *Registry) threshold(e int64) int64 {
+	return int64(math.Floor(float64(e) * r.cfg.ProtectThreshold))
+}

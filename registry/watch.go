@@ -1,0 +1,247 @@
+package registry
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+)
+
+// payload is one encoded poll answer (InstanceInfo JSON, UP only) of one app
+// version seen through one zone filter. It is created under mu.RLock from
+// immutable records and encoded at most once, outside mu, by whichever
+// poller asks first; every other poller of that version and filter gets the
+// same bytes. A change of the app drops the app's payloads (app.cache = nil),
+// so a payload is never served for a newer version than it was built for.
+type payload struct {
+	zone   string
+	env    string
+	appid  string
+	latest int64
+	groups []zoneGroup // consumed by the encode
+
+	once sync.Once
+	b    []byte
+}
+
+// payloadFor returns the app's payload for a zone filter, creating it if
+// needed. Caller holds mu.RLock (cmu serialises concurrent pollers).
+func (a *app) payloadFor(zone string) *payload {
+	a.cmu.Lock()
+	defer a.cmu.Unlock()
+	for _, p := range a.cache {
+		if p.zone == zone {
+			return p
+		}
+	}
+	p := &payload{zone: zone, env: a.env, appid: a.id, latest: a.latest, groups: a.capture(zone, StatusUp)}
+	a.cache = append(a.cache, p)
+	return p
+}
+
+func (p *payload) bytes(r *Registry) []byte {
+	p.once.Do(func() {
+		info := buildInfo(p.env, p.appid, p.groups, p.latest)
+		p.groups = nil
+		b, err := json.Marshal(info)
+		if err != nil {
+			// Unreachable: InstanceInfo has only strings, ints, slices and maps.
+			panic("registry: encode InstanceInfo: " + err.Error())
+		}
+		p.b = b
+		r.encodes.Add(1)
+	})
+	return p.b
+}
+
+// Poll checks a long-poll request and, when nothing is answerable, arms a
+// waiter in the same critical section (no change can slip between the check
+// and the arming, spec 5.4.3). Exactly one of res and w is non-nil.
+//
+// An appid is "changed" when the client's value is below the app
+// latest_timestamp AND its filtered UP list is non-empty (spec 5.5.1); the
+// answer holds only changed appids, plus missing ones. The caller waits on
+// w.C(), then calls w.Close() and Poll again (the wake may have been for a
+// change that leaves nothing to answer). w.Close must always be called.
+//
+// Details: a repeated appid is answered once (first occurrence); a missing
+// Latest value counts as 0. A waiter is linked to every requested appid,
+// known or not, so the first register of an unknown appid wakes it (5.3.4).
+// It is signalled only by changes after which the app has at least one UP
+// instance through the request's zone filter.
+func (r *Registry) Poll(req PollRequest) (res *PollResult, w *Waiter) {
+	type hit struct {
+		id string
+		p  *payload
+	}
+	var (
+		changed []hit
+		missing []string
+		seen    map[string]struct{}
+	)
+	ids := make([]string, 0, len(req.AppIDs))
+
+	r.mu.RLock()
+	es := r.envs[req.Env]
+	for i, id := range req.AppIDs {
+		if dupID(ids, &seen, id) {
+			continue
+		}
+		ids = append(ids, id)
+		var l int64
+		if i < len(req.Latest) {
+			l = req.Latest[i]
+		}
+		var a *app
+		if es != nil {
+			a = es.apps[id]
+		}
+		if a == nil || a.count == 0 || (req.Zone != "" && a.bucket(req.Zone) == nil) {
+			missing = append(missing, id)
+			continue
+		}
+		if l < a.latest && a.upIn(req.Zone) > 0 {
+			changed = append(changed, hit{id, a.payloadFor(req.Zone)})
+		}
+	}
+	if len(changed) == 0 {
+		w = r.armLocked(req.Env, req.Zone, ids)
+		r.mu.RUnlock()
+		return nil, w
+	}
+	r.mu.RUnlock()
+
+	res = &PollResult{Changed: make([]AppPayload, len(changed)), Missing: missing}
+	for i, h := range changed {
+		res.Changed[i] = AppPayload{AppID: h.id, JSON: h.p.bytes(r)}
+	}
+	return res, nil
+}
+
+// dupID reports whether id is already in ids; long lists switch to a set.
+func dupID(ids []string, seen *map[string]struct{}, id string) bool {
+	const linear = 16
+	if len(ids) < linear {
+		for _, x := range ids {
+			if x == id {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[string]struct{}, 2*linear)
+		for _, x := range ids {
+			(*seen)[x] = struct{}{}
+		}
+	}
+	if _, ok := (*seen)[id]; ok {
+		return true
+	}
+	(*seen)[id] = struct{}{}
+	return false
+}
+
+// Waiter is one parked long-poll request. Each request has its own waiter
+// (never shared by hostname).
+type Waiter struct {
+	r      *Registry
+	ch     chan struct{}
+	zone   string
+	links  []wlink // one per distinct appid; never reallocated (lists point into it)
+	closed bool    // guarded by r.wmu
+}
+
+// wlink is a waiter's membership in one app's waiter list (intrusive doubly
+// linked list: O(1) unlink, no per-link allocation).
+type wlink struct {
+	w          *Waiter
+	list       *waitList
+	prev, next *wlink
+}
+
+type waitList struct {
+	key  AppKey
+	head *wlink
+}
+
+// armLocked links a new waiter under each appid. Caller holds mu.RLock.
+func (r *Registry) armLocked(env, zone string, ids []string) *Waiter {
+	w := &Waiter{r: r, ch: make(chan struct{}, 1), zone: zone, links: make([]wlink, len(ids))}
+	r.wmu.Lock()
+	for i, id := range ids {
+		k := AppKey{Env: env, AppID: id}
+		l := r.waiters[k]
+		if l == nil {
+			k = AppKey{Env: strings.Clone(env), AppID: strings.Clone(id)}
+			l = &waitList{key: k}
+			r.waiters[k] = l
+		}
+		x := &w.links[i]
+		x.w, x.list, x.next = w, l, l.head
+		if l.head != nil {
+			l.head.prev = x
+		}
+		l.head = x
+	}
+	r.nWaiters++
+	r.wmu.Unlock()
+	return w
+}
+
+// wakeLocked signals every waiter of the app for which the app now has an
+// UP instance through the waiter's zone filter (a wake that could only
+// produce an empty answer is skipped, spec 5.5.1 / 5.3.3). Never blocks.
+// Caller holds mu.Lock.
+func (r *Registry) wakeLocked(a *app) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	l := r.waiters[AppKey{Env: a.env, AppID: a.id}]
+	if l == nil {
+		return
+	}
+	anyUp := a.up > 0
+	if !anyUp {
+		return
+	}
+	for x := l.head; x != nil; x = x.next {
+		if x.w.zone != "" && a.upIn(x.w.zone) == 0 {
+			continue
+		}
+		select {
+		case x.w.ch <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// C is signalled (non-blocking, capacity 1) when an app the waiter watches
+// changes.
+func (w *Waiter) C() <-chan struct{} { return w.ch }
+
+// Close disarms the waiter. Safe to call more than once.
+func (w *Waiter) Close() {
+	r := w.r
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if w.closed {
+		return
+	}
+	w.closed = true
+	for i := range w.links {
+		x := &w.links[i]
+		l := x.list
+		if x.prev != nil {
+			x.prev.next = x.next
+		} else {
+			l.head = x.next
+		}
+		if x.next != nil {
+			x.next.prev = x.prev
+		}
+		x.prev, x.next, x.list = nil, nil, nil
+		if l.head == nil {
+			delete(r.waiters, l.key)
+		}
+	}
+	r.nWaiters--
+}
