@@ -1,8 +1,12 @@
 package syncup
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -51,6 +55,11 @@ type Config struct {
 	BatchSize       int           `mapstructure:"batch_size"`        // ops per replication request
 	PeerTimeout     time.Duration `mapstructure:"peer_timeout"`      // one request to a peer (< 30 s, spec 7.2.2)
 	RetryMaxBackoff time.Duration `mapstructure:"retry_max_backoff"` // cap of the per-peer resend backoff
+
+	// Limits on what a peer may send to the internal endpoints (spec 10.5
+	// spirit: a bad or hostile payload is refused, never trusted).
+	MaxBatchOps  int   `mapstructure:"max_batch_ops"`  // ops accepted in one replicate request; must be >= batch_size
+	MaxBodyBytes int64 `mapstructure:"max_body_bytes"` // body of one replicate or digest request
 }
 
 // DefaultConfig returns production defaults.
@@ -68,6 +77,8 @@ func DefaultConfig() Config {
 		BatchSize:           512,
 		PeerTimeout:         5 * time.Second,
 		RetryMaxBackoff:     5 * time.Second,
+		MaxBatchOps:         4096,
+		MaxBodyBytes:        64 << 20,
 	}
 }
 
@@ -103,5 +114,100 @@ func (c Config) Validate() error {
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("cluster.batch_size: must be >= 1, got %d", c.BatchSize))
 	}
+	if c.MaxBatchOps < c.BatchSize {
+		errs = append(errs, fmt.Errorf("cluster.max_batch_ops: must be >= cluster.batch_size (%d), got %d", c.BatchSize, c.MaxBatchOps))
+	}
+	if c.MaxBodyBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("cluster.max_body_bytes: must be >= 65536, got %d", c.MaxBodyBytes))
+	}
+	errs = append(errs, c.validateAddrs()...)
 	return errors.Join(errs...)
+}
+
+// validateAddrs checks the gossip addresses, seeds, secret, label and zone
+// seeds. memberlist needs IP literals for bind and advertise.
+func (c Config) validateAddrs() []error {
+	var errs []error
+	if c.Bind != "" {
+		if _, _, err := splitIPPort(c.Bind, true); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.bind: %w", err))
+		}
+	}
+	if c.Advertise != "" {
+		ip, _, err := splitIPPort(c.Advertise, false)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("cluster.advertise: %w", err))
+		case ip.IsUnspecified():
+			errs = append(errs, fmt.Errorf("cluster.advertise: %q is an unspecified address; give a routable IP", c.Advertise))
+		}
+	}
+	for i, s := range c.Join {
+		if strings.TrimSpace(s) == "" {
+			errs = append(errs, fmt.Errorf("cluster.join[%d]: must not be empty", i))
+		}
+	}
+	if c.Secret != "" {
+		if _, err := c.secretKey(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(c.Label) > 255 {
+		errs = append(errs, fmt.Errorf("cluster.label: at most 255 bytes, got %d", len(c.Label)))
+	}
+	if len(c.NodeName) > 128 {
+		errs = append(errs, fmt.Errorf("cluster.node_name: at most 128 bytes, got %d", len(c.NodeName)))
+	}
+	for zone, seeds := range c.Zones {
+		if zone == "" {
+			errs = append(errs, errors.New("cluster.zones: zone name must not be empty"))
+			continue
+		}
+		if len(seeds) == 0 {
+			errs = append(errs, fmt.Errorf("cluster.zones.%s: needs at least one host:port seed", zone))
+		}
+		for i, s := range seeds {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				errs = append(errs, fmt.Errorf("cluster.zones.%s[%d]: %q is not host:port: %w", zone, i, s, err))
+			}
+		}
+	}
+	return errs
+}
+
+// secretKey decodes Secret (base64 of 16, 24 or 32 bytes); nil when unset.
+func (c Config) secretKey() ([]byte, error) {
+	if c.Secret == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret: not valid base64: %w", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("cluster.secret: must decode to 16, 24 or 32 bytes, got %d", len(k))
+}
+
+// splitIPPort parses "ip:port". With allowZeroPort, port 0 (pick one) is
+// accepted; the host may then also be empty (all interfaces).
+func splitIPPort(s string, allowZeroPort bool) (net.IP, int, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%q is not ip:port: %w", s, err)
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 || (port == 0 && !allowZeroPort) {
+		return nil, 0, fmt.Errorf("%q: invalid port %q", s, ps)
+	}
+	if host == "" && allowZeroPort {
+		return net.IPv4zero, port, nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil, 0, fmt.Errorf("%q: host must be an IP literal (memberlist does not resolve names here)", s)
+	}
+	return ip, port, nil
 }

@@ -1,0 +1,460 @@
+package syncup
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// SelfAppID is the appid under which every node registers itself (spec 7.5).
+const SelfAppID = "infra.discovery"
+
+// Node status values of /discovery/nodes (spec 4.10).
+const (
+	NodeUp   = 0
+	NodeLost = 1
+)
+
+// Registry is what the cluster needs from the registry; *registry.Registry
+// satisfies it. Semantics are those documented on *registry.Registry.
+type Registry interface {
+	Register(in registry.Instance, latestHint int64) (stored registry.Instance, applied bool, err error)
+	Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error)
+	Cancel(k registry.Key, at int64) (registry.Tombstone, error)
+	Evict(k registry.Key) (registry.Instance, error)
+	Set(req registry.SetRequest) ([]registry.Instance, error)
+	Import(in registry.Instance) (applied bool)
+	Get(k registry.Key) (registry.Instance, bool)
+	Fetch(env, appid, zone string, statusMask uint32) (*registry.InstanceInfo, error)
+	Snapshot() registry.Snapshot
+	AppDigests() map[registry.AppKey]uint64
+	AppState(apps []registry.AppKey) registry.Snapshot
+}
+
+var _ Registry = (*registry.Registry)(nil)
+
+// Self describes this node.
+type Self struct {
+	Env, Zone, Region, Hostname string
+	// HTTPAddr is the advertised HTTP host:port (never an unspecified host).
+	HTTPAddr string
+	Version  string
+}
+
+// Deps are the collaborators of a Cluster. All are optional.
+type Deps struct {
+	// Logger nil: discard.
+	Logger *slog.Logger
+	// Metrics nil: metrics are kept but not exported.
+	Metrics prometheus.Registerer
+	// Transport nil: HTTP (NewHTTPTransport) with timeouts from Config.
+	Transport Transport
+	// Memberlist, if set, adjusts the gossip configuration after the
+	// Config has been applied (tests: fast timings, a MockNetwork transport).
+	Memberlist func(*memberlist.Config)
+}
+
+// Member is one entry of the node list (/discovery/nodes).
+type Member struct {
+	Name       string // gossip node name
+	Addr       string // advertised HTTP host:port
+	GossipAddr string
+	Zone       string
+	Env        string
+	Hostname   string
+	Version    string
+	Status     int  // NodeUp or NodeLost
+	Leaving    bool // announced a graceful leave
+	Self       bool
+}
+
+// Cluster is the cluster layer of one node: gossip membership, replication
+// of client writes to peers, startup sync, anti-entropy and the node's own
+// infra.discovery record.
+//
+// All exported methods are safe for concurrent use. The Replicator methods
+// (Register, Renew, Cancel, Set) never block: they only enqueue.
+type Cluster struct {
+	cfg    Config
+	self   Self
+	reg    Registry
+	log    *slog.Logger
+	tr     Transport
+	ownTr  *HTTPTransport // closed at shutdown when we built it
+	mlHook func(*memberlist.Config)
+	met    *metrics
+	name   string
+	secret []byte
+
+	ml       *memberlist.Memberlist
+	metaMu   sync.Mutex
+	meta     nodeMeta
+	metaEnc  atomic.Pointer[[]byte]
+	started  atomic.Bool
+	stopping atomic.Bool // shutdown began: no new ops
+	ready    atomic.Bool
+	readyCh  chan struct{}
+	joinDone chan struct{}
+	startAt  time.Time
+
+	mu    sync.RWMutex
+	peers map[string]*peer // same-zone members by gossip name
+	zones map[string]*peer // remote zone links by zone name
+
+	evMu  sync.Mutex
+	evq   []memberEvent
+	evSig chan struct{}
+
+	syncSig chan struct{} // a member joined: the startup sync may retry now
+	aeSig   chan struct{}
+	aeMu    sync.Mutex
+	aePref  []string // peers that joined: next anti-entropy rounds go to them
+
+	loopCtx    context.Context
+	loopCancel context.CancelFunc
+	loops      sync.WaitGroup // join, events, sync, anti-entropy, self-registration
+	peerCtx    context.Context
+	peerCancel context.CancelFunc
+	senders    sync.WaitGroup
+	evCtx      context.Context
+	evCancel   context.CancelFunc
+	evLoop     sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New validates cfg and self and builds a Cluster. Nothing listens until
+// Start.
+func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, errors.New("syncup: registry is required")
+	}
+	if err := validateSelf(self); err != nil {
+		return nil, err
+	}
+	secret, err := cfg.secretKey()
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.NodeName
+	if name == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		name = self.Hostname + "-" + hex.EncodeToString(b[:])
+	}
+	meta := nodeMeta{HTTPAddr: self.HTTPAddr, Zone: self.Zone, Env: self.Env, Hostname: self.Hostname, Version: self.Version, Status: metaAlive}
+	enc, err := encodeMeta(meta)
+	if err != nil {
+		return nil, fmt.Errorf("syncup: %w", err)
+	}
+	if _, err := encodeMeta(nodeMeta{HTTPAddr: self.HTTPAddr, Zone: self.Zone, Env: self.Env, Hostname: self.Hostname, Version: self.Version, Status: metaLeaving}); err != nil {
+		return nil, fmt.Errorf("syncup: %w", err)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{
+		cfg: cfg, self: self, reg: reg,
+		log:      log.With("node", name),
+		tr:       deps.Transport,
+		mlHook:   deps.Memberlist,
+		name:     name,
+		secret:   secret,
+		meta:     meta,
+		readyCh:  make(chan struct{}),
+		joinDone: make(chan struct{}),
+		peers:    map[string]*peer{},
+		zones:    map[string]*peer{},
+		evSig:    make(chan struct{}, 1),
+		syncSig:  make(chan struct{}, 1),
+		aeSig:    make(chan struct{}, 1),
+	}
+	c.metaEnc.Store(&enc)
+	if c.tr == nil {
+		c.ownTr = NewHTTPTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout})
+		c.tr = c.ownTr
+	}
+	mreg := deps.Metrics
+	if mreg == nil {
+		mreg = prometheus.NewRegistry()
+	}
+	if c.met, err = newMetrics(c, mreg); err != nil {
+		return nil, fmt.Errorf("syncup: metrics: %w", err)
+	}
+	c.loopCtx, c.loopCancel = context.WithCancel(context.Background())
+	c.peerCtx, c.peerCancel = context.WithCancel(context.Background())
+	c.evCtx, c.evCancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+func validateSelf(s Self) error {
+	var errs []error
+	if s.Zone == "" {
+		errs = append(errs, errors.New("syncup: self zone must not be empty"))
+	}
+	if s.Env == "" {
+		errs = append(errs, errors.New("syncup: self env must not be empty"))
+	}
+	if s.Hostname == "" {
+		errs = append(errs, errors.New("syncup: self hostname must not be empty"))
+	}
+	host, _, err := net.SplitHostPort(s.HTTPAddr)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("syncup: self http addr %q: %w", s.HTTPAddr, err))
+	case host == "":
+		errs = append(errs, fmt.Errorf("syncup: self http addr %q has no host (spec 7.5.4)", s.HTTPAddr))
+	default:
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("syncup: self http addr %q is an unspecified address (spec 7.5.4)", s.HTTPAddr))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Name is this node's gossip name.
+func (c *Cluster) Name() string { return c.name }
+
+// Start binds gossip and returns once it listens; joining, startup sync,
+// anti-entropy and self-registration continue in the background until
+// Shutdown. Start may be called once.
+func (c *Cluster) Start(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("syncup: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("syncup: gossip: %w", err)
+	}
+	if ln := ml.LocalNode(); ln.Addr == nil || ln.Addr.IsUnspecified() {
+		_ = ml.Shutdown()
+		return fmt.Errorf("syncup: gossip advertises unspecified address %v; set cluster.advertise", ln.Addr)
+	}
+	c.ml = ml
+	c.startAt = time.Now()
+	c.log.Info("gossip listening", "gossip", ml.LocalNode().Address(), "http", c.self.HTTPAddr, "zone", c.self.Zone)
+
+	for zone, seeds := range c.cfg.Zones {
+		if zone == c.self.Zone {
+			continue
+		}
+		c.zones[zone] = c.newZoneLink(zone, seeds)
+	}
+	for _, z := range c.zones {
+		z.start()
+	}
+	// Our own record is in the registry before anything is served (C63).
+	c.registerSelf()
+	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect {
+		c.closeJoinDone()
+		c.markReady("no peers configured")
+	}
+
+	c.evLoop.Add(1)
+	go c.eventLoop()
+	c.loops.Add(4)
+	go c.joinLoop()
+	go c.syncLoop()
+	go c.antiEntropyLoop()
+	go c.selfRegLoop()
+	return nil
+}
+
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.name
+	ip, port, err := splitIPPort(c.cfg.Bind, true)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.bind: %w", err)
+	}
+	mc.BindAddr = ip.String()
+	mc.BindPort = port
+	mc.AdvertisePort = port
+	if c.cfg.Advertise != "" {
+		aip, aport, err := splitIPPort(c.cfg.Advertise, false)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.advertise: %w", err)
+		}
+		mc.AdvertiseAddr = aip.String()
+		mc.AdvertisePort = aport
+	} else if !ip.IsUnspecified() {
+		mc.AdvertiseAddr = ip.String()
+	}
+	mc.Label = c.cfg.Label
+	mc.SecretKey = c.secret
+	mc.Delegate = &mlDelegate{c: c}
+	mc.Events = &mlEvents{c: c}
+	mc.LogOutput = &mlLogWriter{log: c.log}
+	if c.mlHook != nil {
+		c.mlHook(mc)
+	}
+	return mc, nil
+}
+
+// GossipAddr is the advertised gossip host:port (after Start).
+func (c *Cluster) GossipAddr() string {
+	if c.ml == nil {
+		return ""
+	}
+	return c.ml.LocalNode().Address()
+}
+
+// Ready reports whether the startup sync (or init-protect) phase has ended;
+// reads are gated until then (spec 6.5, 7.4.1).
+func (c *Cluster) Ready() bool { return c.ready.Load() }
+
+func (c *Cluster) markReady(why string) {
+	if c.ready.CompareAndSwap(false, true) {
+		close(c.readyCh)
+		d := time.Since(c.startAt)
+		c.met.syncDur.Set(d.Seconds())
+		c.log.Info("node ready", "reason", why, "after", d)
+	}
+}
+
+// Handler serves the internal peer endpoints (mount at /discovery/internal/).
+func (c *Cluster) Handler() http.Handler { return &handler{c: c} }
+
+func (c *Cluster) running() bool { return c.started.Load() && !c.stopping.Load() }
+
+// Shutdown leaves the cluster gracefully, in order: announce "leaving" in
+// gossip meta, cancel our infra.discovery record (replicated), stop the
+// background loops, drain the replication queues until ctx ends, leave and
+// stop gossip, and wait for every goroutine. Safe to call more than once.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	c.shutdownOnce.Do(func() { c.shutdownErr = c.shutdown(ctx, true) })
+	return c.shutdownErr
+}
+
+func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
+	if !c.started.Load() {
+		c.stopping.Store(true)
+		c.loopCancel()
+		c.peerCancel()
+		c.evCancel()
+		if c.ownTr != nil {
+			c.ownTr.CloseIdleConnections()
+		}
+		return nil
+	}
+	var errs []error
+	if graceful {
+		c.setMetaStatus(metaLeaving)
+		if err := c.ml.UpdateNode(boundedTimeout(ctx, time.Second)); err != nil {
+			errs = append(errs, fmt.Errorf("announce leave: %w", err))
+		}
+		c.cancelSelf()
+	}
+	c.stopping.Store(true)
+	c.loopCancel()
+	c.loops.Wait()
+
+	// Drain: every sender exits once its queue is empty; at the deadline
+	// the rest is dropped.
+	allDone := make(chan struct{})
+	go func() { c.senders.Wait(); close(allDone) }()
+	if graceful {
+		for _, p := range c.allPeers() {
+			close(p.drain)
+		}
+		select {
+		case <-allDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("drain replication queues: %w", ctx.Err()))
+		}
+	}
+	c.peerCancel()
+	<-allDone
+	for _, p := range c.allPeers() {
+		p.dropAll(dropShutdown)
+	}
+
+	if graceful {
+		if err := c.ml.Leave(boundedTimeout(ctx, 2*time.Second)); err != nil {
+			errs = append(errs, fmt.Errorf("gossip leave: %w", err))
+		}
+	}
+	if err := c.ml.Shutdown(); err != nil {
+		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+	}
+	c.evCancel()
+	c.evLoop.Wait()
+	if c.ownTr != nil {
+		c.ownTr.CloseIdleConnections()
+	}
+	c.log.Info("cluster stopped", "graceful", graceful)
+	return errors.Join(errs...)
+}
+
+// boundedTimeout returns the time left before ctx's deadline, at most max.
+func boundedTimeout(ctx context.Context, max time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < max {
+			if left <= 0 {
+				return time.Millisecond
+			}
+			return left
+		}
+	}
+	return max
+}
+
+func (c *Cluster) allPeers() []*peer {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*peer, 0, len(c.peers)+len(c.zones))
+	for _, p := range c.peers {
+		out = append(out, p)
+	}
+	for _, p := range c.zones {
+		out = append(out, p)
+	}
+	return out
+}
+
+// samePeers returns the live same-zone peers.
+func (c *Cluster) samePeers() []*peer {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *Cluster) setMetaStatus(status int) {
+	c.metaMu.Lock()
+	defer c.metaMu.Unlock()
+	c.meta.Status = status
+	enc, err := encodeMeta(c.meta)
+	if err != nil {
+		return // impossible: New checked both statuses
+	}
+	c.metaEnc.Store(&enc)
+}

@@ -1,0 +1,54 @@
+package syncup
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+)
+
+// mlLogWriter turns memberlist's log lines ("2024/01/02 15:04:05 [WARN]
+// memberlist: ...") into slog records at the matching level, so gossip logs
+// follow the node's log format and level instead of going to stderr.
+type mlLogWriter struct {
+	log *slog.Logger
+}
+
+var mlLevels = []struct {
+	tag   []byte
+	level slog.Level
+}{
+	{[]byte("[DEBUG]"), slog.LevelDebug},
+	{[]byte("[INFO]"), slog.LevelInfo},
+	{[]byte("[WARN]"), slog.LevelWarn},
+	{[]byte("[ERR]"), slog.LevelError},
+	{[]byte("[ERROR]"), slog.LevelError},
+}
+
+func (w *mlLogWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for _, line := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
+		w.line(line)
+	}
+	return n, nil
+}
+
+func (w *mlLogWriter) line(line []byte) {
+	level := slog.LevelInfo
+	msg := line
+	for _, l := range mlLevels {
+		if i := bytes.Index(line, l.tag); i >= 0 {
+			level = l.level
+			msg = line[i+len(l.tag):]
+			break
+		}
+	}
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if !w.log.Enabled(ctx, level) {
+		return
+	}
+	w.log.Log(ctx, level, string(msg), "source", "memberlist")
+}

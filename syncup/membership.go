@@ -1,0 +1,333 @@
+package syncup
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/hashicorp/memberlist"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// mlDelegate gives memberlist our node meta. Only NodeMeta carries data:
+// instance data travels over HTTP, never in gossip.
+type mlDelegate struct{ c *Cluster }
+
+func (d *mlDelegate) NodeMeta(limit int) []byte {
+	b := *d.c.metaEnc.Load()
+	if len(b) > limit {
+		// Cannot happen: New checked the size against MetaMaxSize.
+		return nil
+	}
+	return b
+}
+func (d *mlDelegate) NotifyMsg([]byte)                           {}
+func (d *mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *mlDelegate) LocalState(join bool) []byte                { return nil }
+func (d *mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type eventKind int
+
+const (
+	evJoin eventKind = iota
+	evLeave
+	evUpdate
+)
+
+type memberEvent struct {
+	kind eventKind
+	name string
+	meta []byte
+}
+
+// mlEvents hands memberlist's callbacks to the event loop without blocking
+// (memberlist calls them one at a time from its own goroutines).
+type mlEvents struct{ c *Cluster }
+
+func (e *mlEvents) NotifyJoin(n *memberlist.Node)   { e.c.pushEvent(evJoin, n) }
+func (e *mlEvents) NotifyLeave(n *memberlist.Node)  { e.c.pushEvent(evLeave, n) }
+func (e *mlEvents) NotifyUpdate(n *memberlist.Node) { e.c.pushEvent(evUpdate, n) }
+
+func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
+	if n.Name == c.name {
+		return
+	}
+	ev := memberEvent{kind: k, name: n.Name, meta: slices.Clone(n.Meta)}
+	c.evMu.Lock()
+	c.evq = append(c.evq, ev)
+	c.evMu.Unlock()
+	select {
+	case c.evSig <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) eventLoop() {
+	defer c.evLoop.Done()
+	for {
+		select {
+		case <-c.evCtx.Done():
+			return
+		case <-c.evSig:
+		}
+		c.evMu.Lock()
+		evs := c.evq
+		c.evq = nil
+		c.evMu.Unlock()
+		for _, ev := range evs {
+			if ev.kind == evLeave {
+				c.onLeave(ev)
+			}
+		}
+		added := c.reconcile()
+		for _, p := range added {
+			c.onPeerJoined(p)
+		}
+	}
+}
+
+// reconcile makes the same-zone peer set equal to gossip's live members
+// and returns the peers it added.
+func (c *Cluster) reconcile() []*peer {
+	if c.stopping.Load() {
+		return nil
+	}
+	live := map[string]nodeMeta{}
+	for _, n := range c.ml.Members() {
+		if n.Name == c.name {
+			continue
+		}
+		m, err := decodeMeta(n.Meta)
+		if err != nil {
+			c.log.Debug("ignoring member with unreadable meta", "peer", n.Name, "err", err)
+			continue
+		}
+		if m.Zone != c.self.Zone {
+			continue
+		}
+		live[n.Name] = m
+	}
+	var added []*peer
+	c.mu.Lock()
+	for name, p := range c.peers {
+		if _, ok := live[name]; !ok {
+			delete(c.peers, name)
+			p.stop(dropPeerGone)
+			c.log.Info("peer removed", "peer", name)
+		}
+	}
+	for name, m := range live {
+		if p, ok := c.peers[name]; ok {
+			if p.getAddr() != m.HTTPAddr {
+				a := m.HTTPAddr
+				p.addr.Store(&a)
+			}
+			continue
+		}
+		p := c.newPeer(name, "", m.HTTPAddr)
+		c.peers[name] = p
+		p.start()
+		added = append(added, p)
+		c.log.Info("peer added", "peer", name, "addr", m.HTTPAddr)
+	}
+	c.mu.Unlock()
+	return added
+}
+
+// onPeerJoined pushes our own record to the new peer at once (so its node
+// list has us without waiting for a renew) and asks for an anti-entropy
+// round with it and for a startup-sync retry.
+func (c *Cluster) onPeerJoined(p *peer) {
+	if ins, ok := c.reg.Get(c.selfKey()); ok {
+		p.enqueue(&Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: &ins})
+	}
+	select {
+	case c.syncSig <- struct{}{}:
+	default:
+	}
+	c.triggerAE(p.name)
+}
+
+// onLeave handles a member gossip no longer lists. A member that did not
+// announce "leaving" crashed or was cut off: its infra.discovery record is
+// evicted here (no tombstone, not replicated: every survivor does the same)
+// so clients stop using it within seconds instead of 90-150 s (spec 7.1).
+func (c *Cluster) onLeave(ev memberEvent) {
+	m, err := decodeMeta(ev.meta)
+	if err != nil || m.Status == metaLeaving || c.stopping.Load() {
+		return
+	}
+	// A restarted node gets a new gossip name but keeps its hostname; if
+	// it is already back, its record is its own again.
+	for _, n := range c.ml.Members() {
+		if n.Name == ev.name {
+			return
+		}
+		if om, err := decodeMeta(n.Meta); err == nil && om.Env == m.Env && om.Zone == m.Zone && om.Hostname == m.Hostname {
+			return
+		}
+	}
+	k := registry.Key{Env: m.Env, AppID: SelfAppID, Zone: m.Zone, Hostname: m.Hostname}
+	ins, ok := c.reg.Get(k)
+	if !ok || !slices.Contains(ins.Addrs, "http://"+m.HTTPAddr) {
+		return
+	}
+	if _, err := c.reg.Evict(k); err == nil {
+		c.met.evicted.Inc()
+		c.log.Warn("node failed without leaving; evicted its infra.discovery record", "peer", ev.name, "hostname", m.Hostname, "addr", m.HTTPAddr)
+	}
+}
+
+// joinLoop joins the seeds with backoff, bounded by join_timeout, then
+// rejoins every rejoin_interval while this node sees no other member.
+func (c *Cluster) joinLoop() {
+	defer c.loops.Done()
+	ctx := c.loopCtx
+	if len(c.cfg.Join) > 0 {
+		jctx, cancel := context.WithTimeout(ctx, c.cfg.JoinTimeout)
+		bo := backoff.NewExponentialBackOff()
+		bo.InitialInterval = 100 * time.Millisecond
+		bo.MaxInterval = time.Second
+		_, err := backoff.Retry(jctx, func() (int, error) {
+			if err := c.joinOnce(); err != nil {
+				return 0, err
+			}
+			return 0, nil
+		}, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(0))
+		cancel()
+		if err != nil {
+			c.log.Warn("no seed reachable; starting alone and retrying in the background", "seeds", c.cfg.Join, "err", err)
+		}
+	}
+	c.closeJoinDone()
+	t := time.NewTicker(c.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if len(c.cfg.Join) > 0 && c.ml.NumMembers() <= 1 {
+			if err := c.joinOnce(); err == nil {
+				c.log.Info("rejoined the cluster", "members", c.ml.NumMembers())
+			}
+		}
+	}
+}
+
+// joinOnce tries every seed once; joining only ourselves does not count.
+func (c *Cluster) joinOnce() error {
+	n, err := c.ml.Join(c.cfg.Join)
+	if err != nil {
+		return err
+	}
+	if c.ml.NumMembers() <= 1 {
+		return errors.New("only reached ourselves")
+	}
+	c.log.Info("joined cluster", "contacted", n, "members", c.ml.NumMembers())
+	return nil
+}
+
+func (c *Cluster) closeJoinDone() {
+	select {
+	case <-c.joinDone:
+	default:
+		close(c.joinDone)
+	}
+}
+
+// Nodes lists the same-zone live members including self (spec 4.10.2):
+// alive → NodeUp; suspect, leaving, or our link to it failing → NodeLost;
+// dead or left members are not listed. Addr is the member's advertised
+// HTTP host:port. The slice is a fresh copy, sorted by Addr.
+//
+// memberlist v0.7.0 does not expose its suspect state (Members omits dead
+// nodes and reports the rest as alive), so LOST also reflects what this
+// node sees: a failing replication link or an announced leave.
+func (c *Cluster) Nodes() []Member {
+	if c.ml == nil || !c.started.Load() {
+		return []Member{c.selfMember()}
+	}
+	var out []Member
+	seenSelf := false
+	for _, n := range c.ml.Members() {
+		m, err := decodeMeta(n.Meta)
+		if err != nil || m.Zone != c.self.Zone {
+			continue
+		}
+		mem := Member{
+			Name: n.Name, Addr: m.HTTPAddr, GossipAddr: n.Address(), Zone: m.Zone, Env: m.Env,
+			Hostname: m.Hostname, Version: m.Version, Leaving: m.Status == metaLeaving,
+		}
+		if n.Name == c.name {
+			mem.Self = true
+			seenSelf = true
+		} else {
+			c.mu.RLock()
+			p := c.peers[n.Name]
+			c.mu.RUnlock()
+			if p != nil && p.failing.Load() {
+				mem.Status = NodeLost
+			}
+		}
+		if mem.Leaving || n.State == memberlist.StateSuspect {
+			mem.Status = NodeLost
+		}
+		out = append(out, mem)
+	}
+	if !seenSelf {
+		out = append(out, c.selfMember())
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
+}
+
+func (c *Cluster) selfMember() Member {
+	c.metaMu.Lock()
+	leaving := c.meta.Status == metaLeaving
+	c.metaMu.Unlock()
+	m := Member{Name: c.name, Addr: c.self.HTTPAddr, GossipAddr: c.GossipAddr(), Zone: c.self.Zone, Env: c.self.Env,
+		Hostname: c.self.Hostname, Version: c.self.Version, Leaving: leaving, Self: true}
+	if leaving {
+		m.Status = NodeLost
+	}
+	return m
+}
+
+// newZoneLink builds the link to one remote zone: its configured seeds,
+// plus the nodes of that zone we learn from their infra.discovery records
+// (spec 7.1: configured lists are only seeds). After a failure the link
+// moves to the next candidate, so it sticks to one reachable node.
+func (c *Cluster) newZoneLink(zone string, seeds []string) *peer {
+	p := c.newPeer("zone:"+zone, zone, seeds[rand.IntN(len(seeds))])
+	var mu sync.Mutex
+	p.rotate = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cands := slices.Clone(seeds)
+		if info, err := c.reg.Fetch(c.self.Env, SelfAppID, zone, registry.StatusUp); err == nil {
+			for _, ins := range info.Instances[zone] {
+				for _, a := range ins.Addrs {
+					if h, ok := strings.CutPrefix(a, "http://"); ok && !slices.Contains(cands, h) {
+						cands = append(cands, h)
+					}
+				}
+			}
+		}
+		slices.Sort(cands)
+		cur := p.getAddr()
+		next := cands[0]
+		if i := slices.Index(cands, cur); i >= 0 {
+			next = cands[(i+1)%len(cands)]
+		}
+		p.addr.Store(&next)
+	}
+	return p
+}

@@ -1,0 +1,124 @@
+package syncup
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the cluster layer. Values that exist at scrape time (members,
+// queue depths, readiness) are read by a collector, never counted twice.
+type metrics struct {
+	sent       prometheus.Counter
+	failed     prometheus.Counter
+	dropped    *prometheus.CounterVec // reason: overflow, peer_gone, shutdown
+	handshakes *prometheus.CounterVec // code: 404, 409 (renew handshake reactions)
+	lag        prometheus.Histogram
+	aeRounds   *prometheus.CounterVec // result: ok, error
+	aeRepairs  prometheus.Counter
+	syncDur    prometheus.Gauge
+	evicted    prometheus.Counter
+
+	membersDesc *prometheus.Desc
+	queueDesc   *prometheus.Desc
+	readyDesc   *prometheus.Desc
+	c           *Cluster
+}
+
+func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		c: c,
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "discovery_replication_ops_sent_total",
+			Help: "Replicated operations acknowledged by a peer (any per-op code).",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "discovery_replication_ops_failed_total",
+			Help: "Replicated operations a peer refused (-400/-500 or a rejected batch).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_replication_ops_dropped_total",
+			Help: "Replicated operations never delivered: queue overflow, peer gone, or shutdown deadline.",
+		}, []string{"reason"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_replication_handshakes_total",
+			Help: "Renew handshake reactions (spec 7.3): code 404 sent our copy, 409 adopted the peer's copy.",
+		}, []string{"code"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "discovery_replication_lag_seconds",
+			Help:    "Time from enqueueing an operation to the peer's acknowledgement.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		aeRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_antientropy_rounds_total",
+			Help: "Anti-entropy rounds with one peer.",
+		}, []string{"result"}),
+		aeRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "discovery_antientropy_repairs_total",
+			Help: "Instances or tombstones changed by anti-entropy, on either side.",
+		}),
+		syncDur: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "discovery_startup_sync_duration_seconds",
+			Help: "How long the startup sync took until the node became ready.",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "discovery_cluster_dead_node_evictions_total",
+			Help: "infra.discovery records removed because gossip declared their node dead.",
+		}),
+		membersDesc: prometheus.NewDesc("discovery_cluster_members",
+			"Same-zone gossip members (self included) by state.", []string{"state"}, nil),
+		queueDesc: prometheus.NewDesc("discovery_replication_queue_depth",
+			"Operations waiting in a peer's replication queue.", []string{"peer"}, nil),
+		readyDesc: prometheus.NewDesc("discovery_cluster_ready",
+			"1 once the startup sync / init-protect phase has ended.", nil, nil),
+	}
+	for _, c := range []prometheus.Collector{m.sent, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.aeRounds.WithLabelValues("ok")
+	m.aeRounds.WithLabelValues("error")
+	for _, r := range []string{dropOverflow, dropPeerGone, dropShutdown} {
+		m.dropped.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+// Reasons for dropped ops.
+const (
+	dropOverflow = "overflow"
+	dropPeerGone = "peer_gone"
+	dropShutdown = "shutdown"
+)
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.membersDesc
+	ch <- m.queueDesc
+	ch <- m.readyDesc
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{"alive": 0, "suspect": 0, "leaving": 0}
+	for _, mem := range m.c.Nodes() {
+		switch {
+		case mem.Leaving:
+			counts["leaving"]++
+		case mem.Status == NodeLost:
+			counts["suspect"]++
+		default:
+			counts["alive"]++
+		}
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(m.membersDesc, prometheus.GaugeValue, float64(n), s)
+	}
+	for _, p := range m.c.allPeers() {
+		ch <- prometheus.MustNewConstMetric(m.queueDesc, prometheus.GaugeValue, float64(len(p.q)), p.name)
+	}
+	r := 0.0
+	if m.c.Ready() {
+		r = 1
+	}
+	ch <- prometheus.MustNewConstMetric(m.readyDesc, prometheus.GaugeValue, r)
+}

@@ -1,0 +1,231 @@
+package syncup
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+)
+
+// queued is one op waiting for one peer.
+type queued struct {
+	op  *Op
+	enq time.Time
+}
+
+// peer is the replication link to one target: a same-zone member (by gossip
+// name) or one remote zone (then addr rotates over that zone's nodes). Each
+// has its own bounded queue and one sender goroutine, so a slow or dead
+// peer never delays another, and an enqueue never blocks the caller: a full
+// queue drops the op and counts it (anti-entropy repairs it later).
+type peer struct {
+	c    *Cluster
+	name string // gossip node name, or "zone:<name>"
+	zone string // non-empty for a remote-zone link
+
+	addr atomic.Pointer[string] // current HTTP host:port
+	q    chan *queued
+	// pending counts ops enqueued and not yet acked/failed/dropped; it is
+	// raised before the op is visible in q, so "all pending zero" means the
+	// whole cluster is quiet (tests use it).
+	pending atomic.Int64
+	failing atomic.Bool // last request to this peer failed (node list: LOST)
+
+	ctx    context.Context // cancelled when the peer is removed or on hard stop
+	cancel context.CancelFunc
+	drain  chan struct{} // closed at shutdown: exit once the queue is empty
+	done   chan struct{} // closed when the sender exited
+	once   sync.Once
+
+	// rotate, for zone links, moves to the next candidate node after a failure.
+	rotate func()
+}
+
+func (c *Cluster) newPeer(name, zone, addr string) *peer {
+	ctx, cancel := context.WithCancel(c.peerCtx)
+	p := &peer{
+		c: c, name: name, zone: zone,
+		q:      make(chan *queued, c.cfg.QueueSize),
+		ctx:    ctx,
+		cancel: cancel,
+		drain:  make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	p.addr.Store(&addr)
+	return p
+}
+
+func (p *peer) start() {
+	p.c.senders.Add(1)
+	go p.run()
+}
+
+func (p *peer) getAddr() string { return *p.addr.Load() }
+
+// enqueue never blocks.
+func (p *peer) enqueue(op *Op) {
+	p.pending.Add(1)
+	select {
+	case p.q <- &queued{op: op, enq: time.Now()}:
+	default:
+		p.pending.Add(-1)
+		p.c.met.dropped.WithLabelValues(dropOverflow).Inc()
+	}
+}
+
+// stop removes the peer: the sender stops (an in-flight request is
+// aborted) and what is still queued is dropped. A peer that comes back is
+// repaired by anti-entropy.
+func (p *peer) stop(reason string) {
+	p.once.Do(func() {
+		p.cancel()
+		go func() {
+			<-p.done
+			p.dropAll(reason)
+		}()
+	})
+}
+
+func (p *peer) dropAll(reason string) {
+	for {
+		select {
+		case <-p.q:
+			p.pending.Add(-1)
+			p.c.met.dropped.WithLabelValues(reason).Inc()
+		default:
+			return
+		}
+	}
+}
+
+func (p *peer) run() {
+	defer p.c.senders.Done()
+	defer close(p.done)
+	batch := make([]*queued, 0, p.c.cfg.BatchSize)
+	for {
+		select {
+		case q := <-p.q:
+			batch = append(batch, q)
+		case <-p.ctx.Done():
+			return
+		case <-p.drain:
+			select {
+			case q := <-p.q:
+				batch = append(batch, q)
+			default:
+				return
+			}
+		}
+	fill:
+		for len(batch) < p.c.cfg.BatchSize {
+			select {
+			case q := <-p.q:
+				batch = append(batch, q)
+			default:
+				break fill
+			}
+		}
+		p.send(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// send delivers one batch, retrying with exponential backoff until it is
+// acknowledged, the peer is removed (membership declared it dead) or the
+// cluster stops. Each attempt is bounded by peer_timeout.
+func (p *peer) send(batch []*queued) {
+	c := p.c
+	req := &ReplicateRequest{From: c.name, Ops: make([]Op, len(batch))}
+	for i, q := range batch {
+		req.Ops[i] = *q.op
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 50 * time.Millisecond
+	bo.MaxInterval = c.cfg.RetryMaxBackoff
+	attempt := func() (*ReplicateResponse, error) {
+		ctx, cancel := context.WithTimeout(p.ctx, c.cfg.PeerTimeout)
+		defer cancel()
+		addr := p.getAddr()
+		resp, err := c.tr.Replicate(ctx, addr, req)
+		if err == nil && len(resp.Results) != len(req.Ops) {
+			err = &PermanentError{Err: errors.New("peer answered a wrong number of results")}
+		}
+		if err != nil {
+			p.failing.Store(true)
+			if p.rotate != nil {
+				p.rotate()
+			}
+			c.log.Debug("replicate failed", "peer", p.name, "addr", addr, "ops", len(req.Ops), "err", err)
+			var perm *PermanentError
+			if errors.As(err, &perm) {
+				return nil, backoff.Permanent(err)
+			}
+			return nil, err
+		}
+		p.failing.Store(false)
+		return resp, nil
+	}
+	resp, err := backoff.Retry(p.ctx, attempt, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(0))
+	n := int64(len(batch))
+	if err != nil {
+		var perm *PermanentError
+		switch {
+		case errors.As(err, &perm):
+			c.met.failed.Add(float64(n))
+			c.log.Warn("peer rejected replication batch", "peer", p.name, "ops", n, "err", err)
+		case c.stopping.Load():
+			c.met.dropped.WithLabelValues(dropShutdown).Add(float64(n))
+		default:
+			c.met.dropped.WithLabelValues(dropPeerGone).Add(float64(n))
+		}
+		p.pending.Add(-n)
+		return
+	}
+	now := time.Now()
+	for i, r := range resp.Results {
+		q := batch[i]
+		c.met.lag.Observe(now.Sub(q.enq).Seconds())
+		c.handleResult(p, q.op, r)
+	}
+	p.pending.Add(-n)
+}
+
+// handleResult applies the renew handshake of spec 7.3 to one answer.
+func (c *Cluster) handleResult(p *peer, op *Op, r OpResult) {
+	switch r.Code {
+	case CodeOK:
+		c.met.sent.Inc()
+	case CodeNotFound:
+		c.met.sent.Inc()
+		if op.Kind != OpRenew {
+			return // cancel of an absent instance: the tombstone was recorded
+		}
+		// The peer lacks our copy or holds an older one: send the full copy
+		// with the same flags, so a remote zone forwards it inside its zone.
+		ins, ok := c.reg.Get(*op.Key)
+		if !ok {
+			return
+		}
+		c.met.handshakes.WithLabelValues("404").Inc()
+		p.enqueue(&Op{Kind: OpRegister, Replication: op.Replication, FromZone: op.FromZone, Instance: &ins})
+	case CodeConflict:
+		c.met.sent.Inc()
+		if op.Kind != OpRenew || r.Instance == nil {
+			return
+		}
+		if validKey(r.Instance.Key()) != nil || r.Instance.Key() != *op.Key {
+			c.log.Warn("peer answered -409 with a different instance", "peer", p.name)
+			return
+		}
+		c.met.handshakes.WithLabelValues("409").Inc()
+		c.reg.Import(*r.Instance)
+	default:
+		c.met.failed.Inc()
+		c.log.Log(context.Background(), slog.LevelDebug, "peer refused op", "peer", p.name, "op", op.Kind, "code", r.Code, "msg", r.Message)
+	}
+}
