@@ -25,7 +25,7 @@ func holdFor(pollHold time.Duration, header string) time.Duration {
 		return pollHold
 	}
 	// Clamp before multiplying so a huge value cannot overflow.
-	if ms > int64(pollHold/time.Millisecond)+1 {
+	if ms > int64((pollHold+bmspyMargin)/time.Millisecond) {
 		return pollHold
 	}
 	return min(pollHold, time.Duration(ms)*time.Millisecond-bmspyMargin)

@@ -1,0 +1,223 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fuzzLimits are small so the fuzzer reaches every limit quickly.
+var fuzzLimits = Limits{
+	MaxBodyBytes:     4 << 10,
+	MaxAppIDs:        4,
+	MaxAddrs:         3,
+	MaxStringLen:     64,
+	MaxAddrLen:       64,
+	MaxMetadataBytes: 256,
+	MaxMetadataKeys:  4,
+	MaxSetHostnames:  3,
+}
+
+// knownFields are the only names a -400 may blame.
+var knownFields = []string{
+	"query", "body", "zone", "env", "appid", "hostname", "status", "addrs", "region", "version",
+	"metadata", "dirty_timestamp", "latest_timestamp", "reg_timestamp", "set_timestamp", "scheme",
+}
+
+func checkParamErr(t *testing.T, what string, err error) {
+	t.Helper()
+	var pe *paramError
+	if !errors.As(err, &pe) {
+		t.Fatalf("%s: error %v (%T) is not a *paramError", what, err, err)
+	}
+	if !slices.Contains(knownFields, pe.field) || pe.reason == "" {
+		t.Fatalf("%s: error %q blames unknown field %q", what, err, pe.field)
+	}
+}
+
+func checkStr(t *testing.T, what, s string, max int, required bool) {
+	t.Helper()
+	if len(s) > max || (required && s == "") {
+		t.Fatalf("%s = %q violates limit %d / required %v", what, s, max, required)
+	}
+}
+
+// FuzzFormBinding: any query and urlencoded body either binds into values
+// that respect every rule and limit, or fails with a -400 naming a field.
+func FuzzFormBinding(f *testing.F) {
+	f.Add("zone=z&env=e&appid=a&hostname=h&status=1&addrs=grpc://1.2.3.4:9000", []byte(""))
+	f.Add("", []byte("zone=z&env=e&appid=a&hostname=h&status=1&addrs=a,b&addrs=&metadata=%7B%22w%22%3A10%7D"))
+	f.Add("status=2&replication=yes", []byte("zone=z&env=e&appid=a&hostname=h&hostname=i&status=1&status=3"))
+	f.Add("env=e&appid=a&appid=b&status=3&zone=", []byte(""))
+	f.Add("a=%zz;b", []byte("x=%"))
+	l := fuzzLimits
+	f.Fuzz(func(t *testing.T, rawQuery string, body []byte) {
+		q, qerr := parseQuery(rawQuery)
+		b, berr := parseURLEncoded(body)
+		if qerr != nil {
+			checkParamErr(t, "query", qerr)
+			return
+		}
+		if berr != nil {
+			checkParamErr(t, "body", berr)
+			return
+		}
+		v := mergeForm(b, q)
+		for k, vs := range v {
+			if d := cmp.Diff(append(append([]string{}, b[k]...), q[k]...), vs); d != "" {
+				t.Fatalf("merge of %q (-want +got):\n%s", k, d)
+			}
+		}
+
+		if p, err := parseRegister(v, l); err != nil {
+			checkParamErr(t, "register", err)
+		} else {
+			in := p.Instance
+			for _, s := range []string{in.Zone, in.Env, in.AppID, in.Hostname} {
+				checkStr(t, "register key", s, l.MaxStringLen, true)
+			}
+			if in.Status != 1 && in.Status != 2 {
+				t.Fatalf("register status %d", in.Status)
+			}
+			if len(in.Addrs) == 0 || len(in.Addrs) > l.MaxAddrs {
+				t.Fatalf("register addrs %q", in.Addrs)
+			}
+			for _, a := range in.Addrs {
+				checkStr(t, "addr", a, l.MaxAddrLen, true)
+			}
+			if len(in.Metadata) > l.MaxMetadataKeys || in.DirtyTimestamp < 0 || p.Latest < 0 {
+				t.Fatalf("register %+v", p)
+			}
+		}
+		if p, err := parseRenew(v, l); err != nil {
+			checkParamErr(t, "renew", err)
+		} else if p.Dirty < 0 || p.Key.Hostname == "" {
+			t.Fatalf("renew %+v", p)
+		}
+		if p, err := parseCancel(v, l); err != nil {
+			checkParamErr(t, "cancel", err)
+		} else if p.Latest < 0 || p.Key.Zone == "" {
+			t.Fatalf("cancel %+v", p)
+		}
+		if p, err := parseSet(v, l); err != nil {
+			checkParamErr(t, "set", err)
+		} else {
+			r := p.Req
+			n := len(r.Hostnames)
+			if n == 0 || n > l.MaxSetHostnames ||
+				(len(r.Statuses) != 0 && len(r.Statuses) != n) ||
+				(len(r.Metadata) != 0 && len(r.Metadata) != n) || r.SetTimestamp < 0 {
+				t.Fatalf("set %+v", r)
+			}
+			for _, st := range r.Statuses {
+				if st != 1 && st != 2 {
+					t.Fatalf("set status %d", st)
+				}
+			}
+		}
+		for _, multi := range []bool{false, true} {
+			if p, err := parseFetch(v, l, multi); err != nil {
+				checkParamErr(t, "fetch", err)
+			} else if len(p.AppIDs) == 0 || len(p.AppIDs) > l.MaxAppIDs || p.Status == 0 || p.Env == "" {
+				t.Fatalf("fetch %+v", p)
+			}
+		}
+		if _, err := parseTargets(v, l); err != nil {
+			checkParamErr(t, "targets", err)
+		}
+	})
+}
+
+// FuzzPollsPairs: appid and latest_timestamp lists pair up one to one after
+// dropping empty values, or the request is a -400 naming a field.
+func FuzzPollsPairs(f *testing.F) {
+	f.Add("env=prod&hostname=h&appid=a&latest_timestamp=0")
+	f.Add("env=prod&hostname=h&appid=a&appid=b&latest_timestamp=1&latest_timestamp=")
+	f.Add("env=prod&hostname=h&appid=a,b&latest_timestamp=1,2")
+	f.Add("env=prod&hostname=&appid=a&latest_timestamp=9223372036854775808")
+	f.Add("env=prod&hostname=h&appid=&appid=x&latest_timestamp=&latest_timestamp=-3")
+	l := fuzzLimits
+	f.Fuzz(func(t *testing.T, rawQuery string) {
+		v, err := parseQuery(rawQuery)
+		if err != nil {
+			checkParamErr(t, "query", err)
+			return
+		}
+		for _, multi := range []bool{false, true} {
+			p, err := parsePoll(v, l, multi)
+			if err != nil {
+				checkParamErr(t, "polls", err)
+				continue
+			}
+			r := p.Req
+			if len(r.AppIDs) != len(r.Latest) || len(r.AppIDs) == 0 || len(r.AppIDs) > l.MaxAppIDs {
+				t.Fatalf("unpaired %+v", r)
+			}
+			if p.Hostname == "" || r.Env == "" {
+				t.Fatalf("missing required %+v", p)
+			}
+			for _, a := range r.AppIDs {
+				checkStr(t, "appid", a, l.MaxStringLen, true)
+			}
+			if multi {
+				nonEmpty := func(vs []string) (n int) {
+					for _, s := range vs {
+						if s != "" {
+							n++
+						}
+					}
+					return n
+				}
+				if nonEmpty(v["appid"]) != len(r.AppIDs) || nonEmpty(v["latest_timestamp"]) != len(r.Latest) {
+					t.Fatalf("counts do not match the non-empty values: %v -> %+v", v, r)
+				}
+			}
+		}
+	})
+}
+
+// FuzzMetadata: accepted metadata is a string map within the limits that
+// survives a JSON round trip unchanged; everything else is a -400 naming
+// "metadata".
+func FuzzMetadata(f *testing.F) {
+	for _, s := range []string{"", "null", "{}", `{"weight":"10"}`, `{"weight":10}`, `{"a":true,"b":null}`,
+		`{"a":{"b":1}}`, `{"a":[1]}`, `"x"`, `{"a":"\u00e9\ud800"}`, `{"a":1e999}`, `{"a":"b","a":"c"}`} {
+		f.Add(s)
+	}
+	l := fuzzLimits
+	f.Fuzz(func(t *testing.T, s string) {
+		md, err := parseMetadata("metadata", s, l)
+		if err != nil {
+			checkParamErr(t, "metadata", err)
+			if fieldOf(t, err) != "metadata" {
+				t.Fatalf("blames %v", err)
+			}
+			return
+		}
+		if len(s) > l.MaxMetadataBytes || len(md) > l.MaxMetadataKeys {
+			t.Fatalf("limits not enforced: %q -> %v", s, md)
+		}
+		b, err := json.Marshal(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2 := l
+		l2.MaxMetadataBytes = len(b) + 1
+		again, err := parseMetadata("metadata", string(b), l2)
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", b, err)
+		}
+		if md == nil {
+			md = map[string]string{}
+		}
+		if again == nil {
+			again = map[string]string{}
+		}
+		if d := cmp.Diff(md, again); d != "" {
+			t.Fatalf("round trip (-first +second):\n%s", d)
+		}
+	})
+}
