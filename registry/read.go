@@ -113,17 +113,29 @@ func (r *Registry) FetchAll() map[string][]*Instance {
 
 // Snapshot returns a copy of every instance and live tombstone.
 //
-// Tombstones live until a Scan finds them older than TombstoneTTL.
+// Tombstones live until a Scan finds them older than TombstoneTTL. Both
+// lists are sorted by key (env, appid, zone, hostname).
 func (r *Registry) Snapshot() Snapshot {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	s := Snapshot{Instances: make([]Instance, 0, r.size), Tombstones: make([]Tombstone, 0, r.tombs)}
 	for _, es := range r.envs {
 		for _, a := range es.apps {
 			a.appendState(&s)
 		}
 	}
+	r.mu.RUnlock()
+	s.sort()
 	return s
+}
+
+func compareKeys(x, y Key) int {
+	return cmp.Or(strings.Compare(x.Env, y.Env), strings.Compare(x.AppID, y.AppID),
+		strings.Compare(x.Zone, y.Zone), strings.Compare(x.Hostname, y.Hostname))
+}
+
+func (s *Snapshot) sort() {
+	slices.SortFunc(s.Instances, func(x, y Instance) int { return compareKeys(x.Key(), y.Key()) })
+	slices.SortFunc(s.Tombstones, func(x, y Tombstone) int { return compareKeys(x.Key, y.Key) })
 }
 
 func (a *app) appendState(s *Snapshot) {
@@ -197,15 +209,20 @@ func entryHash(zone, host string, kind byte, v int64) uint64 {
 }
 
 // AppState returns the instances and tombstones of the given apps.
+//
+// Sorted like Snapshot; an app listed twice is reported once.
 func (r *Registry) AppState(apps []AppKey) Snapshot {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
 	var s Snapshot
+	seen := make(map[*app]bool, len(apps))
+	r.mu.RLock()
 	for _, k := range apps {
-		if a := r.getApp(k.Env, k.AppID); a != nil {
+		if a := r.getApp(k.Env, k.AppID); a != nil && !seen[a] {
+			seen[a] = true
 			a.appendState(&s)
 		}
 	}
+	r.mu.RUnlock()
+	s.sort()
 	return s
 }
 
