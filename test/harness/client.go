@@ -1,0 +1,359 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client speaks the discovery protocol with raw net/http and urlencoded
+// forms, the way kratos does (spec 2.2), and decodes the envelope without
+// importing any server package: these tests check the wire. Safe for
+// concurrent use; Close releases its idle connections.
+type Client struct {
+	// Addr is host:port of the node.
+	Addr string
+	// Timeout bounds a call whose ctx has no deadline. Zero: 10 s.
+	Timeout time.Duration
+	tr      *http.Transport
+	hc      *http.Client
+}
+
+// NewClient returns a client of the node at addr (host:port).
+func NewClient(addr string) *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{Addr: addr, tr: tr, hc: &http.Client{Transport: tr}}
+}
+
+// Close drops idle keep-alive connections (and their goroutines).
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// Envelope is a decoded protocol answer (spec 2.4).
+type Envelope struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	TTL     *int            `json:"ttl"`
+	Data    json.RawMessage `json:"data"`
+	Error   json.RawMessage `json:"error"`
+
+	HTTPStatus  int    `json:"-"`
+	ContentType string `json:"-"`
+	Body        []byte `json:"-"`
+}
+
+// HasData reports whether the answer carried a "data" key at all.
+func (e *Envelope) HasData() bool { return e.Data != nil }
+
+// DecodeData unmarshals Data into v.
+func (e *Envelope) DecodeData(v any) error {
+	if e.Data == nil {
+		return fmt.Errorf("answer has no data: %s", e.Body)
+	}
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return fmt.Errorf("decode data: %w (body %s)", err, e.Body)
+	}
+	return nil
+}
+
+// CodeError is returned by the typed helpers when the answer's code is not
+// the one they expect.
+type CodeError struct{ Env *Envelope }
+
+func (e *CodeError) Error() string {
+	return fmt.Sprintf("code %d: %s", e.Env.Code, e.Env.Body)
+}
+
+// Instance is the 14-key instance object of spec 3.1.
+type Instance struct {
+	Region          string            `json:"region"`
+	Zone            string            `json:"zone"`
+	Env             string            `json:"env"`
+	AppID           string            `json:"appid"`
+	Hostname        string            `json:"hostname"`
+	Addrs           []string          `json:"addrs"`
+	Version         string            `json:"version"`
+	Metadata        map[string]string `json:"metadata"`
+	Status          int64             `json:"status"`
+	RegTimestamp    int64             `json:"reg_timestamp"`
+	UpTimestamp     int64             `json:"up_timestamp"`
+	RenewTimestamp  int64             `json:"renew_timestamp"`
+	DirtyTimestamp  int64             `json:"dirty_timestamp"`
+	LatestTimestamp int64             `json:"latest_timestamp"`
+}
+
+// InstanceInfo is the per-appid answer of fetch and polls (spec 3.4).
+type InstanceInfo struct {
+	Instances       map[string][]Instance `json:"instances"`
+	LatestTimestamp int64                 `json:"latest_timestamp"`
+}
+
+// All returns the instances of every zone.
+func (ii *InstanceInfo) All() []Instance {
+	var out []Instance
+	for _, z := range ii.Instances {
+		out = append(out, z...)
+	}
+	return out
+}
+
+// NodeInfo is one entry of /discovery/nodes (spec 4.10).
+type NodeInfo struct {
+	Addr   string `json:"addr"`
+	Status int    `json:"status"`
+	Zone   string `json:"zone"`
+}
+
+func (c *Client) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	d := c.Timeout
+	if d == 0 {
+		d = 10 * time.Second
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Do sends one request and decodes the envelope. POST parameters go in an
+// urlencoded body, GET parameters in the query (spec 2.2). A transport error
+// or an answer that is not a JSON envelope is an error.
+func (c *Client) Do(ctx context.Context, method, path string, params url.Values, header http.Header) (*Envelope, error) {
+	raw, status, ctype, err := c.Raw(ctx, method, path, params, header)
+	if err != nil {
+		return nil, err
+	}
+	env := &Envelope{HTTPStatus: status, ContentType: ctype, Body: raw}
+	if err := json.Unmarshal(raw, env); err != nil {
+		return env, fmt.Errorf("%s %s: HTTP %d, not a JSON envelope: %w: %q", method, path, status, err, raw)
+	}
+	return env, nil
+}
+
+// Raw sends one request and returns the body, status and content type.
+func (c *Client) Raw(ctx context.Context, method, path string, params url.Values, header http.Header) ([]byte, int, string, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	u := "http://" + c.Addr + path
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader(params.Encode())
+	} else if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, resp.StatusCode, "", err
+	}
+	return raw, resp.StatusCode, resp.Header.Get("Content-Type"), nil
+}
+
+// Form builds the register form of ins the way kratos does (spec 4.1):
+// one addrs value per address, status 1 when zero, metadata as JSON text
+// ("" when nil). extra values are added (e.g. replication=true).
+func Form(ins Instance) url.Values {
+	v := url.Values{}
+	v.Set("region", ins.Region)
+	v.Set("zone", ins.Zone)
+	v.Set("env", ins.Env)
+	v.Set("appid", ins.AppID)
+	v.Set("hostname", ins.Hostname)
+	for _, a := range ins.Addrs {
+		v.Add("addrs", a)
+	}
+	v.Set("version", ins.Version)
+	st := ins.Status
+	if st == 0 {
+		st = 1
+	}
+	v.Set("status", strconv.FormatInt(st, 10))
+	md := ""
+	if ins.Metadata != nil {
+		b, _ := json.Marshal(ins.Metadata)
+		md = string(b)
+	}
+	v.Set("metadata", md)
+	return v
+}
+
+// keyForm holds the instance key fields kratos sends on renew and cancel.
+func keyForm(ins Instance) url.Values {
+	v := url.Values{}
+	v.Set("region", ins.Region)
+	v.Set("zone", ins.Zone)
+	v.Set("env", ins.Env)
+	v.Set("appid", ins.AppID)
+	v.Set("hostname", ins.Hostname)
+	return v
+}
+
+func merge(v url.Values, extra []url.Values) url.Values {
+	for _, e := range extra {
+		for k, vals := range e {
+			v[k] = append(v[k], vals...)
+		}
+	}
+	return v
+}
+
+// Register POSTs /discovery/register.
+func (c *Client) Register(ctx context.Context, ins Instance, extra ...url.Values) (*Envelope, error) {
+	return c.Do(ctx, http.MethodPost, "/discovery/register", merge(Form(ins), extra), nil)
+}
+
+// Renew POSTs /discovery/renew for the key of ins.
+func (c *Client) Renew(ctx context.Context, ins Instance, extra ...url.Values) (*Envelope, error) {
+	return c.Do(ctx, http.MethodPost, "/discovery/renew", merge(keyForm(ins), extra), nil)
+}
+
+// Cancel POSTs /discovery/cancel for the key of ins.
+func (c *Client) Cancel(ctx context.Context, ins Instance, extra ...url.Values) (*Envelope, error) {
+	return c.Do(ctx, http.MethodPost, "/discovery/cancel", merge(keyForm(ins), extra), nil)
+}
+
+// Set POSTs /discovery/set with the given form.
+func (c *Client) Set(ctx context.Context, form url.Values) (*Envelope, error) {
+	return c.Do(ctx, http.MethodPost, "/discovery/set", form, nil)
+}
+
+// Fetch GETs /discovery/fetch. status is the bit mask (0 means 3: all);
+// zone may be empty. A code other than 0 is returned as *CodeError along
+// with the envelope.
+func (c *Client) Fetch(ctx context.Context, env, appid string, status int, zone string) (*InstanceInfo, *Envelope, error) {
+	if status == 0 {
+		status = 3
+	}
+	v := url.Values{"env": {env}, "appid": {appid}, "status": {strconv.Itoa(status)}}
+	if zone != "" {
+		v.Set("zone", zone)
+	}
+	e, err := c.Do(ctx, http.MethodGet, "/discovery/fetch", v, nil)
+	if err != nil {
+		return nil, e, err
+	}
+	if e.Code != 0 {
+		return nil, e, &CodeError{e}
+	}
+	var ii InstanceInfo
+	if err := e.DecodeData(&ii); err != nil {
+		return nil, e, err
+	}
+	return &ii, e, nil
+}
+
+// FetchAll GETs /discovery/fetch/all: appid -> instances of every env/zone.
+func (c *Client) FetchAll(ctx context.Context) (map[string][]Instance, *Envelope, error) {
+	e, err := c.Do(ctx, http.MethodGet, "/discovery/fetch/all", nil, nil)
+	if err != nil {
+		return nil, e, err
+	}
+	if e.Code != 0 {
+		return nil, e, &CodeError{e}
+	}
+	var out map[string][]Instance
+	if err := e.DecodeData(&out); err != nil {
+		return nil, e, err
+	}
+	return out, e, nil
+}
+
+// Nodes GETs /discovery/nodes.
+func (c *Client) Nodes(ctx context.Context) ([]NodeInfo, *Envelope, error) {
+	e, err := c.Do(ctx, http.MethodGet, "/discovery/nodes", nil, nil)
+	if err != nil {
+		return nil, e, err
+	}
+	if e.Code != 0 {
+		return nil, e, &CodeError{e}
+	}
+	var out []NodeInfo
+	if err := e.DecodeData(&out); err != nil {
+		return nil, e, err
+	}
+	return out, e, nil
+}
+
+// PollsResult is a decoded polls answer (spec 4.9.2).
+type PollsResult struct {
+	Data    map[string]*InstanceInfo
+	Missing []string // error."-404"
+}
+
+// Polls GETs /discovery/polls with one latest_timestamp per appid. It
+// blocks as long as the server holds the request (bounded by ctx). A -304
+// answer returns (nil, env, nil); other non-zero codes are *CodeError.
+func (c *Client) Polls(ctx context.Context, env, hostname string, appids []string, ts []int64) (*PollsResult, *Envelope, error) {
+	v := url.Values{"env": {env}, "hostname": {hostname}}
+	for _, a := range appids {
+		v.Add("appid", a)
+	}
+	for _, t := range ts {
+		v.Add("latest_timestamp", strconv.FormatInt(t, 10))
+	}
+	e, err := c.Do(ctx, http.MethodGet, "/discovery/polls", v, nil)
+	if err != nil {
+		return nil, e, err
+	}
+	switch e.Code {
+	case 0:
+	case -304:
+		return nil, e, nil
+	default:
+		return nil, e, &CodeError{e}
+	}
+	res := &PollsResult{}
+	if err := e.DecodeData(&res.Data); err != nil {
+		return nil, e, err
+	}
+	if len(e.Error) > 0 && string(e.Error) != "null" {
+		var m map[string][]string
+		if err := json.Unmarshal(e.Error, &m); err != nil {
+			return nil, e, fmt.Errorf("decode error key: %w (body %s)", err, e.Body)
+		}
+		res.Missing = m["-404"]
+	}
+	return res, e, nil
+}
+
+// Ready reports whether /readyz answers 200.
+func (c *Client) Ready(ctx context.Context) (bool, error) {
+	_, status, _, err := c.Raw(ctx, http.MethodGet, "/readyz", nil, nil)
+	return err == nil && status == http.StatusOK, err
+}
+
+// Metrics returns the /metrics exposition text.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	raw, status, _, err := c.Raw(ctx, http.MethodGet, "/metrics", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	if status != http.StatusOK {
+		return "", fmt.Errorf("/metrics: HTTP %d", status)
+	}
+	return string(raw), nil
+}
