@@ -1,0 +1,227 @@
+package client_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/discovery-go/discovery/api/client"
+)
+
+// TestWatch_HostileAnswers: each malformed answer is an error delivered to
+// the watcher (never a panic, a hang or a silently wrong set), and the
+// watch recovers once the node answers properly.
+func TestWatch_HostileAnswers(t *testing.T) {
+	huge := `{"code":0,"message":"0","data":{"demo":{"instances":{},"latest_timestamp":1,"pad":"` + strings.Repeat("x", 64<<10) + `"}}}`
+	for _, tc := range []struct {
+		name string
+		body string
+		want error
+	}{
+		{"not json", `<html>oops</html>`, client.ErrBadResponse},
+		{"truncated json", `{"code":0,"data":{"demo":{"instances":`, client.ErrBadResponse},
+		{"trailing garbage", `{"code":-304,"message":"-304","ttl":1} {}`, client.ErrBadResponse},
+		{"array envelope", `[1,2]`, client.ErrBadResponse},
+		{"no code", `{"message":"0","data":{}}`, client.ErrBadResponse},
+		{"code as string", `{"code":"0","data":{}}`, client.ErrBadResponse},
+		{"latest_timestamp 0", `{"code":0,"data":{"demo":{"instances":{"zone01":[{"appid":"demo","hostname":"x","addrs":["grpc://1.1.1.1:1"],"status":1}]},"latest_timestamp":0}}}`, client.ErrBadResponse},
+		{"latest_timestamp missing", `{"code":0,"data":{"demo":{"instances":{}}}}`, client.ErrBadResponse},
+		{"null info", `{"code":0,"data":{"demo":null}}`, client.ErrBadResponse},
+		{"status as string", `{"code":0,"data":{"demo":{"instances":{"zone01":[{"appid":"demo","hostname":"x","addrs":["grpc://1.1.1.1:1"],"status":"1"}]},"latest_timestamp":5}}}`, client.ErrBadResponse},
+		{"metadata number", `{"code":0,"data":{"demo":{"instances":{"zone01":[{"appid":"demo","hostname":"x","addrs":[],"metadata":{"weight":10},"status":1}]},"latest_timestamp":5}}}`, client.ErrBadResponse},
+		{"addrs as string", `{"code":0,"data":{"demo":{"instances":{"zone01":[{"appid":"demo","hostname":"x","addrs":"grpc://1.1.1.1:1","status":1}]},"latest_timestamp":5}}}`, client.ErrBadResponse},
+		{"null instance", `{"code":0,"data":{"demo":{"instances":{"zone01":[null]},"latest_timestamp":5}}}`, client.ErrBadResponse},
+		{"instances as array", `{"code":0,"data":{"demo":{"instances":[],"latest_timestamp":5}}}`, client.ErrBadResponse},
+		{"success without data", `{"code":0,"message":"0","data":null}`, client.ErrBadResponse},
+		{"unexpected code", `{"code":-500,"message":"-500","ttl":1}`, client.ErrUnavailable},
+		{"init-protect", `{"code":-503,"message":"-503","ttl":1}`, client.ErrUnavailable},
+		{"huge body", huge, client.ErrBadResponse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newFakeStore()
+			n := newFakeNode(t, store)
+			n.setFault(faultBody("/discovery/polls", tc.body))
+			cfg := testConfig(n)
+			cfg.MaxResponseBytes = 32 << 10
+			c := newClient(t, cfg)
+			store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+			w, _ := c.Watch("demo")
+			defer w.Close()
+			ctx := t.Context()
+			_, err := w.Next(ctx)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Next = %v, want %v", err, tc.want)
+			}
+			n.setFault(nil)
+			waitHosts(t, w, 5*time.Second, "a")
+		})
+	}
+}
+
+func TestWatch_HTTPErrorStatusIsANodeFailure(t *testing.T) {
+	store := newFakeStore()
+	n := newFakeNode(t, store)
+	n.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		http.Error(w, "boom", http.StatusInternalServerError)
+		return true
+	})
+	c := newClient(t, testConfig(n))
+	w, _ := c.Watch("demo")
+	defer w.Close()
+	if _, err := w.Next(t.Context()); !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Fatalf("Next = %v", err)
+	}
+}
+
+func TestWatch_HangingNodeTimesOutThenFailsOver(t *testing.T) {
+	store := newFakeStore()
+	hang, other := newFakeNode(t, store), newFakeNode(t, store)
+	hang.setFault(hang.faultHang("/discovery/polls"))
+	other.setFault(faultDown)
+	cfg := testConfig(hang, other)
+	cfg.PollTimeout = 300 * time.Millisecond
+	c := newClient(t, cfg)
+	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	w, _ := c.Watch("demo")
+	defer w.Close()
+	// Both nodes are tried: the hanging one is abandoned after PollTimeout.
+	waitFor(t, 10*time.Second, "both nodes tried", func() (bool, string) {
+		return hang.count("/discovery/polls") >= 1 && other.count("/discovery/polls") >= 1,
+			fmt.Sprint(hang.count("/discovery/polls"), other.count("/discovery/polls"))
+	})
+	ctxErr := func() error {
+		_, err := w.Next(t.Context())
+		return err
+	}()
+	if !errors.Is(ctxErr, client.ErrUnavailable) {
+		t.Fatalf("Next during the outage: %v", ctxErr)
+	}
+	other.setFault(nil)
+	waitHosts(t, w, 10*time.Second, "a")
+}
+
+func TestWatch_NodeSwitchResetsTimestampsAndKeepsWatching(t *testing.T) {
+	store := newFakeStore()
+	n1, n2 := newFakeNode(t, store), newFakeNode(t, store)
+	c := newClient(t, testConfig(n1, n2))
+	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	w, _ := c.Watch("demo")
+	defer w.Close()
+	waitHosts(t, w, 5*time.Second, "a")
+	// Find the node holding the client's poll.
+	var cur, next *fakeNode
+	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
+		for _, p := range [][2]*fakeNode{{n1, n2}, {n2, n1}} {
+			p[0].mu.Lock()
+			held := p[0].inflight[testHost] == 1
+			p[0].mu.Unlock()
+			if held {
+				cur, next = p[0], p[1]
+				return true, ""
+			}
+		}
+		return false, ""
+	})
+	cur.setFault(faultDown)
+	before := next.count("/discovery/polls")
+	store.put(instance("demo", "b", "grpc://10.0.0.2:1")) // wakes the held poll: its answer fails
+	waitHosts(t, w, 5*time.Second, "a", "b")
+	// The following poll fails on cur and moves to next.
+	waitFor(t, 5*time.Second, "a poll on the other node", func() (bool, string) {
+		return next.count("/discovery/polls") > before, ""
+	})
+	p := next.requests("/discovery/polls")[before]
+	for i, id := range p["appid"] {
+		if p["latest_timestamp"][i] != "0" {
+			t.Errorf("first poll on the new node sends %s=%s, want 0 (spec 8.2)", id, p["latest_timestamp"][i])
+		}
+	}
+	// The watch goes on through the new node.
+	store.put(instance("demo", "c", "grpc://10.0.0.3:1"))
+	waitHosts(t, w, 5*time.Second, "a", "b", "c")
+}
+
+func TestWatch_AllSeedsDownThenBack(t *testing.T) {
+	store := newFakeStore()
+	n1, n2 := newFakeNode(t, store), newFakeNode(t, store)
+	n1.setFault(faultDown)
+	n2.setFault(faultDown)
+	cfg := testConfig(n1, n2)
+	cfg.BackoffInitial, cfg.BackoffMax = 20*time.Millisecond, 40*time.Millisecond
+	c := newClient(t, cfg)
+	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	w, _ := c.Watch("demo")
+	defer w.Close()
+	if _, err := w.Next(t.Context()); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("Next while down: %v", err)
+	}
+	// Never a hot loop: failed polls are spaced by the backoff (>= half the
+	// initial interval each, with jitter).
+	start := time.Now()
+	base := n1.count("/discovery/polls") + n2.count("/discovery/polls")
+	waitFor(t, 10*time.Second, "failed polls", func() (bool, string) {
+		got := n1.count("/discovery/polls") + n2.count("/discovery/polls") - base
+		return got >= 6, fmt.Sprint(got)
+	})
+	if el := time.Since(start); el < 5*10*time.Millisecond {
+		t.Fatalf("6 failed polls in %s: backoff not applied", el)
+	}
+	n1.setFault(nil)
+	n2.setFault(nil)
+	waitHosts(t, w, 5*time.Second, "a")
+}
+
+func TestNodes_LearnedFromInfraDiscovery(t *testing.T) {
+	store := newFakeStore()
+	seed, same, other := newFakeNode(t, store), newFakeNode(t, store), newFakeNode(t, store)
+	c := newClient(t, testConfig(seed))
+	node := func(host, zone string, addrs ...string) client.Instance {
+		return client.Instance{Region: "r", Zone: zone, Env: testEnv, AppID: client.InfraAppID, Hostname: host, Addrs: addrs}
+	}
+	store.put(node("same", testZone, "http://"+same.addr))
+	store.put(node("other", "zone02", "http://"+other.addr))
+	store.put(node("junk", testZone, "grpc://127.0.0.1:1", "http://0.0.0.0:7171", "http://nohost"))
+	// Same zone first, other zones next, the seed last.
+	waitFor(t, 5*time.Second, "learned node list", func() (bool, string) {
+		got := c.Nodes()
+		return slices.Equal(got, []string{same.addr, other.addr, seed.addr}), fmt.Sprint(got)
+	})
+	// The client moved to the same-zone node.
+	waitFor(t, 5*time.Second, "polls on the same-zone node", func() (bool, string) {
+		return same.count("/discovery/polls") > 0, ""
+	})
+	// The list shrinks too: the same-zone node leaves, the client moves to
+	// the other zone.
+	store.remove(testEnv, client.InfraAppID, testZone, "same")
+	waitFor(t, 5*time.Second, "shrunk node list", func() (bool, string) {
+		got := c.Nodes()
+		return slices.Equal(got, []string{other.addr, seed.addr}), fmt.Sprint(got)
+	})
+	waitFor(t, 5*time.Second, "polls on the other-zone node", func() (bool, string) {
+		return other.count("/discovery/polls") > 0, ""
+	})
+}
+
+func TestFetch_HostileAnswersAndFailover(t *testing.T) {
+	store := newFakeStore()
+	bad, good := newFakeNode(t, store), newFakeNode(t, store)
+	bad.setFault(faultBody("/discovery/fetch", `{"code":0,"data":{"instances":{},"latest_timestamp":0}}`))
+	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	cfg := testConfig(bad)
+	cfg.RetryTimeout = 100 * time.Millisecond
+	c := newClient(t, cfg)
+	if _, err := c.Fetch(t.Context(), "demo"); !errors.Is(err, client.ErrBadResponse) {
+		t.Fatalf("Fetch from a bad node: %v", err)
+	}
+	c2 := newClient(t, testConfig(bad, good))
+	for range 4 { // whichever node comes first, the answer is the good one
+		s, err := c2.Fetch(t.Context(), "demo")
+		if err != nil || s.Len() != 1 {
+			t.Fatalf("Fetch with failover: %v %v", s, err)
+		}
+	}
+}
