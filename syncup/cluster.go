@@ -95,6 +95,7 @@ type Cluster struct {
 	tr     Transport
 	ownTr  *HTTPTransport // closed at shutdown when we built it
 	mlHook func(*memberlist.Config)
+	mlLog  *mlLogWriter
 	met    *metrics
 	name   string
 	secret []byte
@@ -113,6 +114,10 @@ type Cluster struct {
 	mu    sync.RWMutex
 	peers map[string]*peer // same-zone members by gossip name
 	zones map[string]*peer // remote zone links by zone name
+
+	memMu   sync.RWMutex
+	members map[string]memberState // other live members, from gossip callbacks
+	gossip  string                 // our advertised gossip host:port
 
 	evMu  sync.Mutex
 	evq   []memberEvent
@@ -182,6 +187,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		readyCh:  make(chan struct{}),
 		joinDone: make(chan struct{}),
 		peers:    map[string]*peer{},
+		members:  map[string]memberState{},
 		zones:    map[string]*peer{},
 		evSig:    make(chan struct{}, 1),
 		syncSig:  make(chan struct{}, 1),
@@ -249,15 +255,18 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		c.mlLog.close()
 		return fmt.Errorf("syncup: gossip: %w", err)
 	}
 	if ln := ml.LocalNode(); ln.Addr == nil || ln.Addr.IsUnspecified() {
 		_ = ml.Shutdown()
+		c.mlLog.close()
 		return fmt.Errorf("syncup: gossip advertises unspecified address %v; set cluster.advertise", ln.Addr)
 	}
 	c.ml = ml
+	c.gossip = ml.LocalNode().Address()
 	c.startAt = time.Now()
-	c.log.Info("gossip listening", "gossip", ml.LocalNode().Address(), "http", c.self.HTTPAddr, "zone", c.self.Zone)
+	c.log.Info("gossip listening", "gossip", c.gossip, "http", c.self.HTTPAddr, "zone", c.self.Zone)
 
 	for zone, seeds := range c.cfg.Zones {
 		if zone == c.self.Zone {
@@ -309,7 +318,8 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mc.SecretKey = c.secret
 	mc.Delegate = &mlDelegate{c: c}
 	mc.Events = &mlEvents{c: c}
-	mc.LogOutput = &mlLogWriter{log: c.log}
+	c.mlLog = &mlLogWriter{log: c.log}
+	mc.LogOutput = c.mlLog
 	if c.mlHook != nil {
 		c.mlHook(mc)
 	}
@@ -317,12 +327,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 }
 
 // GossipAddr is the advertised gossip host:port (after Start).
-func (c *Cluster) GossipAddr() string {
-	if c.ml == nil {
-		return ""
-	}
-	return c.ml.LocalNode().Address()
-}
+func (c *Cluster) GossipAddr() string { return c.gossip }
 
 // Ready reports whether the startup sync (or init-protect) phase has ended;
 // reads are gated until then (spec 6.5, 7.4.1).
@@ -352,7 +357,7 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 }
 
 func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
-	if !c.started.Load() {
+	if !c.started.Load() || c.ml == nil { // never started, or Start failed
 		c.stopping.Store(true)
 		c.loopCancel()
 		c.peerCancel()
@@ -402,6 +407,7 @@ func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
 	if err := c.ml.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
 	}
+	c.mlLog.close()
 	c.evCancel()
 	c.evLoop.Wait()
 	if c.ownTr != nil {

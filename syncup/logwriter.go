@@ -4,13 +4,25 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"sync"
 )
 
 // mlLogWriter turns memberlist's log lines ("2024/01/02 15:04:05 [WARN]
 // memberlist: ...") into slog records at the matching level, so gossip logs
 // follow the node's log format and level instead of going to stderr.
+//
+// memberlist may still log from a probe goroutine after Shutdown returns;
+// close stops forwarding so nothing is written once the owner is gone.
 type mlLogWriter struct {
-	log *slog.Logger
+	log    *slog.Logger
+	mu     sync.RWMutex
+	closed bool
+}
+
+func (w *mlLogWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 var mlLevels = []struct {
@@ -26,6 +38,11 @@ var mlLevels = []struct {
 
 func (w *mlLogWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return n, nil
+	}
 	for _, line := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
 		w.line(line)
 	}

@@ -54,18 +54,47 @@ func (e *mlEvents) NotifyJoin(n *memberlist.Node)   { e.c.pushEvent(evJoin, n) }
 func (e *mlEvents) NotifyLeave(n *memberlist.Node)  { e.c.pushEvent(evLeave, n) }
 func (e *mlEvents) NotifyUpdate(n *memberlist.Node) { e.c.pushEvent(evUpdate, n) }
 
+// pushEvent runs inside memberlist's callback, where n may be read (later
+// memberlist mutates it under its own lock, so Members() results must not
+// be read concurrently). It updates our member table and queues the event.
 func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 	if n.Name == c.name {
 		return
 	}
-	ev := memberEvent{kind: k, name: n.Name, meta: slices.Clone(n.Meta)}
+	raw := slices.Clone(n.Meta)
+	meta, err := decodeMeta(raw)
+	ms := memberState{meta: meta, metaErr: err, gossip: n.Address()}
+	c.memMu.Lock()
+	if k == evLeave {
+		delete(c.members, n.Name)
+	} else {
+		c.members[n.Name] = ms
+	}
+	c.memMu.Unlock()
 	c.evMu.Lock()
-	c.evq = append(c.evq, ev)
+	c.evq = append(c.evq, memberEvent{kind: k, name: n.Name, meta: raw})
 	c.evMu.Unlock()
 	select {
 	case c.evSig <- struct{}{}:
 	default:
 	}
+}
+
+// memberState is what we know of one other live member.
+type memberState struct {
+	meta    nodeMeta
+	metaErr error
+	gossip  string
+}
+
+func (c *Cluster) memberTable() map[string]memberState {
+	c.memMu.RLock()
+	defer c.memMu.RUnlock()
+	out := make(map[string]memberState, len(c.members))
+	for k, v := range c.members {
+		out[k] = v
+	}
+	return out
 }
 
 func (c *Cluster) eventLoop() {
@@ -99,19 +128,15 @@ func (c *Cluster) reconcile() []*peer {
 		return nil
 	}
 	live := map[string]nodeMeta{}
-	for _, n := range c.ml.Members() {
-		if n.Name == c.name {
+	for name, ms := range c.memberTable() {
+		if ms.metaErr != nil {
+			c.log.Debug("ignoring member with unreadable meta", "peer", name, "err", ms.metaErr)
 			continue
 		}
-		m, err := decodeMeta(n.Meta)
-		if err != nil {
-			c.log.Debug("ignoring member with unreadable meta", "peer", n.Name, "err", err)
+		if ms.meta.Zone != c.self.Zone {
 			continue
 		}
-		if m.Zone != c.self.Zone {
-			continue
-		}
-		live[n.Name] = m
+		live[name] = ms.meta
 	}
 	var added []*peer
 	c.mu.Lock()
@@ -165,11 +190,11 @@ func (c *Cluster) onLeave(ev memberEvent) {
 	}
 	// A restarted node gets a new gossip name but keeps its hostname; if
 	// it is already back, its record is its own again.
-	for _, n := range c.ml.Members() {
-		if n.Name == ev.name {
+	for name, ms := range c.memberTable() {
+		if name == ev.name {
 			return
 		}
-		if om, err := decodeMeta(n.Meta); err == nil && om.Env == m.Env && om.Zone == m.Zone && om.Hostname == m.Hostname {
+		if om := ms.meta; ms.metaErr == nil && om.Env == m.Env && om.Zone == m.Zone && om.Hostname == m.Hostname {
 			return
 		}
 	}
@@ -244,46 +269,35 @@ func (c *Cluster) closeJoinDone() {
 }
 
 // Nodes lists the same-zone live members including self (spec 4.10.2):
-// alive → NodeUp; suspect, leaving, or our link to it failing → NodeLost;
-// dead or left members are not listed. Addr is the member's advertised
-// HTTP host:port. The slice is a fresh copy, sorted by Addr.
+// alive → NodeUp; leaving, or our link to it failing → NodeLost; dead or
+// left members are not listed. Addr is the member's advertised HTTP
+// host:port. The slice is a fresh copy, sorted by Addr.
 //
-// memberlist v0.7.0 does not expose its suspect state (Members omits dead
-// nodes and reports the rest as alive), so LOST also reflects what this
-// node sees: a failing replication link or an announced leave.
+// memberlist v0.7.0 does not expose its suspect state (the Node.State of
+// Members() is never updated), so LOST reflects what this node sees: a
+// failing replication link or an announced leave. Gossip removes a dead
+// member within a few seconds.
 func (c *Cluster) Nodes() []Member {
-	if c.ml == nil || !c.started.Load() {
-		return []Member{c.selfMember()}
+	out := []Member{c.selfMember()}
+	if !c.started.Load() {
+		return out
 	}
-	var out []Member
-	seenSelf := false
-	for _, n := range c.ml.Members() {
-		m, err := decodeMeta(n.Meta)
-		if err != nil || m.Zone != c.self.Zone {
+	for name, ms := range c.memberTable() {
+		m := ms.meta
+		if ms.metaErr != nil || m.Zone != c.self.Zone {
 			continue
 		}
 		mem := Member{
-			Name: n.Name, Addr: m.HTTPAddr, GossipAddr: n.Address(), Zone: m.Zone, Env: m.Env,
+			Name: name, Addr: m.HTTPAddr, GossipAddr: ms.gossip, Zone: m.Zone, Env: m.Env,
 			Hostname: m.Hostname, Version: m.Version, Leaving: m.Status == metaLeaving,
 		}
-		if n.Name == c.name {
-			mem.Self = true
-			seenSelf = true
-		} else {
-			c.mu.RLock()
-			p := c.peers[n.Name]
-			c.mu.RUnlock()
-			if p != nil && p.failing.Load() {
-				mem.Status = NodeLost
-			}
-		}
-		if mem.Leaving || n.State == memberlist.StateSuspect {
+		c.mu.RLock()
+		p := c.peers[name]
+		c.mu.RUnlock()
+		if mem.Leaving || (p != nil && p.failing.Load()) {
 			mem.Status = NodeLost
 		}
 		out = append(out, mem)
-	}
-	if !seenSelf {
-		out = append(out, c.selfMember())
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Addr, b.Addr) })
 	return out

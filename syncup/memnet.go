@@ -25,6 +25,7 @@ type MemNetwork struct {
 	down    map[string]bool
 	delay   map[string]time.Duration
 	hook    func(from, to, call string) error
+	observe func(from, to string, op Op)
 	counts  map[memCountKey]int
 	batches int
 }
@@ -99,6 +100,14 @@ func (n *MemNetwork) SetHook(f func(from, to, call string) error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hook = f
+}
+
+// SetObserver installs f, called for every op delivered (after the
+// receiver applied its batch). nil removes it.
+func (n *MemNetwork) SetObserver(f func(from, to string, op Op)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.observe = f
 }
 
 // Delivered counts ops delivered to addr by kind and replication flag.
@@ -182,7 +191,13 @@ func (t *memTransport) Replicate(ctx context.Context, addr string, req *Replicat
 	for _, op := range req.Ops {
 		t.n.counts[memCountKey{addr, op.Kind, op.Replication}]++
 	}
+	obs := t.n.observe
 	t.n.mu.Unlock()
+	if obs != nil {
+		for _, op := range in.Ops {
+			obs(t.from, addr, op)
+		}
+	}
 	out := &ReplicateResponse{Results: make([]OpResult, len(resp.Results))}
 	for i, r := range resp.Results {
 		out.Results[i] = r

@@ -1,0 +1,365 @@
+package syncup
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// replicator is the shape of api.Replicator; package api is not imported
+// here (syncup must not depend on it), so the same method set is asserted.
+type replicator interface {
+	Register(ins registry.Instance, fromZone bool)
+	Renew(ins registry.Instance, fromZone bool)
+	Cancel(t registry.Tombstone, fromZone bool)
+	Set(req registry.SetRequest, fromZone bool)
+}
+
+var _ replicator = (*Cluster)(nil)
+
+// C56: a client write reaches every same-zone peer as a replicated write,
+// with the sender's dirty_timestamp.
+func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+
+	stored := a.clientRegister(t, testInstance("demo.svc", "z1"))
+	k := stored.Key()
+	waitFor(t, "register on B and C", func() bool { return b.has(k) && c.has(k) })
+	for _, n := range []*tnode{b, c} {
+		got, _ := n.reg.Get(k)
+		if got.DirtyTimestamp != stored.DirtyTimestamp {
+			t.Fatalf("dirty_timestamp on peer %d, want %d", got.DirtyTimestamp, stored.DirtyTimestamp)
+		}
+		if len(got.Addrs) != 2 {
+			t.Fatalf("addrs on peer: %v", got.Addrs)
+		}
+	}
+
+	// set with one set_timestamp for all nodes (spec 4.4.5)
+	req := registry.SetRequest{Env: k.Env, AppID: k.AppID, Zone: k.Zone, Hostnames: []string{k.Hostname},
+		Statuses: []uint32{registry.StatusWaiting}, SetTimestamp: stored.DirtyTimestamp + 1000}
+	if _, err := a.reg.Set(req); err != nil {
+		t.Fatal(err)
+	}
+	a.c.Set(req, false)
+	waitFor(t, "set on B and C", func() bool {
+		for _, n := range []*tnode{b, c} {
+			got, _ := n.reg.Get(k)
+			if got.Status != registry.StatusWaiting || got.DirtyTimestamp != req.SetTimestamp {
+				return false
+			}
+		}
+		return true
+	})
+
+	// renew: equal dirty on every node → plain success, no handshake
+	ins, err := a.reg.Renew(k, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.c.Renew(ins, false)
+	quiet(t, nodes...)
+	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("404")) + testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("409")); v != 0 {
+		t.Fatalf("handshakes after an in-sync renew: %v", v)
+	}
+
+	tomb, err := a.reg.Cancel(k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.c.Cancel(tomb, false)
+	waitFor(t, "cancel on B and C", func() bool { return !b.has(k) && !c.has(k) })
+	quiet(t, nodes...)
+	if got := testutil.ToFloat64(a.c.met.sent); got < 4*2 {
+		t.Fatalf("sent ops = %v, want >= 8", got)
+	}
+}
+
+// C60: -404 to a replicated renew → the sender pushes its copy.
+func TestReplication_RenewHandshake404SendsCopy(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+
+	// Only A has it (as if the register to B had been lost).
+	stored, _, err := a.reg.Register(testInstance("demo.svc", "z1"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, err := a.reg.Renew(stored.Key(), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.c.Renew(ins, false)
+	waitFor(t, "B got A's copy", func() bool {
+		got, ok := b.reg.Get(stored.Key())
+		return ok && got.DirtyTimestamp == stored.DirtyTimestamp
+	})
+	quiet(t, nodes...)
+	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("404")); v != 1 {
+		t.Fatalf("404 handshakes = %v, want 1", v)
+	}
+}
+
+// C60: -409 → the sender adopts the peer's newer copy.
+func TestReplication_RenewHandshake409AdoptsNewer(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+
+	old := testInstance("demo.svc", "z1")
+	old.DirtyTimestamp = 1_000
+	if _, _, err := a.reg.Register(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	newer := old
+	newer.DirtyTimestamp = 2_000
+	newer.Addrs = []string{"grpc://10.1.1.1:1"}
+	if _, _, err := b.reg.Register(newer, 0); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := a.reg.Renew(old.Key(), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.c.Renew(ins, false)
+	waitFor(t, "A adopted B's copy", func() bool {
+		got, _ := a.reg.Get(old.Key())
+		return got.DirtyTimestamp == 2_000 && len(got.Addrs) == 1 && got.Addrs[0] == "grpc://10.1.1.1:1"
+	})
+	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("409")); v != 1 {
+		t.Fatalf("409 handshakes = %v, want 1", v)
+	}
+}
+
+// A replicated op is never re-sent: with three nodes one client register
+// produces exactly two deliveries.
+func TestReplication_ReplicatedOpsAreNotForwarded(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	quiet(t, nodes...)
+	var mu sync.Mutex
+	count := map[string]int{}
+	net.SetObserver(func(from, to string, op Op) {
+		if op.Instance != nil && op.Instance.AppID == "demo.once" {
+			mu.Lock()
+			count[to]++
+			mu.Unlock()
+		}
+	})
+	nodes[1].clientRegister(t, testInstance("demo.once", "z1"))
+	quiet(t, nodes...)
+	mu.Lock()
+	defer mu.Unlock()
+	if count[nodes[0].addr] != 1 || count[nodes[2].addr] != 1 || count[nodes[1].addr] != 0 {
+		t.Fatalf("deliveries per node: %v", count)
+	}
+}
+
+// C57: a client write reaches one node per other zone as an original
+// from-zone op; that zone forwards it inside itself only, never back.
+func TestReplication_CrossZoneNoLoops(t *testing.T) {
+	net := NewMemNetwork()
+	addrA1, addrB1 := nextHTTPAddr(), nextHTTPAddr()
+	zoneCfg := func(other string, seed string) func(*Config) {
+		return func(c *Config) { c.Zones = map[string][]string{other: {seed}} }
+	}
+	a1 := startNode(t, nodeOpt{net: net, zone: "za", addr: addrA1, cfg: zoneCfg("zb", addrB1)})
+	a2 := startNode(t, nodeOpt{net: net, zone: "za", join: []*tnode{a1}, cfg: zoneCfg("zb", addrB1)})
+	b1 := startNode(t, nodeOpt{net: net, zone: "zb", addr: addrB1, cfg: zoneCfg("za", addrA1)})
+	b2 := startNode(t, nodeOpt{net: net, zone: "zb", join: []*tnode{b1}, cfg: zoneCfg("za", addrA1)})
+	all := []*tnode{a1, a2, b1, b2}
+	waitFor(t, "two zones formed", func() bool {
+		for _, n := range all {
+			if len(n.c.samePeers()) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	quiet(t, all...)
+
+	type key struct {
+		to   string
+		kind OpKind
+		repl bool
+	}
+	var mu sync.Mutex
+	seen := map[key]int{}
+	net.SetObserver(func(from, to string, op Op) {
+		app := ""
+		switch {
+		case op.Instance != nil:
+			app = op.Instance.AppID
+		case op.Key != nil:
+			app = op.Key.AppID
+		case op.Set != nil:
+			app = op.Set.AppID
+		}
+		if app == "demo.zone" {
+			mu.Lock()
+			seen[key{to, op.Kind, op.Replication}]++
+			mu.Unlock()
+		}
+	})
+	snapshot := func() map[key]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[key]int{}
+		for k, v := range seen {
+			out[k] = v
+		}
+		clear(seen)
+		return out
+	}
+	expect := func(what string, want map[key]int) {
+		t.Helper()
+		quiet(t, all...)
+		got := snapshot()
+		if len(got) != len(want) {
+			t.Fatalf("%s: deliveries %v, want %v", what, got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("%s: deliveries %v, want %v", what, got, want)
+			}
+		}
+	}
+
+	stored := a1.clientRegister(t, testInstance("demo.zone", "za"))
+	k := stored.Key()
+	expect("register", map[key]int{
+		{a2.addr, OpRegister, true}:  1, // same zone, replicated
+		{b1.addr, OpRegister, false}: 1, // other zone, original from-zone
+		{b2.addr, OpRegister, true}:  1, // forwarded inside zb only
+	})
+	for _, n := range all {
+		if got, ok := n.reg.Get(k); !ok || got.DirtyTimestamp != stored.DirtyTimestamp {
+			t.Fatalf("node %s: %v %v", n.addr, ok, got.DirtyTimestamp)
+		}
+	}
+
+	ins, _ := a1.reg.Renew(k, false, 0)
+	a1.c.Renew(ins, false)
+	expect("renew of own-zone instance", map[key]int{
+		{a2.addr, OpRenew, true}: 1, {b1.addr, OpRenew, false}: 1, {b2.addr, OpRenew, true}: 1,
+	})
+
+	// A client in zb renewing the za instance at b1: not sent across zones.
+	ins, _ = b1.reg.Renew(k, false, 0)
+	b1.c.Renew(ins, false)
+	expect("renew of other-zone instance", map[key]int{{b2.addr, OpRenew, true}: 1})
+
+	// An original write that itself came from another zone (fromZone) is
+	// never sent to other zones again.
+	again := testInstance("demo.zone", "zb")
+	st, _, _ := b1.reg.Register(again, 0)
+	b1.c.Register(st, true)
+	expect("register marked from_zone", map[key]int{{b2.addr, OpRegister, true}: 1})
+
+	req := registry.SetRequest{Env: k.Env, AppID: k.AppID, Zone: k.Zone, Hostnames: []string{k.Hostname},
+		Metadata: []map[string]string{{"color": "red"}}, SetTimestamp: stored.DirtyTimestamp + 10}
+	if _, err := a2.reg.Set(req); err != nil {
+		t.Fatal(err)
+	}
+	a2.c.Set(req, false)
+	expect("set", map[key]int{
+		{a1.addr, OpSet, true}: 1, {b1.addr, OpSet, false}: 1, {b2.addr, OpSet, true}: 1,
+	})
+	got, _ := b2.reg.Get(k)
+	if got.Metadata["color"] != "red" {
+		t.Fatalf("set not applied in zb: %v", got.Metadata)
+	}
+
+	tomb, err := a1.reg.Cancel(k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1.c.Cancel(tomb, false)
+	expect("cancel", map[key]int{
+		{a2.addr, OpCancel, true}: 1, {b1.addr, OpCancel, false}: 1, {b2.addr, OpCancel, true}: 1,
+	})
+	for _, n := range all {
+		if n.has(k) {
+			t.Fatalf("node %s still has the cancelled instance", n.addr)
+		}
+	}
+}
+
+// A partitioned peer's queue is kept and delivered after the heal; what
+// overflowed is counted and repaired by anti-entropy.
+func TestReplication_PartitionOverflowRecovers(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.QueueSize = 4; c.BatchSize = 2 })
+	a, b := nodes[0], nodes[1]
+	quiet(t, nodes...)
+
+	net.Partition(a.addr, b.addr)
+	var keys []registry.Key
+	for range 20 {
+		st := a.clientRegister(t, testInstance("demo.part", "z1"))
+		keys = append(keys, st.Key())
+	}
+	if d := testutil.ToFloat64(a.c.met.dropped.WithLabelValues(dropOverflow)); d < 1 {
+		t.Fatalf("overflow drops = %v, want > 0 (queue 4, 20 ops, peer unreachable)", d)
+	}
+	p := a.peerNamed(b.c.Name())
+	waitFor(t, "link marked failing", func() bool { return p.failing.Load() })
+	if st := statusOf(a.c.Nodes(), b.addr); st != NodeLost {
+		t.Fatalf("partitioned peer status %d, want LOST", st)
+	}
+
+	net.Heal()
+	quiet(t, nodes...) // what the queue kept is delivered
+	lastIns := a.clientRegister(t, testInstance("demo.part", "z1"))
+	last := lastIns.Key()
+	waitFor(t, "op after heal delivered", func() bool { return b.has(last) })
+	quiet(t, nodes...)
+	kept := 0
+	for _, k := range keys {
+		if b.has(k) {
+			kept++
+		}
+	}
+	if kept == 0 {
+		t.Fatal("ops queued during the partition were not delivered after the heal")
+	}
+	missing := 0
+	for _, k := range keys {
+		if !b.has(k) {
+			missing++
+		}
+	}
+	if missing == 0 {
+		t.Fatal("expected some ops lost to overflow")
+	}
+	a.c.triggerAE(b.c.Name())
+	waitFor(t, "anti-entropy repaired the dropped ops", func() bool {
+		for _, k := range keys {
+			if !b.has(k) {
+				return false
+			}
+		}
+		return true
+	})
+	if r := testutil.ToFloat64(a.c.met.aeRepairs); r < float64(missing) {
+		t.Fatalf("repairs = %v, want >= %d", r, missing)
+	}
+	if st := statusOf(a.c.Nodes(), b.addr); st != NodeUp {
+		t.Fatalf("healed peer status %d, want UP", st)
+	}
+}
+
+func statusOf(ms []Member, addr string) int {
+	for _, m := range ms {
+		if m.Addr == addr {
+			return m.Status
+		}
+	}
+	return -1
+}
