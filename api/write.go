@@ -79,11 +79,13 @@ func (s *Server) register(c echo.Context) error {
 	}
 	// DirtyTimestamp > 0 is the sender's (a peer, same zone or cross-zone);
 	// a client sends none, so the registry stamps now (spec 3.3).
-	stored, _, err := s.reg.Register(p.Instance, p.Latest)
+	stored, applied, err := s.reg.Register(p.Instance, p.Latest)
 	if err != nil {
 		return s.replyWriteError(c, err)
 	}
-	if !p.Replication && s.repl != nil {
+	// Not applied: a newer copy or tombstone is kept (answer still 0, spec
+	// 4.1.1); there is nothing new to forward.
+	if applied && !p.Replication && s.repl != nil {
 		s.repl.Register(stored, p.FromZone)
 	}
 	return reply(c, codeOK)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/api/client/clienttest"
 )
 
 // TestWatch_HostileAnswers: each malformed answer is an error delivered to
@@ -42,13 +43,13 @@ func TestWatch_HostileAnswers(t *testing.T) {
 		{"huge body", huge, client.ErrBadResponse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store := newFakeStore()
-			n := newFakeNode(t, store)
-			n.setFault(faultBody("/discovery/polls", tc.body))
+			store := clienttest.NewStore()
+			n := clienttest.NewNode(t, store)
+			n.SetFault(clienttest.Body("/discovery/polls", tc.body))
 			cfg := testConfig(n)
 			cfg.MaxResponseBytes = 32 << 10
 			c := newClient(t, cfg)
-			store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+			store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 			w, _ := c.Watch("demo")
 			defer w.Close()
 			ctx := t.Context()
@@ -56,16 +57,16 @@ func TestWatch_HostileAnswers(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Next = %v, want %v", err, tc.want)
 			}
-			n.setFault(nil)
+			n.SetFault(nil)
 			waitHosts(t, w, 5*time.Second, "a")
 		})
 	}
 }
 
 func TestWatch_HTTPErrorStatusIsANodeFailure(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
-	n.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
+	n.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "boom", http.StatusInternalServerError)
 		return true
 	})
@@ -78,20 +79,20 @@ func TestWatch_HTTPErrorStatusIsANodeFailure(t *testing.T) {
 }
 
 func TestWatch_HangingNodeTimesOutThenFailsOver(t *testing.T) {
-	store := newFakeStore()
-	hang, other := newFakeNode(t, store), newFakeNode(t, store)
-	hang.setFault(hang.faultHang("/discovery/polls"))
-	other.setFault(faultDown)
+	store := clienttest.NewStore()
+	hang, other := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
+	hang.SetFault(hang.Hang("/discovery/polls"))
+	other.SetFault(clienttest.Down)
 	cfg := testConfig(hang, other)
 	cfg.PollTimeout = 300 * time.Millisecond
 	c := newClient(t, cfg)
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	// Both nodes are tried: the hanging one is abandoned after PollTimeout.
 	waitFor(t, 10*time.Second, "both nodes tried", func() (bool, string) {
-		return hang.count("/discovery/polls") >= 1 && other.count("/discovery/polls") >= 1,
-			fmt.Sprint(hang.count("/discovery/polls"), other.count("/discovery/polls"))
+		return hang.Count("/discovery/polls") >= 1 && other.Count("/discovery/polls") >= 1,
+			fmt.Sprint(hang.Count("/discovery/polls"), other.Count("/discovery/polls"))
 	})
 	ctxErr := func() error {
 		_, err := w.Next(t.Context())
@@ -100,22 +101,22 @@ func TestWatch_HangingNodeTimesOutThenFailsOver(t *testing.T) {
 	if !errors.Is(ctxErr, client.ErrUnavailable) {
 		t.Fatalf("Next during the outage: %v", ctxErr)
 	}
-	other.setFault(nil)
+	other.SetFault(nil)
 	waitHosts(t, w, 10*time.Second, "a")
 }
 
 func TestWatch_NodeSwitchResetsTimestampsAndKeepsWatching(t *testing.T) {
-	store := newFakeStore()
-	n1, n2 := newFakeNode(t, store), newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n1, n2 := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n1, n2))
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	waitHosts(t, w, 5*time.Second, "a")
 	// Find the node holding the client's poll.
-	var cur, next *fakeNode
+	var cur, next *clienttest.Node
 	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
-		for _, p := range [][2]*fakeNode{{n1, n2}, {n2, n1}} {
+		for _, p := range [][2]*clienttest.Node{{n1, n2}, {n2, n1}} {
 			p[0].mu.Lock()
 			held := p[0].inflight[testHost] == 1
 			p[0].mu.Unlock()
@@ -126,34 +127,34 @@ func TestWatch_NodeSwitchResetsTimestampsAndKeepsWatching(t *testing.T) {
 		}
 		return false, ""
 	})
-	cur.setFault(faultDown)
-	before := next.count("/discovery/polls")
-	store.put(instance("demo", "b", "grpc://10.0.0.2:1")) // wakes the held poll: its answer fails
+	cur.SetFault(clienttest.Down)
+	before := next.Count("/discovery/polls")
+	store.Put(instance("demo", "b", "grpc://10.0.0.2:1")) // wakes the held poll: its answer fails
 	waitHosts(t, w, 5*time.Second, "a", "b")
 	// The following poll fails on cur and moves to next.
 	waitFor(t, 5*time.Second, "a poll on the other node", func() (bool, string) {
-		return next.count("/discovery/polls") > before, ""
+		return next.Count("/discovery/polls") > before, ""
 	})
-	p := next.requests("/discovery/polls")[before]
+	p := next.Requests("/discovery/polls")[before]
 	for i, id := range p["appid"] {
 		if p["latest_timestamp"][i] != "0" {
 			t.Errorf("first poll on the new node sends %s=%s, want 0 (spec 8.2)", id, p["latest_timestamp"][i])
 		}
 	}
 	// The watch goes on through the new node.
-	store.put(instance("demo", "c", "grpc://10.0.0.3:1"))
+	store.Put(instance("demo", "c", "grpc://10.0.0.3:1"))
 	waitHosts(t, w, 5*time.Second, "a", "b", "c")
 }
 
 func TestWatch_AllSeedsDownThenBack(t *testing.T) {
-	store := newFakeStore()
-	n1, n2 := newFakeNode(t, store), newFakeNode(t, store)
-	n1.setFault(faultDown)
-	n2.setFault(faultDown)
+	store := clienttest.NewStore()
+	n1, n2 := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
+	n1.SetFault(clienttest.Down)
+	n2.SetFault(clienttest.Down)
 	cfg := testConfig(n1, n2)
 	cfg.BackoffInitial, cfg.BackoffMax = 20*time.Millisecond, 40*time.Millisecond
 	c := newClient(t, cfg)
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	if _, err := w.Next(t.Context()); !errors.Is(err, client.ErrUnavailable) {
@@ -162,55 +163,55 @@ func TestWatch_AllSeedsDownThenBack(t *testing.T) {
 	// Never a hot loop: failed polls are spaced by the backoff (>= half the
 	// initial interval each, with jitter).
 	start := time.Now()
-	base := n1.count("/discovery/polls") + n2.count("/discovery/polls")
+	base := n1.Count("/discovery/polls") + n2.Count("/discovery/polls")
 	waitFor(t, 10*time.Second, "failed polls", func() (bool, string) {
-		got := n1.count("/discovery/polls") + n2.count("/discovery/polls") - base
+		got := n1.Count("/discovery/polls") + n2.Count("/discovery/polls") - base
 		return got >= 6, fmt.Sprint(got)
 	})
 	if el := time.Since(start); el < 5*10*time.Millisecond {
 		t.Fatalf("6 failed polls in %s: backoff not applied", el)
 	}
-	n1.setFault(nil)
-	n2.setFault(nil)
+	n1.SetFault(nil)
+	n2.SetFault(nil)
 	waitHosts(t, w, 5*time.Second, "a")
 }
 
 func TestNodes_LearnedFromInfraDiscovery(t *testing.T) {
-	store := newFakeStore()
-	seed, same, other := newFakeNode(t, store), newFakeNode(t, store), newFakeNode(t, store)
+	store := clienttest.NewStore()
+	seed, same, other := clienttest.NewNode(t, store), clienttest.NewNode(t, store), clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(seed))
 	node := func(host, zone string, addrs ...string) client.Instance {
 		return client.Instance{Region: "r", Zone: zone, Env: testEnv, AppID: client.InfraAppID, Hostname: host, Addrs: addrs}
 	}
-	store.put(node("same", testZone, "http://"+same.addr))
-	store.put(node("other", "zone02", "http://"+other.addr))
-	store.put(node("junk", testZone, "grpc://127.0.0.1:1", "http://0.0.0.0:7171", "http://nohost"))
+	store.Put(node("same", testZone, "http://"+same.Addr()))
+	store.Put(node("other", "zone02", "http://"+other.Addr()))
+	store.Put(node("junk", testZone, "grpc://127.0.0.1:1", "http://0.0.0.0:7171", "http://nohost"))
 	// Same zone first, other zones next, the seed last.
 	waitFor(t, 5*time.Second, "learned node list", func() (bool, string) {
 		got := c.Nodes()
-		return slices.Equal(got, []string{same.addr, other.addr, seed.addr}), fmt.Sprint(got)
+		return slices.Equal(got, []string{same.Addr(), other.Addr(), seed.Addr()}), fmt.Sprint(got)
 	})
 	// The client moved to the same-zone node.
 	waitFor(t, 5*time.Second, "polls on the same-zone node", func() (bool, string) {
-		return same.count("/discovery/polls") > 0, ""
+		return same.Count("/discovery/polls") > 0, ""
 	})
 	// The list shrinks too: the same-zone node leaves, the client moves to
 	// the other zone.
-	store.remove(testEnv, client.InfraAppID, testZone, "same")
+	store.Remove(testEnv, client.InfraAppID, testZone, "same")
 	waitFor(t, 5*time.Second, "shrunk node list", func() (bool, string) {
 		got := c.Nodes()
-		return slices.Equal(got, []string{other.addr, seed.addr}), fmt.Sprint(got)
+		return slices.Equal(got, []string{other.Addr(), seed.Addr()}), fmt.Sprint(got)
 	})
 	waitFor(t, 5*time.Second, "polls on the other-zone node", func() (bool, string) {
-		return other.count("/discovery/polls") > 0, ""
+		return other.Count("/discovery/polls") > 0, ""
 	})
 }
 
 func TestFetch_HostileAnswersAndFailover(t *testing.T) {
-	store := newFakeStore()
-	bad, good := newFakeNode(t, store), newFakeNode(t, store)
-	bad.setFault(faultBody("/discovery/fetch", `{"code":0,"data":{"instances":{},"latest_timestamp":0}}`))
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store := clienttest.NewStore()
+	bad, good := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
+	bad.SetFault(clienttest.Body("/discovery/fetch", `{"code":0,"data":{"instances":{},"latest_timestamp":0}}`))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	cfg := testConfig(bad)
 	cfg.RetryTimeout = 100 * time.Millisecond
 	c := newClient(t, cfg)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/api/client/clienttest"
 )
 
 const (
@@ -18,7 +19,7 @@ const (
 )
 
 // testConfig has short timings so failover and backoff show in milliseconds.
-func testConfig(nodes ...*fakeNode) client.Config {
+func testConfig(nodes ...*clienttest.Node) client.Config {
 	cfg := client.Config{
 		Region: "region01", Zone: testZone, Env: testEnv, Hostname: testHost,
 		RenewInterval:  time.Hour,
@@ -29,7 +30,7 @@ func testConfig(nodes ...*fakeNode) client.Config {
 		BackoffMax:     100 * time.Millisecond,
 	}
 	for _, n := range nodes {
-		cfg.Nodes = append(cfg.Nodes, n.addr)
+		cfg.Nodes = append(cfg.Nodes, n.Addr())
 	}
 	return cfg
 }

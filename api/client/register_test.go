@@ -14,11 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/api/client/clienttest"
 )
 
 func TestRegister_SendsTheKratosForm(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
 	ins := client.Instance{AppID: "demo.svc", Addrs: []string{"grpc://10.0.0.5:9000", "http://10.0.0.5:8000"},
 		Version: "v1.4.2", Metadata: map[string]string{"weight": "20", "color": "red"}}
@@ -27,7 +28,7 @@ func TestRegister_SendsTheKratosForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	forms := n.requests("/discovery/register")
+	forms := n.Requests("/discovery/register")
 	if len(forms) != 1 {
 		t.Fatalf("register requests = %d, want 1", len(forms))
 	}
@@ -46,28 +47,28 @@ func TestRegister_SendsTheKratosForm(t *testing.T) {
 	if err := json.Unmarshal([]byte(f.Get("metadata")), &meta); err != nil || meta["weight"] != "20" || meta["color"] != "red" {
 		t.Errorf("metadata = %q (%v)", f.Get("metadata"), err)
 	}
-	if _, ok := store.get(testEnv, "demo.svc", testZone, testHost); !ok {
+	if _, ok := store.Get(testEnv, "demo.svc", testZone, testHost); !ok {
 		t.Error("instance not stored by the node")
 	}
 }
 
 func TestRegister_InstanceFieldsOverrideConfig(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
 	cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Zone: "zone02", Hostname: "other", Status: client.StatusWaiting, Addrs: []string{"grpc://1.2.3.4:5"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cancel()
-	f := n.requests("/discovery/register")[0]
+	f := n.Requests("/discovery/register")[0]
 	if f.Get("zone") != "zone02" || f.Get("hostname") != "other" || f.Get("status") != "2" || f.Get("metadata") != "" {
 		t.Errorf("form = %v", f)
 	}
 }
 
 func TestRegister_InvalidInstance(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
+	n := clienttest.NewNode(t, clienttest.NewStore())
 	c := newClient(t, testConfig(n))
 	for _, tc := range []struct {
 		name  string
@@ -86,13 +87,13 @@ func TestRegister_InvalidInstance(t *testing.T) {
 			}
 		})
 	}
-	if n.count("/discovery/register") != 0 {
+	if n.Count("/discovery/register") != 0 {
 		t.Error("invalid instance reached the server")
 	}
 }
 
 func TestRegister_DuplicateKeyFails(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
+	n := clienttest.NewNode(t, clienttest.NewStore())
 	c := newClient(t, testConfig(n))
 	ins := client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}}
 	cancel, err := c.Register(t.Context(), ins)
@@ -114,21 +115,21 @@ func TestRegister_DuplicateKeyFails(t *testing.T) {
 }
 
 func TestRegister_RejectedIsNotRetried(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
-	n.setFault(faultBody("/discovery/register", `{"code":-400,"message":"addrs too long","ttl":1}`))
+	n := clienttest.NewNode(t, clienttest.NewStore())
+	n.SetFault(clienttest.Body("/discovery/register", `{"code":-400,"message":"addrs too long","ttl":1}`))
 	c := newClient(t, testConfig(n))
 	_, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
 	if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "addrs too long") {
 		t.Fatalf("got %v, want ErrRejected with the server message", err)
 	}
-	if got := n.count("/discovery/register"); got != 1 {
+	if got := n.Count("/discovery/register"); got != 1 {
 		t.Errorf("register attempts = %d, want 1", got)
 	}
 }
 
 func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	reg := prometheus.NewRegistry()
 	cfg := testConfig(n)
 	cfg.RenewInterval = 20 * time.Millisecond
@@ -138,10 +139,10 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "renews", func() (bool, string) {
-		got := n.count("/discovery/renew")
+		got := n.Count("/discovery/renew")
 		return got >= 2, fmt.Sprint(got, " renews")
 	})
-	f := n.requests("/discovery/renew")[0]
+	f := n.Requests("/discovery/renew")[0]
 	for k, want := range map[string]string{"region": "region01", "zone": testZone, "env": testEnv, "hostname": testHost, "appid": "a"} {
 		if f.Get(k) != want {
 			t.Errorf("renew %s = %q, want %q", k, f.Get(k), want)
@@ -149,10 +150,10 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 	}
 	// The node loses the instance (eviction): the next renew gets -404 and
 	// the client registers again.
-	store.remove(testEnv, "a", testZone, testHost)
+	store.Remove(testEnv, "a", testZone, testHost)
 	waitFor(t, 5*time.Second, "re-register after -404", func() (bool, string) {
-		_, ok := store.get(testEnv, "a", testZone, testHost)
-		return ok, fmt.Sprint(n.count("/discovery/register"), " registers")
+		_, ok := store.Get(testEnv, "a", testZone, testHost)
+		return ok, fmt.Sprint(n.Count("/discovery/register"), " registers")
 	})
 	if got := metricValue(t, reg, "discovery_client_renews_total", "not_found"); got < 1 {
 		t.Errorf("renews not_found = %v, want >= 1", got)
@@ -160,10 +161,10 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 	if err := cancel(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := store.get(testEnv, "a", testZone, testHost); ok {
+	if _, ok := store.Get(testEnv, "a", testZone, testHost); ok {
 		t.Error("instance still registered after cancel")
 	}
-	cf := n.requests("/discovery/cancel")
+	cf := n.Requests("/discovery/cancel")
 	if len(cf) != 1 || cf[0].Get("appid") != "a" || cf[0].Get("hostname") != testHost || cf[0].Get("zone") != testZone {
 		t.Errorf("cancel requests = %v", cf)
 	}
@@ -171,22 +172,22 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 	if err := cancel(); err != nil {
 		t.Fatal(err)
 	}
-	if len(n.requests("/discovery/cancel")) != 1 {
+	if len(n.Requests("/discovery/cancel")) != 1 {
 		t.Error("second cancel sent another request")
 	}
 }
 
 func TestRegister_FailsOverToAnotherNode(t *testing.T) {
-	store := newFakeStore()
-	down, up := newFakeNode(t, store), newFakeNode(t, store)
-	down.setFault(faultDown)
+	store := clienttest.NewStore()
+	down, up := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
+	down.SetFault(clienttest.Down)
 	for i := range 4 { // the seed order is random: try a few times
 		c := newClient(t, testConfig(down, up))
 		cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Hostname: fmt.Sprint("h", i), Addrs: []string{"grpc://h:1"}})
 		if err != nil {
 			t.Fatalf("Register with one node down: %v", err)
 		}
-		if _, ok := store.get(testEnv, "a", testZone, fmt.Sprint("h", i)); !ok {
+		if _, ok := store.Get(testEnv, "a", testZone, fmt.Sprint("h", i)); !ok {
 			t.Fatal("not registered")
 		}
 		if err := cancel(); err != nil {
@@ -197,9 +198,9 @@ func TestRegister_FailsOverToAnotherNode(t *testing.T) {
 }
 
 func TestRegister_SurvivesAllNodesDownThenBack(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
-	n.setFault(faultDown)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
+	n.SetFault(clienttest.Down)
 	cfg := testConfig(n)
 	cfg.RetryTimeout = time.Minute
 	c := newClient(t, cfg)
@@ -209,10 +210,10 @@ func TestRegister_SurvivesAllNodesDownThenBack(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, 5*time.Second, "failed attempts", func() (bool, string) {
-		got := n.count("/discovery/register")
+		got := n.Count("/discovery/register")
 		return got >= 3, fmt.Sprint(got)
 	})
-	n.setFault(nil)
+	n.SetFault(nil)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -224,8 +225,8 @@ func TestRegister_SurvivesAllNodesDownThenBack(t *testing.T) {
 }
 
 func TestRegister_ContextEndsRetriesPromptly(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
-	n.setFault(faultDown)
+	n := clienttest.NewNode(t, clienttest.NewStore())
+	n.SetFault(clienttest.Down)
 	cfg := testConfig(n)
 	cfg.RetryTimeout = time.Hour
 	cfg.BackoffInitial, cfg.BackoffMax = time.Second, 10*time.Second
@@ -244,11 +245,11 @@ func TestRegister_ContextEndsRetriesPromptly(t *testing.T) {
 }
 
 func TestRegister_ServerCodeFailureMovesOn(t *testing.T) {
-	store := newFakeStore()
-	bad, good := newFakeNode(t, store), newFakeNode(t, store)
-	bad.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+	store := clienttest.NewStore()
+	bad, good := clienttest.NewNode(t, store), clienttest.NewNode(t, store)
+	bad.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/discovery/register" {
-			code(w, -503)
+			clienttest.WriteCode(w, -503)
 			return true
 		}
 		return false
@@ -259,7 +260,7 @@ func TestRegister_ServerCodeFailureMovesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	if _, ok := store.get(testEnv, "a", testZone, testHost); !ok {
+	if _, ok := store.Get(testEnv, "a", testZone, testHost); !ok {
 		t.Fatal("not registered")
 	}
 }

@@ -12,13 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/api/client/clienttest"
 )
 
 func TestWatch_FirstSetThenEachChange(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	store.put(instance("demo", "a", "grpc://10.0.0.1:9000"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:9000"))
 	w, err := c.Watch("demo")
 	if err != nil {
 		t.Fatal(err)
@@ -28,18 +29,18 @@ func TestWatch_FirstSetThenEachChange(t *testing.T) {
 	if s.AppID != "demo" || s.LatestTimestamp == 0 || s.Zones[testZone][0].Addrs[0] != "grpc://10.0.0.1:9000" {
 		t.Errorf("first set = %+v", s)
 	}
-	store.put(instance("demo", "b", "grpc://10.0.0.2:9000"))
+	store.Put(instance("demo", "b", "grpc://10.0.0.2:9000"))
 	waitHosts(t, w, 5*time.Second, "a", "b")
 	// A cancelled instance disappears while others remain.
-	store.remove(testEnv, "demo", testZone, "a")
+	store.Remove(testEnv, "demo", testZone, "a")
 	waitHosts(t, w, 5*time.Second, "b")
 }
 
 func TestWatch_ReturnsCopies(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	store.put(instance("demo", "a", "grpc://10.0.0.1:9000"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:9000"))
 	w1, _ := c.Watch("demo")
 	defer w1.Close()
 	s := nextSet(t, w1, 5*time.Second)
@@ -52,11 +53,11 @@ func TestWatch_ReturnsCopies(t *testing.T) {
 }
 
 func TestWatch_AllAppidsShareOnePoll(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	store.put(instance("app.a", "a1", "grpc://10.0.0.1:1"))
-	store.put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
+	store.Put(instance("app.a", "a1", "grpc://10.0.0.1:1"))
+	store.Put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
 	wa, _ := c.Watch("app.a")
 	defer wa.Close()
 	nextSet(t, wa, 5*time.Second)
@@ -66,7 +67,7 @@ func TestWatch_AllAppidsShareOnePoll(t *testing.T) {
 	// Both appids and the node list travel in one request, with the
 	// client's env and hostname and no zone.
 	waitFor(t, 5*time.Second, "a poll carrying every appid", func() (bool, string) {
-		polls := n.requests("/discovery/polls")
+		polls := n.Requests("/discovery/polls")
 		last := polls[len(polls)-1]
 		ids := slices.Sorted(slices.Values(last["appid"]))
 		return slices.Equal(ids, []string{"app.a", "app.b", client.InfraAppID}) &&
@@ -81,8 +82,8 @@ func TestWatch_AllAppidsShareOnePoll(t *testing.T) {
 }
 
 func TestWatch_NewAppidInterruptsTheHeldPoll(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	cfg := testConfig(n)
 	cfg.PollTimeout = time.Minute // the node would hold 30 s
 	c := newClient(t, cfg)
@@ -94,7 +95,7 @@ func TestWatch_NewAppidInterruptsTheHeldPoll(t *testing.T) {
 		polls := n.forms["/discovery/polls"]
 		return n.inflight[testHost] == 1 && len(polls) > 0 && slices.Contains(polls[len(polls)-1]["appid"], "missing.app"), ""
 	})
-	store.put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
+	store.Put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
 	wb, _ := c.Watch("app.b")
 	defer wb.Close()
 	// Without the interrupt this would wait for the 30 s hold.
@@ -102,21 +103,21 @@ func TestWatch_NewAppidInterruptsTheHeldPoll(t *testing.T) {
 }
 
 func TestWatch_LatestWins(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	store.put(instance("demo", "h0", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "h0", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	waitHosts(t, w, 5*time.Second, "h0")
 	for i := 1; i <= 5; i++ {
-		store.put(instance("demo", "h"+strconv.Itoa(i), "grpc://10.0.0.1:1"))
+		store.Put(instance("demo", "h"+strconv.Itoa(i), "grpc://10.0.0.1:1"))
 	}
 	// Wait until the client has polled with the app's final timestamp,
 	// i.e. applied every change, before reading again.
-	want := store.latest(testEnv, "demo")
+	want := store.Latest(testEnv, "demo")
 	waitFor(t, 5*time.Second, "client caught up", func() (bool, string) {
-		polls := n.requests("/discovery/polls")
+		polls := n.Requests("/discovery/polls")
 		last := polls[len(polls)-1]
 		i := slices.Index(last["appid"], "demo")
 		return i >= 0 && last["latest_timestamp"][i] == strconv.FormatInt(want, 10), fmt.Sprint(last)
@@ -128,18 +129,18 @@ func TestWatch_LatestWins(t *testing.T) {
 }
 
 func TestWatch_LastInstanceGoneIsReportedWhenTheServerSaysSo(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	store.put(instance("solo", "s1", "grpc://10.0.0.1:1"))
+	store.Put(instance("solo", "s1", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("solo")
 	defer w.Close()
 	waitHosts(t, w, 5*time.Second, "s1")
 	// The server holds the poll when an app disappears entirely (spec
 	// 5.3.3); the next answer, caused here by another appid, lists it
 	// under error."-404" and the watcher reports the empty set.
-	store.remove(testEnv, "solo", testZone, "s1")
-	store.put(instance("other", "o1", "grpc://10.0.0.1:2"))
+	store.Remove(testEnv, "solo", testZone, "s1")
+	store.Put(instance("other", "o1", "grpc://10.0.0.1:2"))
 	wo, _ := c.Watch("other")
 	defer wo.Close()
 	s := nextSet(t, w, 5*time.Second)
@@ -147,12 +148,12 @@ func TestWatch_LastInstanceGoneIsReportedWhenTheServerSaysSo(t *testing.T) {
 		t.Fatalf("after the app vanished: %v, want empty", hostsOf(s))
 	}
 	// It comes back when an instance registers again.
-	store.put(instance("solo", "s2", "grpc://10.0.0.1:1"))
+	store.Put(instance("solo", "s2", "grpc://10.0.0.1:1"))
 	waitHosts(t, w, 5*time.Second, "s2")
 }
 
 func TestWatch_CloseEndsNext(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
+	n := clienttest.NewNode(t, clienttest.NewStore())
 	c := newClient(t, testConfig(n))
 	w, _ := c.Watch("nothing")
 	errc := make(chan error, 1)
@@ -168,7 +169,7 @@ func TestWatch_CloseEndsNext(t *testing.T) {
 }
 
 func TestWatch_ContextEndsNext(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
+	n := clienttest.NewNode(t, clienttest.NewStore())
 	c := newClient(t, testConfig(n))
 	w, _ := c.Watch("nothing")
 	defer w.Close()
@@ -180,8 +181,8 @@ func TestWatch_ContextEndsNext(t *testing.T) {
 }
 
 func TestClose_IsPromptAndCleansUp(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	cfg := testConfig(n)
 	cfg.PollTimeout = time.Minute
 	c, err := client.New(cfg)
@@ -212,7 +213,7 @@ func TestClose_IsPromptAndCleansUp(t *testing.T) {
 	if err := <-errc; !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Next after client Close: %v", err)
 	}
-	if _, ok := store.get(testEnv, "a", testZone, testHost); ok {
+	if _, ok := store.Get(testEnv, "a", testZone, testHost); ok {
 		t.Error("Close did not cancel the registration")
 	}
 	if _, err := c.Register(t.Context(), client.Instance{AppID: "b", Addrs: []string{"grpc://h:1"}}); !errors.Is(err, client.ErrClosed) {
@@ -230,8 +231,8 @@ func TestClose_IsPromptAndCleansUp(t *testing.T) {
 }
 
 func TestClose_InterruptsCallsInProgress(t *testing.T) {
-	n := newFakeNode(t, newFakeStore())
-	n.setFault(n.faultHang("/discovery/fetch"))
+	n := clienttest.NewNode(t, clienttest.NewStore())
+	n.SetFault(n.Hang("/discovery/fetch"))
 	cfg := testConfig(n)
 	cfg.RequestTimeout = time.Minute
 	c, err := client.New(cfg)
@@ -243,7 +244,7 @@ func TestClose_InterruptsCallsInProgress(t *testing.T) {
 		_, err := c.Fetch(context.Background(), "x")
 		errc <- err
 	}()
-	waitFor(t, 5*time.Second, "fetch in progress", func() (bool, string) { return n.count("/discovery/fetch") == 1, "" })
+	waitFor(t, 5*time.Second, "fetch in progress", func() (bool, string) { return n.Count("/discovery/fetch") == 1, "" })
 	_ = c.Close()
 	if err := <-errc; !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Fetch interrupted by Close: %v", err)
@@ -251,13 +252,13 @@ func TestClose_InterruptsCallsInProgress(t *testing.T) {
 }
 
 func TestFetch(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
 	if _, err := c.Fetch(t.Context(), "nope"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Fetch unknown: %v", err)
 	}
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	s, err := c.Fetch(t.Context(), "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -265,18 +266,18 @@ func TestFetch(t *testing.T) {
 	if got := hostsOf(s); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("Fetch = %v", got)
 	}
-	q := n.requests("/discovery/fetch")
+	q := n.Requests("/discovery/fetch")
 	if last := q[len(q)-1]; last.Get("status") != "1" || last.Get("env") != testEnv || last.Get("appid") != "demo" {
 		t.Errorf("fetch query = %v", last)
 	}
 }
 
 func TestMetrics(t *testing.T) {
-	store := newFakeStore()
-	n := newFakeNode(t, store)
+	store := clienttest.NewStore()
+	n := clienttest.NewNode(t, store)
 	reg := prometheus.NewRegistry()
 	c := newClient(t, testConfig(n), client.WithRegisterer(reg))
-	store.put(instance("demo", "a", "grpc://10.0.0.1:1"))
+	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	nextSet(t, w, 5*time.Second)

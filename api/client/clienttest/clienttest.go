@@ -1,4 +1,11 @@
-package client_test
+// Package clienttest provides a fake discovery node for tests of code that
+// uses package client: an httptest server speaking the discovery wire
+// protocol (register, renew, cancel, fetch, polls with long-poll holds) over
+// a Store that several Nodes may share, like a replicated cluster, with fault
+// injection (transport failure, fixed bodies, hanging requests) and request
+// accounting. It is a test double, not a server: no eviction, no
+// replication, no limits.
+package clienttest
 
 import (
 	"encoding/json"
@@ -18,40 +25,43 @@ import (
 	"github.com/discovery-go/discovery/api/client"
 )
 
-// fakeStore is the registry shared by the nodes of a fake cluster, so that a
+// Store is the registry shared by the nodes of a fake cluster, so that a
 // client switching nodes sees the same data (as replication would give it),
 // with latest_timestamps that are strictly increasing per app.
-type fakeStore struct {
+type Store struct {
 	mu     sync.Mutex
-	apps   map[string]*fakeApp // env/appid
+	apps   map[string]*app // env/appid
 	last   int64
 	notify chan struct{}
 }
 
-type fakeApp struct {
+type app struct {
 	ins    map[string]*client.Instance // zone/hostname
 	latest int64
 }
 
-func newFakeStore() *fakeStore {
-	return &fakeStore{apps: map[string]*fakeApp{}, notify: make(chan struct{})}
+// NewStore returns an empty Store.
+func NewStore() *Store {
+	return &Store{apps: map[string]*app{}, notify: make(chan struct{})}
 }
 
-func (s *fakeStore) bumpLocked(a *fakeApp) {
+func (s *Store) bumpLocked(a *app) {
 	s.last = max(s.last+1, time.Now().UnixNano())
 	a.latest = s.last
 	close(s.notify)
 	s.notify = make(chan struct{})
 }
 
-// put registers (or replaces) an instance, like a register request.
-func (s *fakeStore) put(in client.Instance) {
+// Put registers (or replaces) an instance as a register request would:
+// status 0 becomes UP, all timestamps are now, the app version advances and
+// held polls wake.
+func (s *Store) Put(in client.Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := in.Env + "/" + in.AppID
 	a := s.apps[k]
 	if a == nil {
-		a = &fakeApp{ins: map[string]*client.Instance{}}
+		a = &app{ins: map[string]*client.Instance{}}
 		s.apps[k] = a
 	}
 	if in.Status == 0 {
@@ -66,9 +76,9 @@ func (s *fakeStore) put(in client.Instance) {
 	s.bumpLocked(a)
 }
 
-// remove deletes an instance like a cancel or an eviction; the app goes
+// Remove deletes an instance like a cancel or an eviction; the app goes
 // when its last instance goes (spec 3.3.4). Reports whether it existed.
-func (s *fakeStore) remove(env, appid, zone, hostname string) bool {
+func (s *Store) Remove(env, appid, zone, hostname string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.apps[env+"/"+appid]
@@ -83,7 +93,8 @@ func (s *fakeStore) remove(env, appid, zone, hostname string) bool {
 	return true
 }
 
-func (s *fakeStore) get(env, appid, zone, hostname string) (client.Instance, bool) {
+// Get returns a copy of a stored instance.
+func (s *Store) Get(env, appid, zone, hostname string) (client.Instance, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.apps[env+"/"+appid]; a != nil {
@@ -94,7 +105,8 @@ func (s *fakeStore) get(env, appid, zone, hostname string) (client.Instance, boo
 	return client.Instance{}, false
 }
 
-func (s *fakeStore) latest(env, appid string) int64 {
+// Latest is the app latest_timestamp (0: unknown app).
+func (s *Store) Latest(env, appid string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.apps[env+"/"+appid]; a != nil {
@@ -104,7 +116,7 @@ func (s *fakeStore) latest(env, appid string) int64 {
 }
 
 // infoLocked is the wire InstanceInfo of UP instances (nil: no UP instance).
-func (a *fakeApp) infoLocked() map[string]any {
+func (a *app) infoLocked() map[string]any {
 	zones := map[string][]*client.Instance{}
 	n := 0
 	for _, k := range slices.Sorted(maps.Keys(a.ins)) {
@@ -121,18 +133,19 @@ func (a *fakeApp) infoLocked() map[string]any {
 	return map[string]any{"instances": zones, "latest_timestamp": a.latest}
 }
 
-// fault intercepts a request; returning true means it was answered.
-type fault func(w http.ResponseWriter, r *http.Request) bool
+// Fault intercepts a request before the protocol handler; returning true
+// means it was answered.
+type Fault func(w http.ResponseWriter, r *http.Request) bool
 
-// fakeNode is one discovery node speaking the wire protocol over a shared
-// fakeStore, with fault injection and request accounting.
-type fakeNode struct {
+// Node is one discovery node speaking the wire protocol over a shared
+// Store, with fault injection and request accounting.
+type Node struct {
 	t     testing.TB
-	store *fakeStore
+	store *Store
 	srv   *httptest.Server
 	addr  string
-	hold  time.Duration
-	fault atomic.Pointer[fault]
+	hold  atomic.Int64 // ns
+	fault atomic.Pointer[Fault]
 	quit  chan struct{}
 
 	mu          sync.Mutex
@@ -142,10 +155,13 @@ type fakeNode struct {
 	maxInflight int
 }
 
-func newFakeNode(t testing.TB, store *fakeStore) *fakeNode {
+// NewNode starts a node on 127.0.0.1 over store; t.Cleanup stops it (held
+// polls and hanging faults are released first).
+func NewNode(t testing.TB, store *Store) *Node {
 	t.Helper()
-	n := &fakeNode{t: t, store: store, hold: 30 * time.Second, quit: make(chan struct{}),
+	n := &Node{t: t, store: store, quit: make(chan struct{}),
 		hits: map[string]int{}, forms: map[string][]url.Values{}, inflight: map[string]int{}}
+	n.hold.Store(int64(30 * time.Second))
 	n.srv = httptest.NewServer(http.HandlerFunc(n.serve))
 	n.addr = strings.TrimPrefix(n.srv.URL, "http://")
 	t.Cleanup(func() {
@@ -155,7 +171,8 @@ func newFakeNode(t testing.TB, store *fakeStore) *fakeNode {
 	return n
 }
 
-func (n *fakeNode) setFault(f fault) {
+// SetFault installs f for every following request (nil removes it).
+func (n *Node) SetFault(f Fault) {
 	if f == nil {
 		n.fault.Store(nil)
 		return
@@ -163,19 +180,45 @@ func (n *fakeNode) setFault(f fault) {
 	n.fault.Store(&f)
 }
 
-func (n *fakeNode) count(path string) int {
+// Addr is the node's host:port.
+func (n *Node) Addr() string { return n.addr }
+
+// SetHold sets how long a poll with nothing to answer is held before -304
+// (default 30 s, as the real server; shortened by the x1-bmspy-timeout
+// header like the real server does).
+func (n *Node) SetHold(d time.Duration) { n.hold.Store(int64(d)) }
+
+// Inflight is the number of polls from hostname being held right now.
+func (n *Node) Inflight(hostname string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inflight[hostname]
+}
+
+// MaxInflight is the largest number of simultaneous polls seen from one
+// hostname (a client must poll one request at a time).
+func (n *Node) MaxInflight() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.maxInflight
+}
+
+// Count is the number of requests to path, faulted ones included.
+func (n *Node) Count(path string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.hits[path]
 }
 
-func (n *fakeNode) requests(path string) []url.Values {
+// Requests returns the parameters of every request to path, in order
+// (query for GET, body for POST).
+func (n *Node) Requests(path string) []url.Values {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.forms[path])
 }
 
-func (n *fakeNode) serve(w http.ResponseWriter, r *http.Request) {
+func (n *Node) serve(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	form := r.Form
 	if r.Method == http.MethodPost {
@@ -209,11 +252,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func code(w http.ResponseWriter, c int) {
+// WriteCode answers the standard envelope with code c and no data.
+func WriteCode(w http.ResponseWriter, c int) {
 	writeJSON(w, map[string]any{"code": c, "message": strconv.Itoa(c), "ttl": 1})
 }
 
-func (n *fakeNode) register(w http.ResponseWriter, r *http.Request) {
+func (n *Node) register(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	if r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || len(r.URL.RawQuery) > 0 {
 		n.t.Errorf("register: want urlencoded body and empty query, got %q query %q", r.Header.Get("Content-Type"), r.URL.RawQuery)
@@ -222,38 +266,38 @@ func (n *fakeNode) register(w http.ResponseWriter, r *http.Request) {
 	in := client.Instance{Region: f.Get("region"), Zone: f.Get("zone"), Env: f.Get("env"), AppID: f.Get("appid"),
 		Hostname: f.Get("hostname"), Addrs: f["addrs"], Version: f.Get("version"), Status: uint32(st)}
 	if in.Zone == "" || in.Env == "" || in.AppID == "" || in.Hostname == "" || len(in.Addrs) == 0 || (st != 1 && st != 2) {
-		code(w, -400)
+		WriteCode(w, -400)
 		return
 	}
 	if m := f.Get("metadata"); m != "" {
 		if err := json.Unmarshal([]byte(m), &in.Metadata); err != nil {
-			code(w, -400)
+			WriteCode(w, -400)
 			return
 		}
 	}
-	n.store.put(in)
-	code(w, 0)
+	n.store.Put(in)
+	WriteCode(w, 0)
 }
 
-func (n *fakeNode) renew(w http.ResponseWriter, r *http.Request) {
+func (n *Node) renew(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
-	if _, ok := n.store.get(f.Get("env"), f.Get("appid"), f.Get("zone"), f.Get("hostname")); !ok {
-		code(w, -404)
+	if _, ok := n.store.Get(f.Get("env"), f.Get("appid"), f.Get("zone"), f.Get("hostname")); !ok {
+		WriteCode(w, -404)
 		return
 	}
-	code(w, 0)
+	WriteCode(w, 0)
 }
 
-func (n *fakeNode) cancel(w http.ResponseWriter, r *http.Request) {
+func (n *Node) cancel(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
-	if !n.store.remove(f.Get("env"), f.Get("appid"), f.Get("zone"), f.Get("hostname")) {
-		code(w, -404)
+	if !n.store.Remove(f.Get("env"), f.Get("appid"), f.Get("zone"), f.Get("hostname")) {
+		WriteCode(w, -404)
 		return
 	}
-	code(w, 0)
+	WriteCode(w, 0)
 }
 
-func (n *fakeNode) fetch(w http.ResponseWriter, r *http.Request) {
+func (n *Node) fetch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n.store.mu.Lock()
 	defer n.store.mu.Unlock()
@@ -269,18 +313,18 @@ func (n *fakeNode) fetch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"code": 0, "message": "0", "ttl": 1, "data": info})
 }
 
-func (n *fakeNode) polls(w http.ResponseWriter, r *http.Request) {
+func (n *Node) polls(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	env, host, appids, lts := q.Get("env"), q.Get("hostname"), q["appid"], q["latest_timestamp"]
 	if env == "" || host == "" || len(appids) == 0 || len(appids) != len(lts) {
-		code(w, -400)
+		WriteCode(w, -400)
 		return
 	}
 	latest := make([]int64, len(lts))
 	for i, s := range lts {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			code(w, -400)
+			WriteCode(w, -400)
 			return
 		}
 		latest[i] = v
@@ -294,7 +338,7 @@ func (n *fakeNode) polls(w http.ResponseWriter, r *http.Request) {
 		n.inflight[host]--
 		n.mu.Unlock()
 	}()
-	hold := n.hold
+	hold := time.Duration(n.hold.Load())
 	if ms, err := strconv.Atoi(r.Header.Get("x1-bmspy-timeout")); err == nil && ms > 0 {
 		hold = min(hold, time.Duration(ms)*time.Millisecond-20*time.Millisecond)
 	}
@@ -325,7 +369,7 @@ func (n *fakeNode) polls(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ch:
 		case <-timer.C:
-			code(w, -304)
+			WriteCode(w, -304)
 			return
 		case <-r.Context().Done():
 			return
@@ -337,9 +381,9 @@ func (n *fakeNode) polls(w http.ResponseWriter, r *http.Request) {
 
 // Faults.
 
-// faultDown makes every request fail at the transport level (the connection
+// Down makes every request fail at the transport level (the connection
 // is closed without an answer), like a crashed node.
-func faultDown(w http.ResponseWriter, r *http.Request) bool {
+func Down(w http.ResponseWriter, r *http.Request) bool {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		panic("no hijacker")
@@ -351,8 +395,8 @@ func faultDown(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// faultBody answers requests to path with a fixed body (HTTP 200).
-func faultBody(path, body string) fault {
+// Body answers requests to path with a fixed body (HTTP 200).
+func Body(path, body string) Fault {
 	return func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != path {
 			return false
@@ -363,8 +407,8 @@ func faultBody(path, body string) fault {
 	}
 }
 
-// faultHang never answers requests to path until the client gives up.
-func (n *fakeNode) faultHang(path string) fault {
+// Hang never answers requests to path until the client gives up.
+func (n *Node) Hang(path string) Fault {
 	return func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != path {
 			return false
@@ -377,31 +421,3 @@ func (n *fakeNode) faultHang(path string) fault {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, s := cond()
-		if ok {
-			return
-		}
-		last = s
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-func hostsOf(s *client.Instances) []string {
-	var out []string
-	for _, in := range s.All() {
-		out = append(out, in.Hostname)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func fmtHosts(s *client.Instances) string { return fmt.Sprint(hostsOf(s)) }
