@@ -160,11 +160,11 @@ func TestParsePolls_Pairing(t *testing.T) {
 		t.Fatal(d)
 	}
 	for _, raw := range []string{
-		"env=prod&hostname=h&appid=a",                                         // none
-		"env=prod&hostname=h&appid=a&latest_timestamp=",                       // only empty
-		"env=prod&hostname=h&appid=a&latest_timestamp=1&latest_timestamp=2",   // too many
-		"env=prod&hostname=h&appid=a&appid=b&latest_timestamp=1",              // too few
-		"env=prod&hostname=h&appid=a&appid=b&latest_timestamp=1,2",            // comma is one value
+		"env=prod&hostname=h&appid=a",                                       // none
+		"env=prod&hostname=h&appid=a&latest_timestamp=",                     // only empty
+		"env=prod&hostname=h&appid=a&latest_timestamp=1&latest_timestamp=2", // too many
+		"env=prod&hostname=h&appid=a&appid=b&latest_timestamp=1",            // too few
+		"env=prod&hostname=h&appid=a&appid=b&latest_timestamp=1,2",          // comma is one value
 	} {
 		_, err := parsePoll(mustQuery(t, raw), l, true)
 		if err == nil || fieldOf(t, err) != "latest_timestamp" {

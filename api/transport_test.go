@@ -199,20 +199,20 @@ func TestEnvelope_EveryAnswer(t *testing.T) {
 	e := newEnv(t, options{cfg: func(c *Config) { c.PollHold = 100 * time.Millisecond }})
 	e.register(appA, z1, "h1")
 	answers := []resp{
-		e.post("/discovery/register", regForm(appA, z1, "h2")),                             // 0
-		e.post("/discovery/register", without(regForm(appA, z1, "h3"), "zone")),            // -400
-		e.post("/discovery/renew", keyForm(appA, z1, "h1")),                                // 0 + data
-		e.post("/discovery/renew", keyForm(appA, z1, "nope")),                              // -404
-		e.post("/discovery/cancel", keyForm(appA, z1, "nope")),                             // -404
+		e.post("/discovery/register", regForm(appA, z1, "h2")),                                                  // 0
+		e.post("/discovery/register", without(regForm(appA, z1, "h3"), "zone")),                                 // -400
+		e.post("/discovery/renew", keyForm(appA, z1, "h1")),                                                     // 0 + data
+		e.post("/discovery/renew", keyForm(appA, z1, "nope")),                                                   // -404
+		e.post("/discovery/cancel", keyForm(appA, z1, "nope")),                                                  // -404
 		e.post("/discovery/set", form("zone", z1, "env", tEnv, "appid", appA, "hostname", "h1", "status", "2")), // 0
-		e.get("/discovery/fetch", form("env", tEnv, "appid", appA, "status", "3")),         // 0
-		e.get("/discovery/fetch", form("env", tEnv, "appid", "nope", "status", "3")),       // -404
-		e.get("/discovery/fetchs", form("env", tEnv, "appid", appA, "status", "3")),        // 0
-		e.get("/discovery/fetch/all", nil),                                                 // 0
-		e.get("/discovery/nodes", nil),                                                     // 0
-		e.get("/discovery/polls", pollsQuery(tEnv, "x", "nope", 0)),                        // -304
-		e.get("/discovery/poll", form("env", tEnv, "appid", "nope", "hostname", "x")),      // -404 map shape
-		e.get("/discovery/polls", pollsQuery(tEnv, "x", appA, 0, appB, 0)),                 // 0 map shape (h2 is UP)
+		e.get("/discovery/fetch", form("env", tEnv, "appid", appA, "status", "3")),                              // 0
+		e.get("/discovery/fetch", form("env", tEnv, "appid", "nope", "status", "3")),                            // -404
+		e.get("/discovery/fetchs", form("env", tEnv, "appid", appA, "status", "3")),                             // 0
+		e.get("/discovery/fetch/all", nil),                                                                      // 0
+		e.get("/discovery/nodes", nil),                                                                          // 0
+		e.get("/discovery/polls", pollsQuery(tEnv, "x", "nope", 0)),                                             // -304
+		e.get("/discovery/poll", form("env", tEnv, "appid", "nope", "hostname", "x")),                           // -404 map shape
+		e.get("/discovery/polls", pollsQuery(tEnv, "x", appA, 0, appB, 0)),                                      // 0 map shape (h2 is UP)
 	}
 	e.ready.Store(false)
 	answers = append(answers, e.get("/discovery/fetch", form("env", tEnv, "appid", appA, "status", "3"))) // -503
