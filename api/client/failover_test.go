@@ -117,9 +117,7 @@ func TestWatch_NodeSwitchResetsTimestampsAndKeepsWatching(t *testing.T) {
 	var cur, next *clienttest.Node
 	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
 		for _, p := range [][2]*clienttest.Node{{n1, n2}, {n2, n1}} {
-			p[0].mu.Lock()
-			held := p[0].inflight[testHost] == 1
-			p[0].mu.Unlock()
+			held := p[0].Inflight(testHost) == 1
 			if held {
 				cur, next = p[0], p[1]
 				return true, ""

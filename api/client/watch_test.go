@@ -73,9 +73,7 @@ func TestWatch_AllAppidsShareOnePoll(t *testing.T) {
 		return slices.Equal(ids, []string{"app.a", "app.b", client.InfraAppID}) &&
 			last.Get("env") == testEnv && last.Get("hostname") == testHost && !last.Has("zone"), fmt.Sprint(last)
 	})
-	n.mu.Lock()
-	maxIn := n.maxInflight
-	n.mu.Unlock()
+	maxIn := n.MaxInflight()
 	if maxIn != 1 {
 		t.Errorf("concurrent polls from one client = %d, want 1", maxIn)
 	}
@@ -90,10 +88,8 @@ func TestWatch_NewAppidInterruptsTheHeldPoll(t *testing.T) {
 	wa, _ := c.Watch("missing.app") // nothing to answer: the poll is held
 	defer wa.Close()
 	waitFor(t, 5*time.Second, "a held poll with missing.app", func() (bool, string) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		polls := n.forms["/discovery/polls"]
-		return n.inflight[testHost] == 1 && len(polls) > 0 && slices.Contains(polls[len(polls)-1]["appid"], "missing.app"), ""
+		polls := n.Requests("/discovery/polls")
+		return n.Inflight(testHost) == 1 && len(polls) > 0 && slices.Contains(polls[len(polls)-1]["appid"], "missing.app"), ""
 	})
 	store.Put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
 	wb, _ := c.Watch("app.b")
@@ -194,9 +190,7 @@ func TestClose_IsPromptAndCleansUp(t *testing.T) {
 	}
 	w, _ := c.Watch("held") // a 30 s poll is parked on the node
 	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		return n.inflight[testHost] == 1, ""
+		return n.Inflight(testHost) == 1, ""
 	})
 	errc := make(chan error, 1)
 	go func() {
