@@ -1,0 +1,139 @@
+package syncup
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+func selfRecordKey(n *tnode) registry.Key { return n.c.selfKey() }
+
+// C38 / 4.10.2: the node list comes from gossip: same-zone members with
+// their advertised HTTP address, self included, all UP.
+func TestMembership_NodesListsAliveMembers(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	other := startNode(t, nodeOpt{net: net, zone: "z2", join: nodes[:1]}) // same gossip, other zone
+	waitFor(t, "other-zone member known", func() bool { return len(nodes[0].c.memberTable()) == 3 })
+	for _, n := range nodes {
+		ms := n.c.Nodes()
+		if len(ms) != 3 {
+			t.Fatalf("%s: Nodes() = %+v, want 3 same-zone members", n.addr, ms)
+		}
+		selfSeen := false
+		for _, m := range ms {
+			if m.Status != NodeUp || m.Zone != "z1" || m.Addr == other.addr {
+				t.Fatalf("%s: bad member %+v", n.addr, m)
+			}
+			if strings.HasPrefix(m.Addr, "127.0.0.1") {
+				t.Fatalf("Nodes() must give the HTTP address, not the gossip one: %+v", m)
+			}
+			selfSeen = selfSeen || (m.Self && m.Addr == n.addr)
+		}
+		if !selfSeen {
+			t.Fatalf("%s: self missing from %+v", n.addr, ms)
+		}
+	}
+	// C62: every node's infra.discovery record reached every node (pushed on join).
+	waitFor(t, "every infra.discovery record everywhere", func() bool {
+		for _, n := range nodes {
+			for _, m := range nodes {
+				ins, ok := n.reg.Get(selfRecordKey(m))
+				if !ok || len(ins.Addrs) != 1 || ins.Addrs[0] != "http://"+m.addr || ins.Status != registry.StatusUp {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// A node that dies without leaving is removed from Nodes() and its
+// infra.discovery record is evicted on the survivors, without a tombstone.
+func TestMembership_CrashEvictsSelfRecord(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	k := selfRecordKey(c)
+	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+
+	start := time.Now()
+	c.kill(t)
+	net.Detach(c.addr)
+	waitFor(t, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
+	t.Logf("record evicted %s after the crash", time.Since(start))
+	for _, n := range []*tnode{a, b} {
+		if len(n.c.Nodes()) != 2 {
+			t.Fatalf("Nodes() after crash: %+v", n.c.Nodes())
+		}
+		for _, tb := range n.reg.Snapshot().Tombstones {
+			if tb.Key == k {
+				t.Fatal("a crash must not leave a tombstone (eviction, not cancel)")
+			}
+		}
+	}
+	if v := testutil.ToFloat64(a.c.met.evicted); v != 1 {
+		t.Fatalf("dead-node evictions on A = %v", v)
+	}
+
+	// A node that comes back (same hostname, new gossip name) registers itself again.
+	back := startNode(t, nodeOpt{net: net, addr: c.addr, join: []*tnode{a}})
+	waitFor(t, "restarted node's record is back on A and B", func() bool { return a.has(k) && b.has(k) && back.has(k) })
+}
+
+// C62: a graceful leave cancels the node's record (replicated, tombstone)
+// and is not mistaken for a crash.
+func TestMembership_GracefulLeaveCancelsRecord(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	k := selfRecordKey(c)
+	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.c.Shutdown(ctx); err != nil {
+		t.Fatalf("graceful shutdown: %v", err)
+	}
+	if err := c.c.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown must be a no-op: %v", err)
+	}
+	for _, n := range []*tnode{a, b} {
+		if n.has(k) {
+			t.Fatalf("%s still has the record right after the graceful shutdown (cancel drained before leave)", n.addr)
+		}
+		found := false
+		for _, tb := range n.reg.Snapshot().Tombstones {
+			found = found || tb.Key == k
+		}
+		if !found {
+			t.Fatalf("%s: no tombstone for a graceful cancel", n.addr)
+		}
+	}
+	waitFor(t, "C gone from the node lists", func() bool { return len(a.c.Nodes()) == 2 && len(b.c.Nodes()) == 2 })
+	if v := testutil.ToFloat64(a.c.met.evicted); v != 0 {
+		t.Fatalf("a graceful leave was treated as a crash (%v evictions)", v)
+	}
+	// C's own Replicator is inert after Shutdown.
+	c.c.Register(testInstance("demo.late", "z1"), false)
+}
+
+// A node started before its seed keeps retrying and joins once the seed
+// exists; it starts alone first.
+func TestMembership_RejoinWhenSeedAppears(t *testing.T) {
+	net := NewMemNetwork()
+	// Reserve a gossip port for the seed by starting and stopping nothing:
+	// instead let the seed be a node that joins the lone node later.
+	lone := startNode(t, nodeOpt{net: net, cfg: func(c *Config) {
+		c.Join = []string{"127.0.0.1:1"} // nothing listens there
+		c.JoinTimeout = 200 * time.Millisecond
+	}})
+	waitFor(t, "lone node ready after join_timeout", lone.c.Ready)
+	other := startNode(t, nodeOpt{net: net, join: []*tnode{lone}})
+	waitFor(t, "joined", func() bool { return len(lone.c.samePeers()) == 1 && len(other.c.samePeers()) == 1 })
+}

@@ -1,0 +1,167 @@
+package syncup
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// Anti-entropy repairs divergence in both directions, and a cancel made
+// during a partition wins over the stale copy after the heal (D18).
+func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+
+	shared := a.clientRegister(t, testInstance("demo.ae", "z1"))
+	waitFor(t, "shared instance replicated", func() bool { return b.has(shared.Key()) })
+	quiet(t, nodes...)
+
+	net.Partition(a.addr, b.addr)
+	onlyA, _, _ := a.reg.Register(testInstance("demo.ae", "z1"), 0)
+	onlyB, _, _ := b.reg.Register(testInstance("demo.other", "z1"), 0)
+	tomb, err := a.reg.Cancel(shared.Key(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.c.Cancel(tomb, false) // queued, but the link is cut
+	// The queued cancel is lost with the peer link (as when the member is
+	// removed); only anti-entropy can carry it now.
+	for _, p := range a.c.samePeers() {
+		p.dropAll(dropPeerGone)
+	}
+	net.Heal()
+
+	a.c.triggerAE(b.c.Name())
+	waitFor(t, "both sides converged", func() bool {
+		return b.has(onlyA.Key()) && a.has(onlyB.Key()) && !a.has(shared.Key()) && !b.has(shared.Key())
+	})
+	got, _ := b.reg.Get(onlyA.Key())
+	if got.DirtyTimestamp != onlyA.DirtyTimestamp || got.RegTimestamp != onlyA.RegTimestamp {
+		t.Fatalf("anti-entropy must keep the timestamps: got %+v want %+v", got, onlyA)
+	}
+	if r := testutil.ToFloat64(a.c.met.aeRepairs); r < 3 {
+		t.Fatalf("repairs = %v, want >= 3", r)
+	}
+	// Digests now agree: another round repairs nothing.
+	n, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name()))
+	if err != nil || n != 0 {
+		t.Fatalf("second round: repairs %d err %v", n, err)
+	}
+}
+
+// A periodic round runs without a trigger (interval + jitter).
+func TestAntiEntropy_Periodic(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.AntiEntropyInterval = 50 * time.Millisecond })
+	a, b := nodes[0], nodes[1]
+	only, _, _ := a.reg.Register(testInstance("demo.periodic", "z1"), 0)
+	waitFor(t, "periodic anti-entropy copied the instance", func() bool { return b.has(only.Key()) })
+	if testutil.ToFloat64(a.c.met.aeRounds.WithLabelValues("ok"))+testutil.ToFloat64(b.c.met.aeRounds.WithLabelValues("ok")) < 1 {
+		t.Fatal("no anti-entropy round counted")
+	}
+}
+
+func fill(t testing.TB, n *tnode, count int) {
+	t.Helper()
+	for i := range count {
+		ins := testInstance(fmt.Sprintf("demo.fill.%d", i%50), "z1")
+		if _, _, err := n.reg.Register(ins, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func instanceCount(n *tnode) int {
+	total := 0
+	for _, v := range n.reg.Stats().Instances {
+		total += v
+	}
+	return total
+}
+
+// C61: a node joining a cluster copies the full registry of a peer before
+// it reports ready.
+func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	const N = 3000
+	fill(t, nodes[0], N)
+	tomb, _ := nodes[0].reg.Cancel(registry.Key{Env: "test", AppID: "demo.gone", Zone: "z1", Hostname: "x"}, time.Now().UnixNano())
+	_ = tomb
+	want := instanceCount(nodes[0])
+	for _, n := range nodes {
+		net.SetDelay(n.addr, 200*time.Millisecond) // snapshots take a while
+	}
+	c := startNode(t, nodeOpt{net: net, join: nodes[:1]})
+	if c.c.Ready() {
+		t.Fatal("joining node ready before its sync")
+	}
+	waitFor(t, "new node ready", c.c.Ready)
+	if got := instanceCount(c); got < want {
+		t.Fatalf("ready with %d instances, want >= %d", got, want)
+	}
+	if g := testutil.ToFloat64(c.c.met.syncDur); g <= 0 {
+		t.Fatalf("startup sync duration gauge = %v", g)
+	}
+}
+
+// A node with no peer configured is ready at once.
+func TestStartupSync_NoPeersReadyAtOnce(t *testing.T) {
+	n := startNode(t, nodeOpt{net: NewMemNetwork()})
+	if !n.c.Ready() {
+		t.Fatal("lone node not ready right after Start")
+	}
+	if _, ok := n.reg.Get(n.c.selfKey()); !ok {
+		t.Fatal("self record missing right after Start (C63)")
+	}
+}
+
+// C55: init_protect keeps a lone node unready until the timeout.
+func TestInitProtect_LoneNodeWaitsForTimeout(t *testing.T) {
+	n := startNode(t, nodeOpt{net: NewMemNetwork(), cfg: func(c *Config) {
+		c.InitProtect = true
+		c.InitProtectTimeout = 300 * time.Millisecond
+	}})
+	if n.c.Ready() {
+		t.Fatal("init-protected node ready at once")
+	}
+	start := time.Now()
+	waitFor(t, "protect timeout ends the gate", n.c.Ready)
+	if time.Since(n.c.startAt) < 300*time.Millisecond {
+		t.Fatalf("ready after %s, before init_protect_timeout", time.Since(start))
+	}
+}
+
+// C55: init_protect ends at the first successful sync from a peer.
+func TestInitProtect_EndsAtFirstSync(t *testing.T) {
+	net := NewMemNetwork()
+	first := startNode(t, nodeOpt{net: net})
+	fill(t, first, 100)
+	n := startNode(t, nodeOpt{net: net, join: []*tnode{first}, cfg: func(c *Config) { c.InitProtect = true }})
+	waitFor(t, "synced node ready", n.c.Ready)
+	if got, want := instanceCount(n), instanceCount(first); got < want {
+		t.Fatalf("ready with %d instances, want %d", got, want)
+	}
+}
+
+// Without init_protect, a sync that keeps failing ends at sync_timeout.
+func TestStartupSync_TimeoutMakesReady(t *testing.T) {
+	net := NewMemNetwork()
+	first := startNode(t, nodeOpt{net: net})
+	net.SetHook(func(from, to, call string) error {
+		if call == "snapshot" {
+			return ErrUnreachable
+		}
+		return nil
+	})
+	n := startNode(t, nodeOpt{net: net, join: []*tnode{first}, cfg: func(c *Config) { c.SyncTimeout = 300 * time.Millisecond }})
+	if n.c.Ready() {
+		t.Fatal("ready before any sync")
+	}
+	waitFor(t, "sync_timeout ends the sync", n.c.Ready)
+}
