@@ -345,6 +345,8 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"http.poll_hold":             {"7s", 7 * time.Second},
 		"http.addr":                  {"127.0.0.1:0", "127.0.0.1:0"},
 		"cluster.bind":               {"127.0.0.1:0", "127.0.0.1:0"},
+		"cluster.advertise":          {"10.0.0.5:7946", "10.0.0.5:7946"},
+		"http.advertise":             {"10.0.0.5:7171", "10.0.0.5:7171"},
 		"cluster.secret":             {"MDEyMzQ1Njc4OWFiY2RlZg==", "MDEyMzQ1Njc4OWFiY2RlZg=="},
 		"cluster.peer_timeout":       {"7s", 7 * time.Second},
 		"registry.evict_after":       {"2m", 2 * time.Minute},

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	oklog "github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/discovery-go/discovery/api"
+	"github.com/discovery-go/discovery/configs"
+	"github.com/discovery-go/discovery/registry"
+)
+
+func serveCmd(args, environ []string, _, stderr io.Writer) int {
+	// Catch signals before anything else: a SIGTERM during start-up then
+	// leads to the ordered shutdown instead of the default abrupt exit.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+
+	fs := newFlagSet("serve", stderr)
+	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<host:port>"} to this file (atomically)`)
+	configs.AddFlags(fs)
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	cfg, ok := loadConfig(fs, environ, stderr)
+	if !ok {
+		return exitUsage
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "discovery: %v\n", err)
+		return exitUsage
+	}
+	if err := runNode(cfg, nodeOptions{addrFile: *addrFile, signals: sigc, logger: logger}); err != nil {
+		logger.Error("node stopped with an error", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// newLogger builds the process logger: text or JSON on w, level from cfg.
+func newLogger(cfg configs.LogConfig, w io.Writer) (*slog.Logger, error) {
+	lv, err := cfg.SlogLevel()
+	if err != nil {
+		return nil, err
+	}
+	var level slog.LevelVar
+	level.Set(lv)
+	opts := &slog.HandlerOptions{Level: &level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// newMetrics returns the node's own Prometheus registry (never the global
+// one) with the Go and process collectors and discovery_build_info.
+func newMetrics() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "discovery_build_info",
+		Help: "Build of this discovery node; the value is always 1.",
+		ConstLabels: prometheus.Labels{
+			"version":   version,
+			"commit":    commit,
+			"goversion": runtime.Version(),
+		},
+	})
+	build.Set(1)
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		build,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+type nodeOptions struct {
+	addrFile string
+	signals  <-chan os.Signal
+	logger   *slog.Logger
+}
+
+// errSignal ends the run group when a termination signal arrives; it is the
+// one normal way for a node to stop.
+var errSignal = errors.New("termination signal")
+
+// runNode builds the node's components, serves until a signal arrives and
+// shuts down in order. It returns nil after a signal and a clean shutdown.
+func runNode(cfg configs.Config, opt nodeOptions) (err error) {
+	log := opt.logger
+	metrics, err := newMetrics()
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	reg, err := registry.New(cfg.Registry, registry.SystemClock{}, log.With("component", "registry"))
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+
+	// Listen first: the advertised address (port 0 → the bound port) is
+	// needed by everything that publishes this node.
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	served := false
+	defer func() {
+		if !served {
+			_ = ln.Close()
+		}
+	}()
+	advertise, err := api.AdvertiseAddr(cfg.HTTP.Advertise, ln.Addr())
+	if err != nil {
+		return fmt.Errorf("http.advertise: %w", err)
+	}
+
+	srv, err := api.New(cfg.HTTP, api.Deps{
+		Registry: reg,
+		Self:     api.Node{Addr: advertise, Status: 0, Zone: cfg.Node.Zone},
+		Logger:   log.With("component", "api"),
+		Metrics:  metrics,
+		Gatherer: metrics,
+	})
+	if err != nil {
+		return err
+	}
+
+	log.Info("listening", "http", ln.Addr().String(), "advertise", advertise,
+		"env", cfg.Node.Env, "zone", cfg.Node.Zone, "hostname", cfg.Node.Hostname, "version", version)
+
+	if opt.addrFile != "" {
+		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: advertise}); err != nil {
+			return fmt.Errorf("--addr-file: %w", err)
+		}
+		defer func() { _ = os.Remove(opt.addrFile) }()
+	}
+
+	// The long-lived parts run as one group; the first to return (normally
+	// the signal handler) interrupts the others. Every interrupt runs the
+	// same ordered shutdown, once.
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	var (
+		once        sync.Once
+		shutdownErr error
+	)
+	shutdown := func(error) {
+		once.Do(func() {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			defer cancel()
+			var errs []error
+			// HTTP: parked polls answer at once, in-flight requests drain.
+			if err := srv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
+			// Last, the registry's eviction loop (and the signal actor).
+			stopLoops()
+			shutdownErr = errors.Join(errs...)
+			log.Info("shutdown complete", "took", time.Since(start), "clean", shutdownErr == nil)
+		})
+	}
+
+	var g oklog.Group
+	g.Add(func() error {
+		select {
+		case sig := <-opt.signals:
+			log.Info("shutting down", "signal", sig.String())
+			return errSignal
+		case <-loopCtx.Done():
+			return nil
+		}
+	}, shutdown)
+	g.Add(func() error {
+		if err := srv.Serve(ln); err != nil {
+			return fmt.Errorf("http serve: %w", err)
+		}
+		return errors.New("http server stopped")
+	}, shutdown)
+	g.Add(func() error {
+		if err := reg.Run(loopCtx); err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+		return errors.New("registry loop stopped")
+	}, shutdown)
+	served = true
+
+	err = g.Run()
+	if errors.Is(err, errSignal) {
+		err = nil
+	}
+	return errors.Join(err, shutdownErr)
+}
+
+// listenAddrs is the --addr-file content.
+type listenAddrs struct {
+	HTTP   string `json:"http"`
+	Gossip string `json:"gossip"`
+}
+
+// writeAddrFile writes a into path atomically (temporary file + rename), so
+// a reader polling for the file never sees it half written.
+func writeAddrFile(path string, a listenAddrs) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // no-op after the rename
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
