@@ -216,4 +216,3 @@ func TestMemoryPerInstance(t *testing.T) {
 		}
 	}
 }
-

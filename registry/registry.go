@@ -62,7 +62,7 @@ type app struct {
 	count   int           // instances
 	up      int           // UP instances
 	latest  int64
-	emptyAt int64              // when count dropped to 0 (cleanup by Scan)
+	emptyAt int64             // when count dropped to 0 (cleanup by Scan)
 	tombs   map[hostKey]int64 // cancel time per key; nil when none
 
 	cmu   sync.Mutex // guards cache when mu is only read-locked
