@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -535,3 +536,8 @@ func pollsData(r resp) (map[string]typedInfo, []string) {
 }
 
 func ns(t time.Time) int64 { return t.UnixNano() }
+
+func i64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// noGuard turns self-preservation off so evictions are not held back.
+func noGuard(c *registry.Config) { c.SelfPreservation = false }
