@@ -328,10 +328,17 @@ func TestServe_ReadyHealthMetricsAndSignalShutdown(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			n := startNode(t)
-			if _, _, err := net.SplitHostPort(n.HTTP); err != nil || strings.HasSuffix(n.HTTP, ":0") {
-				t.Fatalf("addr file http = %q", n.HTTP)
+			for _, a := range []string{n.HTTP, n.Gossip} {
+				if _, _, err := net.SplitHostPort(a); err != nil || strings.HasSuffix(a, ":0") {
+					t.Fatalf("addr file = %+v", n)
+				}
 			}
 			waitReady(t, n)
+			// The node registered itself (spec 7.5.1) with its advertised address.
+			recs := selfRecords(t, n)
+			if len(recs) != 1 || recs[0].Hostname != "test-node" || len(recs[0].Addrs) != 1 || recs[0].Addrs[0] != "http://"+n.HTTP {
+				t.Fatalf("infra.discovery records = %+v", recs)
+			}
 
 			runBin(t, baseEnv(), "health", "--addr", n.HTTP).want(t, 0, []string{"ready"}, nil)
 			// Without --addr the port comes from the configured http.addr.
@@ -348,7 +355,7 @@ func TestServe_ReadyHealthMetricsAndSignalShutdown(t *testing.T) {
 					t.Errorf("/metrics lacks %q", s)
 				}
 			}
-			if !strings.Contains(n.stderr.String(), "msg=listening") || !strings.Contains(n.stderr.String(), "advertise="+n.HTTP) {
+			if log := n.stderr.String(); !strings.Contains(log, "msg=listening") || !strings.Contains(log, "advertise="+n.HTTP) || !strings.Contains(log, "gossip="+n.Gossip) {
 				t.Errorf("no listening log line with the advertised address:\n%s", n.stderr.String())
 			}
 
@@ -361,6 +368,78 @@ func TestServe_ReadyHealthMetricsAndSignalShutdown(t *testing.T) {
 			// The node is gone: health fails.
 			runBin(t, baseEnv(), "health", "--addr", n.HTTP, "--timeout", "1s").want(t, 1, nil, []string{n.HTTP})
 		})
+	}
+}
+
+type selfRecord struct {
+	Hostname string   `json:"hostname"`
+	Addrs    []string `json:"addrs"`
+}
+
+// selfRecords fetches the infra.discovery records of env dev from n.
+func selfRecords(t *testing.T, n *node) []selfRecord {
+	t.Helper()
+	code, body := get(t, "http://"+n.HTTP+"/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+	if code != http.StatusOK {
+		t.Fatalf("fetch infra.discovery: %d %s", code, body)
+	}
+	var ans struct {
+		Code int `json:"code"`
+		Data struct {
+			Instances map[string][]selfRecord `json:"instances"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &ans); err != nil || ans.Code != 0 {
+		t.Fatalf("fetch infra.discovery: %v %s", err, body)
+	}
+	var out []selfRecord
+	for _, recs := range ans.Data.Instances {
+		out = append(out, recs...)
+	}
+	return out
+}
+
+func hostnames(recs []selfRecord) string {
+	var hs []string
+	for _, r := range recs {
+		hs = append(hs, r.Hostname)
+	}
+	return strings.Join(hs, ",")
+}
+
+// TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord: a node that joins a
+// seed appears in the seed's node list and infra.discovery records; on
+// SIGTERM it cancels its record (replicated) before leaving, so the seed
+// drops it at once instead of after eviction (spec 7.5.3).
+func TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord(t *testing.T) {
+	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
+	waitReady(t, a)
+	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip)
+	waitReady(t, b)
+
+	waitFor(t, 30*time.Second, "both records on both nodes", func() (bool, string) {
+		ha, hb := hostnames(selfRecords(t, a)), hostnames(selfRecords(t, b))
+		both := func(h string) bool { return strings.Contains(h, "node-a") && strings.Contains(h, "node-b") }
+		return both(ha) && both(hb), "a: " + ha + " b: " + hb
+	})
+	waitFor(t, 30*time.Second, "b in a's /discovery/nodes", func() (bool, string) {
+		_, body := get(t, "http://"+a.HTTP+"/discovery/nodes")
+		return strings.Contains(body, `"addr":"`+b.HTTP+`"`) && strings.Contains(body, `"addr":"`+a.HTTP+`"`), body
+	})
+
+	if code := b.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("b exit code %d\n%s", code, b.stderr.String())
+	}
+	waitFor(t, 10*time.Second, "b's record gone from a", func() (bool, string) {
+		h := hostnames(selfRecords(t, a))
+		return h == "node-a", h
+	})
+	// Removed by b's replicated cancel, not by a's crash handling.
+	if strings.Contains(a.stderr.String(), "failed without leaving") {
+		t.Fatalf("a treated b's graceful leave as a failure:\n%s", a.stderr.String())
+	}
+	if code := a.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("a exit code %d\n%s", code, a.stderr.String())
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/discovery-go/discovery/api"
 	"github.com/discovery-go/discovery/configs"
 	"github.com/discovery-go/discovery/registry"
+	"github.com/discovery-go/discovery/syncup"
 )
 
 func serveCmd(args, environ []string, _, stderr io.Writer) int {
@@ -135,22 +136,53 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 		return fmt.Errorf("http.advertise: %w", err)
 	}
 
+	cluster, err := syncup.New(cfg.Cluster, syncup.Self{
+		Env:      cfg.Node.Env,
+		Zone:     cfg.Node.Zone,
+		Region:   cfg.Node.Region,
+		Hostname: cfg.Node.Hostname,
+		HTTPAddr: advertise,
+		Version:  version,
+	}, reg, syncup.Deps{Logger: log.With("component", "syncup"), Metrics: metrics})
+	if err != nil {
+		return err
+	}
+
 	srv, err := api.New(cfg.HTTP, api.Deps{
-		Registry: reg,
-		Self:     api.Node{Addr: advertise, Status: 0, Zone: cfg.Node.Zone},
-		Logger:   log.With("component", "api"),
-		Metrics:  metrics,
-		Gatherer: metrics,
+		Registry:   reg,
+		Replicator: cluster,
+		Nodes:      func() []api.Node { return apiNodes(cluster.Nodes()) },
+		Ready:      cluster.Ready,
+		Internal:   cluster.Handler(),
+		Self:       api.Node{Addr: advertise, Status: syncup.NodeUp, Zone: cfg.Node.Zone},
+		Logger:     log.With("component", "api"),
+		Metrics:    metrics,
+		Gatherer:   metrics,
 	})
 	if err != nil {
 		return err
 	}
 
-	log.Info("listening", "http", ln.Addr().String(), "advertise", advertise,
-		"env", cfg.Node.Env, "zone", cfg.Node.Zone, "hostname", cfg.Node.Hostname, "version", version)
+	// Gossip binds here; joining, the startup sync and the node's own
+	// infra.discovery record continue in the background. Writes from peers
+	// queue on the bound HTTP listener until Serve starts just below.
+	if err := cluster.Start(context.Background()); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	clusterUp := true
+	defer func() {
+		if clusterUp { // start-up failed after Start
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			defer cancel()
+			_ = cluster.Shutdown(ctx)
+		}
+	}()
+
+	log.Info("listening", "http", ln.Addr().String(), "gossip", cluster.GossipAddr(), "advertise", advertise,
+		"env", cfg.Node.Env, "zone", cfg.Node.Zone, "hostname", cfg.Node.Hostname, "node", cluster.Name(), "version", version)
 
 	if opt.addrFile != "" {
-		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: advertise}); err != nil {
+		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: advertise, Gossip: cluster.GossipAddr()}); err != nil {
 			return fmt.Errorf("--addr-file: %w", err)
 		}
 		defer func() { _ = os.Remove(opt.addrFile) }()
@@ -161,6 +193,7 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 	// same ordered shutdown, once.
 	loopCtx, stopLoops := context.WithCancel(context.Background())
 	defer stopLoops()
+	clusterDone := make(chan struct{})
 	var (
 		once        sync.Once
 		shutdownErr error
@@ -171,6 +204,13 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 			defer cancel()
 			var errs []error
+			// Cluster first: announce the leave, cancel our infra.discovery
+			// record (replicated), drain the replication queues, leave gossip.
+			// HTTP still serves meanwhile, so peers can take the cancel.
+			if err := cluster.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("cluster shutdown: %w", err))
+			}
+			close(clusterDone)
 			// HTTP: parked polls answer at once, in-flight requests drain.
 			if err := srv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
@@ -199,18 +239,33 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 		return errors.New("http server stopped")
 	}, shutdown)
 	g.Add(func() error {
+		// The cluster runs in its own goroutines since Start; this member
+		// stands for it and ends when it has been shut down.
+		<-clusterDone
+		return errors.New("cluster stopped")
+	}, shutdown)
+	g.Add(func() error {
 		if err := reg.Run(loopCtx); err != nil {
 			return fmt.Errorf("registry: %w", err)
 		}
 		return errors.New("registry loop stopped")
 	}, shutdown)
-	served = true
+	served, clusterUp = true, false
 
 	err = g.Run()
 	if errors.Is(err, errSignal) {
 		err = nil
 	}
 	return errors.Join(err, shutdownErr)
+}
+
+// apiNodes adapts the cluster's member list to the HTTP layer's node list.
+func apiNodes(ms []syncup.Member) []api.Node {
+	out := make([]api.Node, len(ms))
+	for i, m := range ms {
+		out[i] = api.Node{Addr: m.Addr, Status: m.Status, Zone: m.Zone}
+	}
+	return out
 }
 
 // listenAddrs is the --addr-file content.
