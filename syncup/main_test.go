@@ -2,6 +2,7 @@ package syncup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -81,6 +82,7 @@ type nodeOpt struct {
 	net  *MemNetwork
 	tr   Transport // overrides net
 	addr string
+	http bool // use the default HTTP transport (addr must be served)
 }
 
 func startNode(t testing.TB, o nodeOpt) *tnode {
@@ -105,7 +107,7 @@ func startNode(t testing.TB, o nodeOpt) *tnode {
 	}
 	prom := prometheus.NewRegistry()
 	tr := o.tr
-	if tr == nil {
+	if tr == nil && !o.http {
 		tr = o.net.Transport(o.addr)
 	}
 	self := Self{Env: "test", Zone: o.zone, Region: "r1", Hostname: "h-" + o.addr, HTTPAddr: o.addr, Version: "v0"}
@@ -220,3 +222,5 @@ func (n *tnode) has(k registry.Key) bool {
 	_, ok := n.reg.Get(k)
 	return ok
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

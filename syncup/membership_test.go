@@ -2,6 +2,7 @@ package syncup
 
 import (
 	"context"
+	stdnet "net"
 	"strings"
 	"testing"
 	"time"
@@ -123,17 +124,26 @@ func TestMembership_GracefulLeaveCancelsRecord(t *testing.T) {
 	c.c.Register(testInstance("demo.late", "z1"), false)
 }
 
-// A node started before its seed keeps retrying and joins once the seed
-// exists; it starts alone first.
+// A node started before its seed starts alone after join_timeout and
+// keeps rejoining every rejoin_interval until the seed is up.
 func TestMembership_RejoinWhenSeedAppears(t *testing.T) {
 	net := NewMemNetwork()
-	// Reserve a gossip port for the seed by starting and stopping nothing:
-	// instead let the seed be a node that joins the lone node later.
+	ln, err := stdnet.Listen("tcp", "127.0.0.1:0") // reserve a port for the late seed
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedAddr := ln.Addr().String()
+	_ = ln.Close()
 	lone := startNode(t, nodeOpt{net: net, cfg: func(c *Config) {
-		c.Join = []string{"127.0.0.1:1"} // nothing listens there
+		c.Join = []string{seedAddr} // nothing listens there yet
 		c.JoinTimeout = 200 * time.Millisecond
 	}})
 	waitFor(t, "lone node ready after join_timeout", lone.c.Ready)
-	other := startNode(t, nodeOpt{net: net, join: []*tnode{lone}})
-	waitFor(t, "joined", func() bool { return len(lone.c.samePeers()) == 1 && len(other.c.samePeers()) == 1 })
+	if len(lone.c.samePeers()) != 0 {
+		t.Fatal("lone node has peers")
+	}
+	seed := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = seedAddr }})
+	waitFor(t, "lone node rejoined the late seed", func() bool {
+		return len(lone.c.samePeers()) == 1 && len(seed.c.samePeers()) == 1
+	})
 }

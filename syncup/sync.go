@@ -36,11 +36,13 @@ func (c *Cluster) syncLoop() {
 	bo.InitialInterval = 100 * time.Millisecond
 	bo.MaxInterval = 2 * time.Second
 	for {
-		peers := c.samePeers()
+		// The member table, not the peer set: it is filled by gossip
+		// callbacks while Join runs, before the event loop adds peers.
+		peers := c.sameZoneMembers()
 		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
 		unready := 0
 		for _, p := range peers {
-			peerReady, n, err := c.syncFrom(ctx, p)
+			peerReady, n, err := c.syncFrom(ctx, p.addr)
 			if err != nil {
 				c.log.Warn("startup sync failed", "peer", p.name, "err", err)
 				continue
@@ -91,19 +93,32 @@ func (c *Cluster) syncLoop() {
 // syncFrom merges one peer's snapshot into the registry: instances with
 // all their timestamps (Import keeps the newer copy), tombstones as cancels
 // at their time (a newer registration here survives).
-func (c *Cluster) syncFrom(ctx context.Context, p *peer) (peerReady bool, items int, err error) {
+func (c *Cluster) syncFrom(ctx context.Context, addr string) (peerReady bool, items int, err error) {
 	budget := c.cfg.SyncTimeout
 	if budget < c.cfg.PeerTimeout {
 		budget = c.cfg.PeerTimeout
 	}
 	sctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	peerReady, err = c.tr.Snapshot(sctx, p.getAddr(), func(it SnapshotItem) error {
+	peerReady, err = c.tr.Snapshot(sctx, addr, func(it SnapshotItem) error {
 		items++
 		c.mergeItem(it)
 		return nil
 	})
 	return peerReady, items, err
+}
+
+type memberRef struct{ name, addr string }
+
+// sameZoneMembers lists the other live members of our zone.
+func (c *Cluster) sameZoneMembers() []memberRef {
+	var out []memberRef
+	for name, ms := range c.memberTable() {
+		if ms.metaErr == nil && ms.meta.Zone == c.self.Zone {
+			out = append(out, memberRef{name, ms.meta.HTTPAddr})
+		}
+	}
+	return out
 }
 
 // mergeItem applies one instance or tombstone from a peer and reports
