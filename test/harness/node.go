@@ -144,32 +144,59 @@ func startNode(tb testing.TB, bin string, opts Options, fab *Fabric) (*Node, err
 	if opts.Faults && fab == nil {
 		return nil, errors.New("Options.Faults needs a Cluster (its Fabric)")
 	}
+	var ep *endpoint
+	if opts.Faults {
+		var err error
+		if ep, err = fab.addEndpoint(opts.Hostname); err != nil {
+			return nil, fmt.Errorf("node %s: fault proxies: %w", opts.Hostname, err)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		n, err := startOnce(tb, bin, opts, ep)
+		if err != nil && n != nil && ep != nil && attempt < 4 && !n.Running() &&
+			strings.Contains(n.Logs(), "address already in use") {
+			// A reserved port was taken between our probe and the node's
+			// bind (see reservePorts): try again with new ones.
+			n.stopping.Store(true)
+			continue
+		}
+		return n, err
+	}
+}
+
+func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, error) {
 	dir := tb.TempDir()
 	n := &Node{
 		Name:    opts.Hostname,
 		Opts:    opts,
 		LogPath: filepath.Join(dir, "node.log"),
 		tb:      tb,
+		ep:      ep,
 		done:    make(chan struct{}),
 	}
 	addrPath := filepath.Join(dir, "addr.json")
 
 	env := map[string]string{
-		"DISCOVERY_HTTP_ADDR":       opts.HTTPAddr,
-		"DISCOVERY_CLUSTER_BIND":    opts.GossipAddr,
-		"DISCOVERY_CLUSTER_JOIN":    strings.Join(opts.Join, ","),
-		"DISCOVERY_NODE_HOSTNAME":   opts.Hostname,
-		"DISCOVERY_NODE_ZONE":       opts.Zone,
-		"DISCOVERY_NODE_ENV":        opts.Env,
-		"DISCOVERY_NODE_REGION":     opts.Region,
-		"DISCOVERY_LOG_LEVEL":       "debug",
+		"DISCOVERY_HTTP_ADDR":     opts.HTTPAddr,
+		"DISCOVERY_CLUSTER_BIND":  opts.GossipAddr,
+		"DISCOVERY_CLUSTER_JOIN":  strings.Join(opts.Join, ","),
+		"DISCOVERY_NODE_HOSTNAME": opts.Hostname,
+		"DISCOVERY_NODE_ZONE":     opts.Zone,
+		"DISCOVERY_NODE_ENV":      opts.Env,
+		"DISCOVERY_NODE_REGION":   opts.Region,
+		"DISCOVERY_LOG_LEVEL":     "debug",
 	}
-	if opts.Faults {
-		ep, err := fab.addEndpoint(opts.Hostname)
-		if err != nil {
-			return nil, fmt.Errorf("node %s: fault proxies: %w", n.Name, err)
+	var httpAP, gossipAP netip.AddrPort
+	if ep != nil {
+		// Peers must only ever learn the proxy addresses. The node's own
+		// listeners get fixed ports chosen here, because memberlist replaces
+		// an advertised port with the bound one when it binds port 0.
+		var err error
+		if httpAP, gossipAP, err = reservePorts(); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		n.ep = ep
+		env["DISCOVERY_HTTP_ADDR"] = httpAP.String()
+		env["DISCOVERY_CLUSTER_BIND"] = gossipAP.String()
 		n.AdvertisedHTTP = ep.http.addr()
 		n.AdvertisedGossip = ep.gossip.addr()
 		env["DISCOVERY_HTTP_ADVERTISE"] = n.AdvertisedHTTP
@@ -205,22 +232,52 @@ func startNode(tb testing.TB, bin string, opts Options, fab *Fabric) (*Node, err
 	if err != nil {
 		return n, err
 	}
-	httpAP, err1 := dialable(af.HTTP)
-	gossipAP, err2 := dialable(af.Gossip)
-	if err := errors.Join(err1, err2); err != nil {
-		return n, fmt.Errorf("node %s: address file %+v: %w", n.Name, af, err)
-	}
-	n.HTTP, n.Gossip = httpAP.String(), gossipAP.String()
-	if n.ep != nil {
-		n.ep.setUpstreams(cmd.Process.Pid, httpAP, gossipAP)
+	if ep != nil {
+		ep.setUpstreams(cmd.Process.Pid, httpAP, gossipAP)
+		n.HTTP, n.Gossip = httpAP.String(), gossipAP.String()
 	} else {
-		n.AdvertisedHTTP, n.AdvertisedGossip = n.HTTP, n.Gossip
+		// The file holds the advertised addresses. When the node listens on
+		// all interfaces, the test dials loopback at the same port rather
+		// than the advertised (non-loopback) host.
+		h, err1 := reachable(opts.HTTPAddr, af.HTTP)
+		g, err2 := reachable(opts.GossipAddr, af.Gossip)
+		if err := errors.Join(err1, err2); err != nil {
+			return n, fmt.Errorf("node %s: address file %+v: %w", n.Name, af, err)
+		}
+		n.HTTP, n.Gossip = h.String(), g.String()
+		n.AdvertisedHTTP, n.AdvertisedGossip = af.HTTP, af.Gossip
 	}
 	n.Client = NewClient(n.HTTP)
 	if opts.NoWaitReady {
 		return n, nil
 	}
 	return n, n.waitReady(deadline)
+}
+
+// reservePorts picks a free TCP port for HTTP and a port free for both TCP
+// and UDP for gossip, on 127.0.0.1, and releases them for the node to bind.
+// Another process could take one in between; startNode then retries.
+func reservePorts() (httpAP, gossipAP netip.AddrPort, err error) {
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return httpAP, gossipAP, err
+	}
+	defer hl.Close()
+	httpAP = hl.Addr().(*net.TCPAddr).AddrPort()
+	for range 20 {
+		gl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return httpAP, gossipAP, err
+		}
+		ap := gl.Addr().(*net.TCPAddr).AddrPort()
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		gl.Close()
+		if err == nil {
+			pc.Close()
+			return httpAP, ap, nil
+		}
+	}
+	return httpAP, gossipAP, errors.New("no port free for both TCP and UDP")
 }
 
 func (n *Node) waitAddrFile(path string, deadline time.Time) (addrFile, error) {
@@ -376,6 +433,28 @@ func tail(s string, max int) string {
 		return s
 	}
 	return "[... " + fmt.Sprint(len(s)-max) + " bytes cut ...]\n" + s[len(s)-max:]
+}
+
+// reachable returns where the test dials a node that listens on listen and
+// advertises advertised: the advertised address, unless the node listens on
+// every interface, then loopback at the advertised port.
+func reachable(listen, advertised string) (netip.AddrPort, error) {
+	ap, err := dialable(advertised)
+	if err != nil {
+		return ap, err
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ap, err
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		if err == nil && ip.Is6() {
+			lo = netip.IPv6Loopback()
+		}
+		return netip.AddrPortFrom(lo, ap.Port()), nil
+	}
+	return ap, nil
 }
 
 // dialable turns a listen address into one the test can dial: an

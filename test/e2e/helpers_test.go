@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/discovery-go/discovery/test/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
+
+// soak reports whether the long runs are enabled (DISCOVERY_SOAK=1).
+func soak() bool { return os.Getenv("DISCOVERY_SOAK") == "1" }
+
+// ctxT is a context for one request of a test.
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// instance returns an instance in the harness' default zone and env.
+func instance(appid, hostname string, addrs ...string) harness.Instance {
+	return harness.Instance{
+		Region: harness.DefaultRegion, Zone: harness.DefaultZone, Env: harness.DefaultEnv,
+		AppID: appid, Hostname: hostname, Addrs: addrs, Status: 1,
+	}
+}
+
+// mustOK returns a check that fails the test unless the call succeeded with
+// code 0: mustOK(t, "register")(c.Register(ctx, in)).
+func mustOK(t testing.TB, what string) func(*harness.Envelope, error) {
+	return func(e *harness.Envelope, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if e.Code != 0 {
+			t.Fatalf("%s: code %d: %s", what, e.Code, e.Body)
+		}
+	}
+}
+
+// instances returns n's instances of appid (all statuses, all zones) by
+// hostname; an unknown appid (-404) is an empty map.
+func instances(n *harness.Node, env, appid string) (map[string]harness.Instance, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ii, e, err := n.Client.Fetch(ctx, env, appid, 3, "")
+	if err != nil {
+		if e != nil && e.Code == -404 {
+			return map[string]harness.Instance{}, nil
+		}
+		return nil, fmt.Errorf("%s: fetch %s: %w", n.Name, appid, err)
+	}
+	out := map[string]harness.Instance{}
+	for _, in := range ii.All() {
+		out[in.Hostname] = in
+	}
+	return out, nil
+}
+
+// hostSet returns the sorted hostnames n holds for appid.
+func hostSet(n *harness.Node, env, appid string) ([]string, error) {
+	m, err := instances(n, env, appid)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(m)), nil
+}
+
+// wantHosts checks that every node holds exactly want for appid.
+func wantHosts(nodes []*harness.Node, env, appid string, want []string) error {
+	want = slices.Sorted(slices.Values(want))
+	var errs []error
+	for _, n := range nodes {
+		got, err := hostSet(n, env, appid)
+		if err != nil {
+			errs = append(errs, err)
+		} else if !slices.Equal(got, want) {
+			errs = append(errs, fmt.Errorf("%s %s: got %v, want %v", n.Name, appid, got, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// contentKey is what must agree between nodes for one instance once the
+// cluster converged: everything except renew_timestamp (each node stamps its
+// own renews, spec 3.3) and latest/reg timestamps a node may stamp locally.
+func contentKey(in harness.Instance) string {
+	md := slices.Sorted(maps.Keys(in.Metadata))
+	var b strings.Builder
+	for _, k := range md {
+		fmt.Fprintf(&b, "%s=%s,", k, in.Metadata[k])
+	}
+	return fmt.Sprintf("%s|%s|%s|%v|%s|%d|%d|%s", in.Zone, in.Env, in.Hostname, in.Addrs, in.Version, in.Status, in.DirtyTimestamp, b.String())
+}
+
+// sameContent checks that every node holds the same instances (content and
+// dirty timestamp) for each appid.
+func sameContent(nodes []*harness.Node, env string, appids ...string) error {
+	var errs []error
+	for _, appid := range appids {
+		var ref []string
+		for i, n := range nodes {
+			m, err := instances(n, env, appid)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			var keys []string
+			for _, in := range m {
+				keys = append(keys, contentKey(in))
+			}
+			sort.Strings(keys)
+			if i == 0 {
+				ref = keys
+			} else if !slices.Equal(keys, ref) {
+				errs = append(errs, fmt.Errorf("%s %s differs from %s:\n  %v\n  %v", n.Name, appid, nodes[0].Name, keys, ref))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadClient is one instance kept alive by a client that behaves like kratos
+// but more eagerly: it talks to one preferred node, moves to the next node
+// on a transport error or an unexpected code (and retries at once), and
+// re-registers when a renew answers -404.
+type loadClient struct {
+	ins     harness.Instance
+	clients []*harness.Client
+	idx     int
+
+	acked      atomic.Bool  // a register was answered 0 at least once
+	lastOKFrom atomic.Int64 // start time (UnixNano) of the last successful register/renew
+	ops        atomic.Int64
+	failovers  atomic.Int64
+	reregs     atomic.Int64
+}
+
+// call runs op against the current node, failing over through all nodes
+// (twice) before giving up.
+func (lc *loadClient) call(ctx context.Context, op func(ctx context.Context, c *harness.Client) (*harness.Envelope, error)) (*harness.Envelope, error) {
+	var last error
+	for range 2 * len(lc.clients) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c := lc.clients[lc.idx%len(lc.clients)]
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		e, err := op(cctx, c)
+		cancel()
+		if err == nil && (e.Code == 0 || e.Code == -404) {
+			return e, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("code %d", e.Code)
+		}
+		last = fmt.Errorf("%s: %w", c.Addr, err)
+		lc.idx++
+		lc.failovers.Add(1)
+	}
+	return nil, last
+}
+
+func (lc *loadClient) register(ctx context.Context) error {
+	start := time.Now().UnixNano()
+	e, err := lc.call(ctx, func(ctx context.Context, c *harness.Client) (*harness.Envelope, error) {
+		return c.Register(ctx, lc.ins)
+	})
+	if err != nil {
+		return err
+	}
+	if e.Code != 0 {
+		return fmt.Errorf("register: code %d", e.Code)
+	}
+	lc.acked.Store(true)
+	lc.lastOKFrom.Store(start)
+	lc.ops.Add(1)
+	return nil
+}
+
+// renew renews, re-registering on -404 (spec 8.3).
+func (lc *loadClient) renew(ctx context.Context) error {
+	start := time.Now().UnixNano()
+	e, err := lc.call(ctx, func(ctx context.Context, c *harness.Client) (*harness.Envelope, error) {
+		return c.Renew(ctx, lc.ins)
+	})
+	if err != nil {
+		return err
+	}
+	if e.Code == -404 {
+		lc.reregs.Add(1)
+		return lc.register(ctx)
+	}
+	lc.lastOKFrom.Store(start)
+	lc.ops.Add(1)
+	return nil
+}
+
+// load runs a set of loadClients until stopped.
+type load struct {
+	clients []*loadClient
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errMu   sync.Mutex
+	errs    []error
+}
+
+// startLoad registers count instances of appid (hostnames prefix-NN) and
+// renews each every interval. With spread, client i prefers node
+// i%len(nodes); without, every client starts on nodes[0].
+func startLoad(t testing.TB, nodes []*harness.Node, appid, prefix string, count int, interval time.Duration, spread bool) *load {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	for i := range count {
+		lc := &loadClient{
+			ins: instance(appid, fmt.Sprintf("%s-%02d", prefix, i), fmt.Sprintf("grpc://127.0.0.1:%d", 20000+i), fmt.Sprintf("http://127.0.0.1:%d", 30000+i)),
+		}
+		if spread {
+			lc.idx = i % len(nodes)
+		}
+		for _, n := range nodes {
+			c := harness.NewClient(n.HTTP)
+			lc.clients = append(lc.clients, c)
+		}
+		l.clients = append(l.clients, lc)
+	}
+	for _, lc := range l.clients {
+		l.wg.Go(func() {
+			defer func() {
+				for _, c := range lc.clients {
+					c.Close()
+				}
+			}()
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			for ctx.Err() == nil {
+				var err error
+				if !lc.acked.Load() {
+					err = lc.register(ctx)
+				} else {
+					err = lc.renew(ctx)
+				}
+				if err != nil && ctx.Err() == nil {
+					l.errMu.Lock()
+					l.errs = append(l.errs, fmt.Errorf("%s: %w", lc.ins.Hostname, err))
+					l.errMu.Unlock()
+				}
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	t.Cleanup(l.stop)
+	return l
+}
+
+// stop ends the load and waits for its goroutines.
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// waitAllAcked waits until every client's registration was acknowledged.
+func (l *load) waitAllAcked(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	harness.Eventually(t, timeout, "every load client registered", func() error {
+		n := 0
+		for _, lc := range l.clients {
+			if lc.acked.Load() {
+				n++
+			}
+		}
+		if n != len(l.clients) {
+			return fmt.Errorf("%d of %d acknowledged", n, len(l.clients))
+		}
+		return nil
+	})
+}
+
+// roundSince reports clients whose last successful operation started before t.
+func (l *load) behind(since time.Time) []string {
+	var out []string
+	for _, lc := range l.clients {
+		if lc.lastOKFrom.Load() <= since.UnixNano() {
+			out = append(out, lc.ins.Hostname)
+		}
+	}
+	return out
+}
+
+func (l *load) hostnames() []string {
+	var out []string
+	for _, lc := range l.clients {
+		if lc.acked.Load() {
+			out = append(out, lc.ins.Hostname)
+		}
+	}
+	return out
+}
+
+func (l *load) stats() (ops, failovers, reregs int64, errs []error) {
+	for _, lc := range l.clients {
+		ops += lc.ops.Load()
+		failovers += lc.failovers.Load()
+		reregs += lc.reregs.Load()
+	}
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return ops, failovers, reregs, slices.Clone(l.errs)
+}
