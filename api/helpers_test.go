@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -541,3 +542,26 @@ func i64(n int64) string { return strconv.FormatInt(n, 10) }
 
 // noGuard turns self-preservation off so evictions are not held back.
 func noGuard(c *registry.Config) { c.SelfPreservation = false }
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// httpGet is a one-shot GET on its own connection (closed afterwards), safe
+// to call from any goroutine; failures come back as Status -1.
+func httpGet(t *testing.T, u string) resp {
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Get(u)
+	if err != nil {
+		return resp{t: t, Status: -1, Body: []byte(err.Error())}
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{t: t, Status: res.StatusCode, Header: res.Header, Body: b}
+}
