@@ -19,7 +19,8 @@ import (
 // uniformly at random, are evicted. Each eviction advances its app's
 // latest_timestamp to max(now, prev+1), wakes pollers, lowers E by 2 and
 // leaves no tombstone. Empty apps whose tombstones are gone are forgotten
-// TombstoneTTL after their last instance went away.
+// TombstoneTTL after their last instance went away, and encoded poll answers
+// nobody asked for since the previous scan are dropped.
 func (r *Registry) Scan() []Instance {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -66,6 +67,7 @@ func (r *Registry) Scan() []Instance {
 			if len(a.tombs) == 0 {
 				a.tombs = nil
 			}
+			a.trimCache()
 			if a.count == 0 {
 				if a.tombs == nil && now-a.emptyAt > ttl {
 					delete(es.apps, id)
@@ -73,7 +75,7 @@ func (r *Registry) Scan() []Instance {
 				continue
 			}
 			for _, b := range a.zones {
-				for _, rc := range b.hosts {
+				for rc := range b.recs() {
 					if now-rc.renew.Load() > evictAfter {
 						cands = append(cands, cand{a, b, rc})
 					}

@@ -23,12 +23,12 @@ func (a *app) capture(zone string, mask uint32) []zoneGroup {
 		if zone != "" && b.name != zone {
 			continue
 		}
-		n := len(b.hosts)
+		n := b.len()
 		if mask == StatusUp {
 			n = b.up
 		}
 		g := zoneGroup{zone: b.name, recs: make([]*rec, 0, n)}
-		for _, rc := range b.hosts {
+		for rc := range b.recs() {
 			if rc.status&mask != 0 {
 				g.recs = append(g.recs, rc)
 			}
@@ -95,7 +95,7 @@ func (r *Registry) FetchAll() map[string][]*Instance {
 			}
 			list := out[a.id]
 			for _, b := range a.zones {
-				for _, rc := range b.hosts {
+				for rc := range b.recs() {
 					ins := rc.instance(a.env, a.id, b.name, false)
 					list = append(list, &ins)
 				}
@@ -140,7 +140,7 @@ func (s *Snapshot) sort() {
 
 func (a *app) appendState(s *Snapshot) {
 	for _, b := range a.zones {
-		for _, rc := range b.hosts {
+		for rc := range b.recs() {
 			s.Instances = append(s.Instances, rc.instance(a.env, a.id, b.name, false))
 		}
 	}
@@ -167,8 +167,8 @@ func (r *Registry) AppDigests() map[AppKey]uint64 {
 			}
 			var d uint64
 			for _, b := range a.zones {
-				for h, rc := range b.hosts {
-					d += entryHash(b.name, h, 'i', rc.dirty)
+				for rc := range b.recs() {
+					d += entryHash(b.name, rc.hostname, 'i', rc.dirty)
 				}
 			}
 			for hk, at := range a.tombs {

@@ -62,6 +62,32 @@ func TestPayloadSharedBetweenPollers(t *testing.T) {
 	}
 }
 
+func TestPayloadCacheTrimmedByScan(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	cached := func() int {
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+		return len(r.getApp(env, appA).cache)
+	}
+	r.answered(pollOf(appA))
+	r.Scan() // used since creation: kept
+	if cached() != 1 {
+		t.Fatal("payload in use dropped")
+	}
+	r.answered(pollOf(appA))
+	r.Scan() // used again: kept
+	base := r.encodes.Load()
+	r.Scan() // idle for a whole interval: dropped
+	if cached() != 0 {
+		t.Fatal("idle payload kept")
+	}
+	r.answered(pollOf(appA))
+	if r.encodes.Load() != base+1 {
+		t.Fatal("dropped payload not rebuilt")
+	}
+}
+
 func TestPollWakeManyPollersOneEncode(t *testing.T) {
 	r := newTestReg(t)
 	r.reg(inst(appA, z1, "h1"))
@@ -375,15 +401,15 @@ func TestConcurrentConsistency(t *testing.T) {
 			n, up := 0, 0
 			for _, b := range a.zones {
 				bu := 0
-				for _, rc := range b.hosts {
+				for rc := range b.recs() {
 					n++
 					if rc.isUp() {
 						up++
 						bu++
 					}
 				}
-				if bu != b.up || len(b.hosts) == 0 {
-					t.Fatalf("zone %s of %s: up %d counted %d, %d hosts", b.name, a.id, bu, b.up, len(b.hosts))
+				if bu != b.up || b.len() == 0 {
+					t.Fatalf("zone %s of %s: up %d counted %d, %d hosts", b.name, a.id, bu, b.up, b.len())
 				}
 			}
 			if n != a.count || up != a.up {

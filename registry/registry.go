@@ -71,12 +71,6 @@ type app struct {
 
 type hostKey struct{ zone, host string }
 
-type zoneBucket struct {
-	name  string
-	hosts map[string]*rec
-	up    int
-}
-
 // New builds a registry. clock nil means the system clock; logger nil means
 // slog.DiscardHandler.
 func New(cfg Config, clock Clock, logger *slog.Logger) (*Registry, error) {
@@ -146,7 +140,7 @@ func (a *app) lookup(zone, host string) (*zoneBucket, *rec) {
 	if b == nil {
 		return nil, nil
 	}
-	return b, b.hosts[host]
+	return b, b.get(host)
 }
 
 // upIn counts UP instances visible through a zone filter ("" = all zones).
@@ -172,11 +166,10 @@ func (a *app) advance(t int64) {
 func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	b := a.bucket(zone)
 	if b == nil {
-		b = &zoneBucket{name: strings.Clone(zone), hosts: make(map[string]*rec, 1)}
+		b = &zoneBucket{name: strings.Clone(zone)}
 		a.zones = append(a.zones, b)
 	}
-	old = b.hosts[nr.hostname]
-	b.hosts[nr.hostname] = nr
+	old = b.set(nr)
 	if old != nil {
 		if old.isUp() {
 			b.up--
@@ -199,12 +192,12 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 
 // remove deletes rc from bucket b, dropping an empty zone (spec 3.3.4).
 func (r *Registry) remove(a *app, b *zoneBucket, rc *rec, now int64) {
-	delete(b.hosts, rc.hostname)
+	b.del(rc.hostname)
 	if rc.isUp() {
 		b.up--
 		a.up--
 	}
-	if len(b.hosts) == 0 {
+	if b.len() == 0 {
 		for i, z := range a.zones {
 			if z == b {
 				last := len(a.zones) - 1
@@ -487,14 +480,14 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 		return nil, fmt.Errorf("%w: zone: %q has no instance of %q", ErrInvalid, req.Zone, req.AppID)
 	}
 	for _, h := range req.Hostnames {
-		if b.hosts[h] == nil {
+		if b.get(h) == nil {
 			return nil, fmt.Errorf("%w: hostname: %q is not registered in %s/%s/%s", ErrInvalid, h, req.Env, req.AppID, req.Zone)
 		}
 	}
 
 	var out []Instance
 	for i, h := range req.Hostnames {
-		old := b.hosts[h]
+		old := b.get(h)
 		if old.dirty > ts {
 			continue // a newer version is already here
 		}

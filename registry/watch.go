@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // payload is one encoded poll answer (InstanceInfo JSON, UP only) of one app
@@ -18,6 +19,7 @@ type payload struct {
 	appid  string
 	latest int64
 	groups []zoneGroup // consumed by the encode
+	used   atomic.Bool // served since the last Scan (unused payloads are dropped)
 
 	once sync.Once
 	b    []byte
@@ -30,12 +32,31 @@ func (a *app) payloadFor(zone string) *payload {
 	defer a.cmu.Unlock()
 	for _, p := range a.cache {
 		if p.zone == zone {
+			p.used.Store(true)
 			return p
 		}
 	}
 	p := &payload{zone: zone, env: a.env, appid: a.id, latest: a.latest, groups: a.capture(zone, StatusUp)}
+	p.used.Store(true)
 	a.cache = append(a.cache, p)
 	return p
+}
+
+// trimCache drops payloads no poller asked for since the previous call, so
+// encoded answers of quiet apps do not stay in memory (they are about as big
+// as the instances themselves). Caller holds mu.Lock.
+func (a *app) trimCache() {
+	kept := a.cache[:0]
+	for _, p := range a.cache {
+		if p.used.Swap(false) {
+			kept = append(kept, p)
+		}
+	}
+	clear(a.cache[len(kept):])
+	a.cache = kept
+	if len(a.cache) == 0 {
+		a.cache = nil
+	}
 }
 
 func (p *payload) bytes(r *Registry) []byte {
