@@ -35,7 +35,7 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // startHTTPNode runs a node whose peers reach it over real HTTP on
 // 127.0.0.1:0, with the internal handler mounted like cmd does.
-func startHTTPNode(t *testing.T, join []*tnode, cfg func(*Config)) *tnode {
+func startHTTPNode(t testing.TB, join []*tnode, cfg func(*Config)) *tnode {
 	t.Helper()
 	ln, err := stdnet.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
