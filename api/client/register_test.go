@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	
+
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
 )
@@ -264,4 +264,3 @@ func TestRegister_ServerCodeFailureMovesOn(t *testing.T) {
 		t.Fatal("not registered")
 	}
 }
-

@@ -419,4 +419,3 @@ func (n *Node) Hang(path string) Fault {
 		return true
 	}
 }
-
