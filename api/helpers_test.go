@@ -565,3 +565,41 @@ func httpGet(t *testing.T, u string) resp {
 	b, _ := io.ReadAll(res.Body)
 	return resp{t: t, Status: res.StatusCode, Header: res.Header, Body: b}
 }
+
+// metric returns the value of one sample of the node's metrics; labels are
+// name, value pairs that must all match.
+func (e *tenv) metric(name string, labels ...string) float64 {
+	e.t.Helper()
+	mfs, err := e.prom.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return -1
+}
