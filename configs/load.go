@@ -270,7 +270,7 @@ func checkKeys(all []string, ls []leaf) error {
 	known := leafSet(ls)
 	var bad []string
 	for _, k := range all {
-		if known[k] || strings.HasPrefix(k, "cluster.zones.") {
+		if known[k] {
 			continue
 		}
 		bad = append(bad, k)

@@ -23,6 +23,10 @@ func healthCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "discovery health: --timeout must be > 0, got %s\n", *timeout)
+		return exitUsage
+	}
 	target := *addr
 	if target == "" {
 		cfg, ok := loadConfig(fs, environ, stderr)
@@ -35,10 +39,6 @@ func healthCmd(args, environ []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		target = t
-	}
-	if *timeout <= 0 {
-		fmt.Fprintf(stderr, "discovery health: --timeout must be > 0, got %s\n", *timeout)
-		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -92,6 +92,13 @@ func newFlagSet(name string, stderr io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("discovery "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: discovery %s [flags]\n", name)
+		if name == "serve" {
+			fmt.Fprintln(stderr, "serve is the default command; 'discovery help' lists the others.")
+		}
+		fmt.Fprintf(stderr, "\nFlags:\n%s", fs.FlagUsages())
+	}
 	return fs
 }
 

@@ -443,6 +443,34 @@ func TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord(t *testing.T) {
 	}
 }
 
+// TestServe_ShutdownBoundedWhenPeerGone: the peer that should take our
+// cancel has crashed; the drain is cut at the shutdown budget and the node
+// still exits 0 on SIGTERM.
+func TestServe_ShutdownBoundedWhenPeerGone(t *testing.T) {
+	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
+	waitReady(t, a)
+	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip,
+		"DISCOVERY_HTTP_SHUTDOWN_TIMEOUT=2s")
+	waitReady(t, b)
+	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
+		h := hostnames(selfRecords(t, b))
+		return strings.Contains(h, "node-a"), h
+	})
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	start := time.Now()
+	if code := b.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("b exit code %d\n%s", code, b.stderr.String())
+	}
+	// Generous margin over the 2 s budget: this checks the bound exists,
+	// not the speed.
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("shutdown took %v with a 2s budget", took)
+	}
+}
+
 func TestHealth_Failures(t *testing.T) {
 	// A port that was just free: connection refused.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
