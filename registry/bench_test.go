@@ -228,3 +228,37 @@ func TestMemoryPerInstance(t *testing.T) {
 		}
 	}
 }
+
+func newFilledBenchReg(b *testing.B, n, apps int) *Registry {
+	b.Helper()
+	r := newBenchReg(b)
+	for i := range n {
+		if _, _, err := r.Register(benchInst(i%apps, i), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return r
+}
+
+// BenchmarkScan100k: one eviction scan of 100 000 live instances (nothing to
+// evict); the scan holds the write lock for this long once a minute.
+func BenchmarkScan100k(b *testing.B) {
+	r := newFilledBenchReg(b, 100_000, 1000)
+	for b.Loop() {
+		if ev := r.Scan(); len(ev) != 0 {
+			b.Fatal("evicted")
+		}
+	}
+}
+
+// BenchmarkSnapshot100k: a full copy for startup sync; the read lock is held
+// only while collecting pointers.
+func BenchmarkSnapshot100k(b *testing.B) {
+	r := newFilledBenchReg(b, 100_000, 1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if s := r.Snapshot(); len(s.Instances) != 100_000 {
+			b.Fatal(len(s.Instances))
+		}
+	}
+}

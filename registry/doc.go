@@ -4,7 +4,26 @@
 // self-preservation, and the long-poll waiters.
 //
 // It has no network code. Time comes from an injected Clock so tests can move
-// past the 30 s / 90 s / 60 s / 15 min windows without sleeping. All methods of
+// past the 30 s / 90 s / 60 s / 15 min windows without sleeping (ManualClock
+// ships as ordinary code for other packages' tests). All methods of
 // *Registry are safe for concurrent use; every Instance it returns is a copy
 // the caller may keep and modify.
+//
+// Design notes:
+//   - One RWMutex guards the tree. Content changes take it exclusively;
+//     Renew, Fetch, Poll and the copy-out methods take it shared. Stored
+//     records are immutable except the atomic renew_timestamp: a change
+//     installs a new record. So Renew needs only the shared lock, and copies
+//     and encodings are made after the lock is released.
+//   - Poll checks and arms its waiter under the shared lock; writers wake
+//     under the exclusive lock, so no change falls in between (spec 5.4.3).
+//     Waiters are indexed by (env, appid) in intrusive lists, one waiter per
+//     request; a wake is a non-blocking send on a capacity-1 channel.
+//   - The poll answer of one app version and zone filter is encoded once,
+//     outside the lock, and the same bytes go to every poller. A change drops
+//     the app's encoded answers; a scan drops those nobody asked for since
+//     the previous scan.
+//   - Memory: region, version and metadata are interned; zones of up to 8
+//     instances use a slice instead of a map; strings from requests are
+//     cloned so a request buffer is never retained.
 package registry

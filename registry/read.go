@@ -80,28 +80,51 @@ func (r *Registry) Fetch(env, appid, zone string, statusMask uint32) (*InstanceI
 	return buildInfo(e, id, groups, latest), nil
 }
 
+// recRef points at a record with its location. Collected under mu, turned
+// into copies after mu is released (records are immutable), so that copying
+// the whole registry does not hold writers off.
+type recRef struct {
+	a    *app
+	zone string
+	rc   *rec
+}
+
+func (a *app) appendRefs(refs []recRef) []recRef {
+	for _, b := range a.zones {
+		for rc := range b.recs() {
+			refs = append(refs, recRef{a, b.name, rc})
+		}
+	}
+	return refs
+}
+
+func (a *app) appendTombs(ts []Tombstone) []Tombstone {
+	for hk, at := range a.tombs {
+		ts = append(ts, Tombstone{Key: Key{Env: a.env, AppID: a.id, Zone: hk.zone, Hostname: hk.host}, At: at})
+	}
+	return ts
+}
+
+func (ref recRef) instance() Instance { return ref.rc.instance(ref.a.env, ref.a.id, ref.zone, false) }
+
 // FetchAll answers fetch/all: appid → instances of every env, zone, status.
 //
 // Each list is sorted by (env, zone, hostname); Metadata is nil when empty
 // (spec 3.2.4 allows null here).
 func (r *Registry) FetchAll() map[string][]*Instance {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make(map[string][]*Instance)
+	refs := make([]recRef, 0, r.size)
 	for _, es := range r.envs {
 		for _, a := range es.apps {
-			if a.count == 0 {
-				continue
-			}
-			list := out[a.id]
-			for _, b := range a.zones {
-				for rc := range b.recs() {
-					ins := rc.instance(a.env, a.id, b.name, false)
-					list = append(list, &ins)
-				}
-			}
-			out[a.id] = list
+			refs = a.appendRefs(refs)
 		}
+	}
+	r.mu.RUnlock()
+	all := make([]Instance, len(refs))
+	out := make(map[string][]*Instance)
+	for i, ref := range refs {
+		all[i] = ref.instance()
+		out[all[i].AppID] = append(out[all[i].AppID], &all[i])
 	}
 	for _, list := range out {
 		slices.SortFunc(list, func(x, y *Instance) int {
@@ -117,36 +140,40 @@ func (r *Registry) FetchAll() map[string][]*Instance {
 // lists are sorted by key (env, appid, zone, hostname).
 func (r *Registry) Snapshot() Snapshot {
 	r.mu.RLock()
-	s := Snapshot{Instances: make([]Instance, 0, r.size), Tombstones: make([]Tombstone, 0, r.tombs)}
+	refs := make([]recRef, 0, r.size)
+	tombs := make([]Tombstone, 0, r.tombs)
 	for _, es := range r.envs {
 		for _, a := range es.apps {
-			a.appendState(&s)
+			refs = a.appendRefs(refs)
+			tombs = a.appendTombs(tombs)
 		}
 	}
 	r.mu.RUnlock()
-	s.sort()
+	return makeSnapshot(refs, tombs)
+}
+
+func makeSnapshot(refs []recRef, tombs []Tombstone) Snapshot {
+	// Sort the small refs, not the big copies.
+	slices.SortFunc(refs, func(x, y recRef) int {
+		if x.a != y.a {
+			return cmp.Or(strings.Compare(x.a.env, y.a.env), strings.Compare(x.a.id, y.a.id))
+		}
+		return cmp.Or(strings.Compare(x.zone, y.zone), strings.Compare(x.rc.hostname, y.rc.hostname))
+	})
+	s := Snapshot{Instances: make([]Instance, len(refs)), Tombstones: tombs}
+	if s.Tombstones == nil {
+		s.Tombstones = []Tombstone{}
+	}
+	for i, ref := range refs {
+		s.Instances[i] = ref.instance()
+	}
+	slices.SortFunc(s.Tombstones, func(x, y Tombstone) int { return compareKeys(x.Key, y.Key) })
 	return s
 }
 
 func compareKeys(x, y Key) int {
 	return cmp.Or(strings.Compare(x.Env, y.Env), strings.Compare(x.AppID, y.AppID),
 		strings.Compare(x.Zone, y.Zone), strings.Compare(x.Hostname, y.Hostname))
-}
-
-func (s *Snapshot) sort() {
-	slices.SortFunc(s.Instances, func(x, y Instance) int { return compareKeys(x.Key(), y.Key()) })
-	slices.SortFunc(s.Tombstones, func(x, y Tombstone) int { return compareKeys(x.Key, y.Key) })
-}
-
-func (a *app) appendState(s *Snapshot) {
-	for _, b := range a.zones {
-		for rc := range b.recs() {
-			s.Instances = append(s.Instances, rc.instance(a.env, a.id, b.name, false))
-		}
-	}
-	for hk, at := range a.tombs {
-		s.Tombstones = append(s.Tombstones, Tombstone{Key: Key{Env: a.env, AppID: a.id, Zone: hk.zone, Hostname: hk.host}, At: at})
-	}
 }
 
 // AppDigests returns, per app (including apps known only by tombstones), a
@@ -212,18 +239,19 @@ func entryHash(zone, host string, kind byte, v int64) uint64 {
 //
 // Sorted like Snapshot; an app listed twice is reported once.
 func (r *Registry) AppState(apps []AppKey) Snapshot {
-	var s Snapshot
+	var refs []recRef
+	var tombs []Tombstone
 	seen := make(map[*app]bool, len(apps))
 	r.mu.RLock()
 	for _, k := range apps {
 		if a := r.getApp(k.Env, k.AppID); a != nil && !seen[a] {
 			seen[a] = true
-			a.appendState(&s)
+			refs = a.appendRefs(refs)
+			tombs = a.appendTombs(tombs)
 		}
 	}
 	r.mu.RUnlock()
-	s.sort()
-	return s
+	return makeSnapshot(refs, tombs)
 }
 
 // Stats returns a point-in-time view for metrics.
