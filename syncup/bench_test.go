@@ -91,18 +91,19 @@ func BenchmarkSnapshotSync100k_HTTP(b *testing.B) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	b.ResetTimer()
 	for b.Loop() {
+		b.StopTimer()
 		dst := newReg(b)
-		n := 0
-		if _, err := tr.Snapshot(b.Context(), addr, func(it SnapshotItem) error {
-			if it.Instance != nil && dst.Import(*it.Instance) {
-				n++
-			}
-			return nil
-		}); err != nil {
+		c2, err := New(testConfig(), Self{Env: "prod", Zone: "sh001", Hostname: "dst", HTTPAddr: "10.0.0.2:7171"}, dst, Deps{Transport: tr})
+		if err != nil {
 			b.Fatal(err)
 		}
-		if n != 100_000 {
-			b.Fatalf("imported %d", n)
+		b.StartTimer()
+		_, n, err := c2.syncFrom(b.Context(), addr) // the startup-sync path itself
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n != 100_000 || dst.Stats().Instances["prod"] != 100_000 {
+			b.Fatalf("synced %d items, registry holds %d", n, dst.Stats().Instances["prod"])
 		}
 	}
 }

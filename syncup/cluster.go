@@ -314,6 +314,9 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	} else if !ip.IsUnspecified() {
 		mc.AdvertiseAddr = ip.String()
 	}
+	// A Join to a silent seed blocks for TCPTimeout and cannot be
+	// cancelled; bounding it by peer_timeout bounds Shutdown too.
+	mc.TCPTimeout = min(mc.TCPTimeout, c.cfg.PeerTimeout)
 	mc.Label = c.cfg.Label
 	mc.SecretKey = c.secret
 	mc.Delegate = &mlDelegate{c: c}

@@ -147,3 +147,22 @@ func TestMembership_RejoinWhenSeedAppears(t *testing.T) {
 		return len(lone.c.samePeers()) == 1 && len(seed.c.samePeers()) == 1
 	})
 }
+
+// Nodes sharing the secret and label form a cluster; a node with another
+// label (another stack on the same network) stays out.
+func TestMembership_SecretAndLabel(t *testing.T) {
+	net := NewMemNetwork()
+	secret := func(c *Config) { c.Secret = "MDEyMzQ1Njc4OWFiY2RlZg==" }
+	a := startNode(t, nodeOpt{net: net, cfg: secret})
+	b := startNode(t, nodeOpt{net: net, cfg: secret, join: []*tnode{a}})
+	waitFor(t, "encrypted cluster formed", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 })
+	other := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) {
+		secret(c)
+		c.Label = "other-stack"
+		c.JoinTimeout = 300 * time.Millisecond
+	}})
+	waitFor(t, "foreign node gave up joining", other.c.Ready)
+	if len(other.c.samePeers()) != 0 || len(a.c.samePeers()) != 1 {
+		t.Fatalf("label did not keep the clusters apart: %d / %d peers", len(other.c.samePeers()), len(a.c.samePeers()))
+	}
+}

@@ -363,3 +363,18 @@ func statusOf(ms []Member, addr string) int {
 	}
 	return -1
 }
+
+// A remote zone whose first seed is down is still reached through another
+// of its nodes: the link moves on after a failure.
+func TestReplication_CrossZoneSkipsDeadSeed(t *testing.T) {
+	net := NewMemNetwork()
+	dead := nextHTTPAddr() // never attached
+	b1 := startNode(t, nodeOpt{net: net, zone: "zb"})
+	a1 := startNode(t, nodeOpt{net: net, zone: "za", cfg: func(c *Config) {
+		c.Zones = map[string][]string{"zb": {dead, b1.addr}}
+	}})
+	stored := a1.clientRegister(t, testInstance("demo.rotate", "za"))
+	waitFor(t, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
+	// a1's own infra.discovery record went across too (cross-zone register).
+	waitFor(t, "self record across zones", func() bool { return b1.has(a1.c.selfKey()) })
+}

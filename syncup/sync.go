@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -92,19 +93,44 @@ func (c *Cluster) syncLoop() {
 
 // syncFrom merges one peer's snapshot into the registry: instances with
 // all their timestamps (Import keeps the newer copy), tombstones as cancels
-// at their time (a newer registration here survives).
+// at their time (a newer registration here survives). Decoding and merging
+// run in two goroutines, handing over batches, so a large snapshot costs
+// about max(decode, merge) rather than their sum.
 func (c *Cluster) syncFrom(ctx context.Context, addr string) (peerReady bool, items int, err error) {
-	budget := c.cfg.SyncTimeout
-	if budget < c.cfg.PeerTimeout {
-		budget = c.cfg.PeerTimeout
-	}
+	budget := max(c.cfg.SyncTimeout, c.cfg.PeerTimeout)
 	sctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
+	const batch = 512
+	batches := make(chan []SnapshotItem, 16)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for b := range batches {
+			for _, it := range b {
+				c.mergeItem(it)
+			}
+		}
+	}()
+	buf := make([]SnapshotItem, 0, batch)
 	peerReady, err = c.tr.Snapshot(sctx, addr, func(it SnapshotItem) error {
 		items++
-		c.mergeItem(it)
+		buf = append(buf, it)
+		if len(buf) == batch {
+			select {
+			case batches <- buf:
+			case <-sctx.Done():
+				return sctx.Err()
+			}
+			buf = make([]SnapshotItem, 0, batch)
+		}
 		return nil
 	})
+	if len(buf) > 0 && err == nil {
+		batches <- buf
+	}
+	close(batches)
+	wg.Wait()
 	return peerReady, items, err
 }
 
