@@ -1,0 +1,341 @@
+//go:build containers
+
+package containers
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// allAddrs is the sorted list of the three advertised HTTP addresses.
+func (c *cluster) allAddrs(nodes ...string) []string {
+	if len(nodes) == 0 {
+		nodes = nodeNames
+	}
+	var out []string
+	for _, n := range nodes {
+		out = append(out, c.httpAddr(n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// membershipIs reports whether node's /discovery/nodes (all UP) and its
+// infra.discovery records both list exactly want.
+func (c *cluster) membershipIs(node string, want []string) (bool, string) {
+	ctx := c.t.Context()
+	api := c.api(node)
+	nodes, err := api.nodes(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("%s: nodes: %v", node, err)
+	}
+	infra, err := api.infraAddrs(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("%s: infra.discovery: %v", node, err)
+	}
+	up := []string{}
+	for addr, st := range nodes {
+		if st == 0 {
+			up = append(up, addr)
+		}
+	}
+	sort.Strings(up)
+	ok := slices.Equal(up, want) && len(nodes) == len(want) && slices.Equal(infra, want)
+	return ok, fmt.Sprintf("%s: nodes=%v infra.discovery=%v want %v", node, nodes, infra, want)
+}
+
+// TestClusterUp: `make image` (TestMain), compose up, all three nodes
+// healthy; each lists three nodes; infra.discovery holds three instances.
+func TestClusterUp(t *testing.T) {
+	c := startCluster(t)
+	want := c.allAddrs()
+	for _, n := range nodeNames {
+		eventually(t, 30*time.Second, 250*time.Millisecond, n+" sees all three nodes", func() (bool, string) {
+			return c.membershipIs(n, want)
+		})
+		if st := c.api(n).readyz(t.Context()); st != 200 {
+			t.Errorf("%s: /readyz = %d on a healthy node", n, st)
+		}
+	}
+	// The image runs as the unprivileged user and carries its healthcheck.
+	user := c.docker(time.Minute, "inspect", "--format", "{{.Config.User}}", c.container("node1"))
+	if user != "65532:65532" {
+		t.Errorf("container user = %q, want 65532:65532", user)
+	}
+	hc := c.docker(time.Minute, "image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", suite.image)
+	if hc != `["CMD","/discovery","health"]` {
+		t.Errorf("image HEALTHCHECK = %s, want exec form through /discovery health", hc)
+	}
+}
+
+// TestKratosClient: the unmodified kratos v0.6.0 client, seeded with one
+// node, registers; a second client seeded with another node watches and
+// sees it; both learn all three nodes from infra.discovery.
+func TestKratosClient(t *testing.T) {
+	c := startCluster(t)
+	want := c.allAddrs()
+	const appid = "demo.kratos"
+
+	reg := startKratos(t, c, "register", "kratos-reg-1", []string{c.httpAddr("node1")},
+		"register", "--appid", appid, "--addr", "grpc://10.0.0.1:9000", "--addr", "http://10.0.0.1:8000", "--hold")
+	reg.waitEvent(60*time.Second, "registered", func(ev kratosEvent) bool { return ev.Event == "registered" })
+
+	watch := startKratos(t, c, "watch", "kratos-watch-1", []string{c.httpAddr("node2")}, "watch", "--appid", appid)
+	ev := watch.waitEvent(60*time.Second, "instances with kratos-reg-1", func(ev kratosEvent) bool {
+		return ev.Event == "instances" && slices.ContainsFunc(ev.Instances, func(in instance) bool { return in.Hostname == "kratos-reg-1" })
+	})
+	in := ev.Instances[slices.IndexFunc(ev.Instances, func(in instance) bool { return in.Hostname == "kratos-reg-1" })]
+	if !slices.Equal(in.Addrs, []string{"grpc://10.0.0.1:9000", "http://10.0.0.1:8000"}) || in.Zone != testZone || in.Env != testEnv {
+		t.Errorf("watched instance = %+v, want both addrs in zone %s env %s", in, testZone, testEnv)
+	}
+
+	for _, k := range []*kratosClient{reg, watch} {
+		k.waitEvent(60*time.Second, "all three nodes learned", learnedAll(want))
+	}
+	// Replicated to every node, not only the one the client used.
+	for _, n := range nodeNames {
+		eventually(t, 15*time.Second, 250*time.Millisecond, n+" holds the kratos instance", func() (bool, string) {
+			got, err := c.api(n).fetch(t.Context(), appid)
+			_, ok := got["kratos-reg-1"]
+			return err == nil && ok, fmt.Sprintf("%v %v", sortedKeys(got), err)
+		})
+	}
+
+	// Cancel on exit (kratos' cancel func) removes it everywhere.
+	reg.stop(30 * time.Second)
+	if !slices.ContainsFunc(reg.snapshot(), func(ev kratosEvent) bool { return ev.Event == "cancelled" }) {
+		t.Errorf("register client did not report its cancel; events:\n%s", reg.dump())
+	}
+	for _, n := range nodeNames {
+		eventually(t, 15*time.Second, 250*time.Millisecond, n+" dropped the cancelled instance", func() (bool, string) {
+			got, err := c.api(n).fetch(t.Context(), appid)
+			return err == nil && len(got) == 0, fmt.Sprintf("%v %v", sortedKeys(got), err)
+		})
+	}
+}
+
+// TestKillNode: `docker kill` one node while registers and renews run
+// through the other two. No acknowledged instance is missing on the
+// survivors; the dead node leaves /discovery/nodes and infra.discovery
+// within 10 s; after `docker start` it reports ready only once synced, and
+// then holds every instance.
+func TestKillNode(t *testing.T) {
+	c := startCluster(t)
+	const appid = "load.kill"
+	survivors := []string{"node2", "node3"}
+	load := startLoad(t, c, appid, survivors, 4, 20, 600)
+	eventually(t, 30*time.Second, 100*time.Millisecond, "40 instances acknowledged", func() (bool, string) {
+		n := load.ackedCount()
+		return n >= 40, fmt.Sprint(n)
+	})
+
+	killed := time.Now()
+	c.kill("node1")
+	want := c.allAddrs(survivors...)
+	eventually(t, 30*time.Second, 100*time.Millisecond, "node1 gone from the survivors' nodes and infra.discovery", func() (bool, string) {
+		var states []string
+		for _, n := range survivors {
+			ok, st := c.membershipIs(n, want)
+			if !ok {
+				return false, st
+			}
+			states = append(states, st)
+		}
+		return true, strings.Join(states, "; ")
+	})
+	gone := time.Since(killed)
+	recordFigure(t, "kill: dead node out of nodes/infra.discovery", gone)
+	if gone > 10*time.Second {
+		t.Errorf("dead node left the survivors' lists after %s, want within 10 s", gone.Round(100*time.Millisecond))
+	}
+
+	// Keep writing on the survivors for a while with node1 down.
+	base := load.ackedCount()
+	eventually(t, 30*time.Second, 100*time.Millisecond, "40 more instances acknowledged with node1 down", func() (bool, string) {
+		n := load.ackedCount()
+		return n >= base+40, fmt.Sprint(n)
+	})
+	load.stopRegistering()
+	acked := load.ackedSet()
+	t.Logf("load: %s", load.summary())
+	waitHolds(t, c, survivors, appid, acked, 10*time.Second)
+
+	// Restart: /readyz must not say 200 before the node holds everything.
+	c.start("node1")
+	started := time.Now()
+	api := c.api("node1")
+	eventually(t, 60*time.Second, 50*time.Millisecond, "restarted node1 ready", func() (bool, string) {
+		st := api.readyz(t.Context())
+		return st == 200, fmt.Sprintf("/readyz %d", st)
+	})
+	ready := time.Since(started)
+	missing, err := missingOn(t.Context(), c, "node1", appid, acked)
+	if err != nil {
+		t.Fatalf("fetch on node1 right after /readyz 200: %v", err)
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		t.Errorf("node1 answered /readyz 200 while missing %d of %d acknowledged instances (e.g. %v)", len(missing), len(acked), missing[:min(5, len(missing))])
+	}
+	recordFigure(t, "kill: restarted node ready (docker start -> /readyz 200)", ready)
+	eventually(t, 30*time.Second, 250*time.Millisecond, "node1 back in every node's lists", func() (bool, string) {
+		for _, n := range nodeNames {
+			if ok, st := c.membershipIs(n, c.allAddrs()); !ok {
+				return false, st
+			}
+		}
+		return true, ""
+	})
+	load.stop()
+	waitHolds(t, c, nodeNames, appid, acked, 10*time.Second)
+}
+
+// TestPartition: disconnect node3 from the cluster network, write on both
+// sides, reconnect: every node converges within the anti-entropy interval
+// (3 s in testdata/compose.test.yaml) plus rejoin (2 s) plus a margin.
+func TestPartition(t *testing.T) {
+	const (
+		antiEntropy = 3 * time.Second
+		rejoin      = 2 * time.Second
+		margin      = 15 * time.Second
+	)
+	c := startCluster(t)
+	ctx := t.Context()
+	const appid = "part.app"
+	majority, minority := []string{"node1", "node2"}, "node3"
+
+	// Before: one instance everywhere, to be cancelled on the minority side.
+	doomed := newInstance(appid, "before-cancelled-on-node3", "grpc://10.1.0.1:9000")
+	kept := newInstance(appid, "before-kept", "grpc://10.1.0.2:9000")
+	for _, in := range []instance{doomed, kept} {
+		if code, err := c.api("node1").register(ctx, in); err != nil || code != 0 {
+			t.Fatalf("register %s: code %d, %v", in.Hostname, code, err)
+		}
+	}
+	waitHolds(t, c, nodeNames, appid, map[string]bool{doomed.Hostname: true, kept.Hostname: true}, 15*time.Second)
+
+	heal := c.partition(minority)
+	// Both sides notice: the majority drops node3, node3 sees only itself.
+	eventually(t, 30*time.Second, 250*time.Millisecond, "both sides see the partition", func() (bool, string) {
+		for _, n := range majority {
+			if ok, st := c.membershipIs(n, c.allAddrs(majority...)); !ok {
+				return false, st
+			}
+		}
+		nodes, err := c.api(minority).nodes(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		up := 0
+		for _, st := range nodes {
+			if st == 0 {
+				up++
+			}
+		}
+		return up == 1, fmt.Sprintf("%s nodes %v", minority, nodes)
+	})
+
+	// Writes on both sides.
+	want := map[string]bool{kept.Hostname: true}
+	write := func(node string, in instance) {
+		t.Helper()
+		if code, err := c.api(node).register(ctx, in); err != nil || code != 0 {
+			t.Fatalf("register %s on %s: code %d, %v", in.Hostname, node, code, err)
+		}
+		want[in.Hostname] = true
+	}
+	for i := range 5 {
+		write(majority[i%2], newInstance(appid, fmt.Sprintf("majority-%d", i), fmt.Sprintf("grpc://10.2.0.%d:9000", i+1)))
+		write(minority, newInstance(appid, fmt.Sprintf("minority-%d", i), fmt.Sprintf("grpc://10.3.0.%d:9000", i+1)))
+	}
+	if code, err := c.api(minority).cancel(ctx, doomed); err != nil || code != 0 {
+		t.Fatalf("cancel on %s: code %d, %v", minority, code, err)
+	}
+
+	heal()
+	converged := eventually(t, antiEntropy+rejoin+margin, 200*time.Millisecond, "every node converged", func() (bool, string) {
+		for _, n := range nodeNames {
+			if ok, st := c.membershipIs(n, c.allAddrs()); !ok {
+				return false, st
+			}
+			got, err := c.api(n).fetch(ctx, appid)
+			if err != nil {
+				return false, fmt.Sprintf("%s: %v", n, err)
+			}
+			if !sameKeys(got, want) {
+				return false, fmt.Sprintf("%s holds %v, want %v", n, sortedKeys(got), sortedKeys(want))
+			}
+		}
+		return true, ""
+	})
+	recordFigure(t, "partition: healed (reconnect -> all converged)", converged)
+	t.Logf("converged %s after reconnect (bound: anti-entropy %s + rejoin %s + margin %s)", converged.Round(100*time.Millisecond), antiEntropy, rejoin, margin)
+}
+
+func sameKeys[V any](got map[string]V, want map[string]bool) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k := range want {
+		if _, ok := got[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRollingRestart restarts the three nodes one at a time (graceful stop,
+// start, wait healthy) under load: no acknowledged instance is lost, and a
+// watching kratos client never receives an empty instance list.
+func TestRollingRestart(t *testing.T) {
+	c := startCluster(t)
+	const appid = "load.roll"
+	load := startLoad(t, c, appid, nodeNames, 3, 15, 900)
+	eventually(t, 30*time.Second, 100*time.Millisecond, "30 instances acknowledged", func() (bool, string) {
+		n := load.ackedCount()
+		return n >= 30, fmt.Sprint(n)
+	})
+	watch := startKratos(t, c, "watch", "kratos-roll-watch", []string{c.httpAddr("node1")}, "watch", "--appid", appid)
+	watch.waitEvent(60*time.Second, "first instances", func(ev kratosEvent) bool { return ev.Event == "instances" })
+	watch.waitEvent(60*time.Second, "all three nodes learned", learnedAll(c.allAddrs()))
+
+	for _, n := range nodeNames {
+		start := time.Now()
+		c.restart(n)
+		c.waitHealthy(n, 90*time.Second)
+		recordFigure(t, "rolling restart: "+n+" stop+start -> healthy", time.Since(start))
+		eventually(t, 30*time.Second, 250*time.Millisecond, n+" back in every node's lists", func() (bool, string) {
+			for _, m := range nodeNames {
+				if ok, st := c.membershipIs(m, c.allAddrs()); !ok {
+					return false, st
+				}
+			}
+			return true, ""
+		})
+	}
+	load.stopRegistering()
+	acked := load.ackedSet()
+	t.Logf("load: %s", load.summary())
+	waitHolds(t, c, nodeNames, appid, acked, 15*time.Second)
+	load.stop()
+
+	events := watch.snapshot()
+	updates := 0
+	for _, ev := range events {
+		if ev.Event != "instances" {
+			continue
+		}
+		updates++
+		if len(ev.Instances) == 0 {
+			t.Errorf("watching kratos client received an empty instance list at %s: %s", ev.at.Format(time.StampMilli), tail(ev.raw, 300))
+		}
+	}
+	if updates == 0 {
+		t.Error("the watching client received no instance list at all")
+	}
+	t.Logf("watcher received %d instance lists, none empty", updates)
+}
