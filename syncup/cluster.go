@@ -117,6 +117,7 @@ type Cluster struct {
 
 	memMu   sync.RWMutex
 	members map[string]memberState // other live members, from gossip callbacks
+	failed  map[string]failedMember // members that failed without leaving
 	gossip  string                 // our advertised gossip host:port
 
 	evMu  sync.Mutex
@@ -188,6 +189,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		joinDone: make(chan struct{}),
 		peers:    map[string]*peer{},
 		members:  map[string]memberState{},
+		failed:   map[string]failedMember{},
 		zones:    map[string]*peer{},
 		evSig:    make(chan struct{}, 1),
 		syncSig:  make(chan struct{}, 1),

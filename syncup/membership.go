@@ -67,8 +67,15 @@ func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 	c.memMu.Lock()
 	if k == evLeave {
 		delete(c.members, n.Name)
+		if err != nil || meta.Status != metaLeaving {
+			// Failed, not left: it may be a partition. Keep its address to
+			// reconnect to, as two halves that each declared the other dead
+			// never gossip again on their own.
+			c.failed[n.Name] = failedMember{addr: ms.gossip, at: time.Now()}
+		}
 	} else {
 		c.members[n.Name] = ms
+		delete(c.failed, n.Name)
 	}
 	c.memMu.Unlock()
 	c.evMu.Lock()
@@ -77,6 +84,37 @@ func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 	select {
 	case c.evSig <- struct{}{}:
 	default:
+	}
+}
+
+// failedMember is a member gossip declared dead without a leave.
+type failedMember struct {
+	addr string
+	at   time.Time
+}
+
+// reconnectFor bounds how long a failed member's address is retried.
+const reconnectFor = 30 * time.Minute
+
+// reconnectFailed tries to join one failed member (a healed partition
+// merges back; a crashed node just refuses the connection).
+func (c *Cluster) reconnectFailed() {
+	c.memMu.Lock()
+	var cands []string
+	for name, f := range c.failed {
+		if time.Since(f.at) > reconnectFor {
+			delete(c.failed, name)
+			continue
+		}
+		cands = append(cands, f.addr)
+	}
+	c.memMu.Unlock()
+	if len(cands) == 0 {
+		return
+	}
+	addr := cands[rand.IntN(len(cands))]
+	if _, err := c.ml.Join([]string{addr}); err == nil {
+		c.log.Info("reconnected to a failed member's address", "gossip", addr)
 	}
 }
 
@@ -242,8 +280,10 @@ func (c *Cluster) joinLoop() {
 		if len(c.cfg.Join) > 0 && c.ml.NumMembers() <= 1 {
 			if err := c.joinOnce(); err == nil {
 				c.log.Info("rejoined the cluster", "members", c.ml.NumMembers())
+				continue
 			}
 		}
+		c.reconnectFailed()
 	}
 }
 

@@ -166,3 +166,20 @@ func TestMembership_SecretAndLabel(t *testing.T) {
 		t.Fatalf("label did not keep the clusters apart: %d / %d peers", len(other.c.samePeers()), len(a.c.samePeers()))
 	}
 }
+
+// Members that failed without leaving are retried: a node that comes back
+// on the same gossip address without any seed is merged back in (the way
+// two halves of a healed partition find each other again).
+func TestMembership_ReconnectsToFailedMember(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+	gossip := b.c.GossipAddr()
+	b.kill(t)
+	net.Detach(b.addr)
+	waitFor(t, "B declared dead", func() bool { return len(a.c.samePeers()) == 0 })
+	back := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = gossip }}) // no seeds
+	waitFor(t, "A reconnected to the failed address", func() bool {
+		return len(a.c.samePeers()) == 1 && len(back.c.samePeers()) == 1
+	})
+}
