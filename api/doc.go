@@ -1,0 +1,31 @@
+// Package api is the HTTP layer of a discovery node (echo v4): the
+// bilibili/discovery wire protocol plus monitoring routes.
+//
+// Routes (spec 2.1, 10.2, 10.3):
+//
+//	POST /discovery/register /renew /cancel /set     writes, never gated
+//	GET  /discovery/fetch/all /fetch /fetchs /nodes  reads, gated while not ready
+//	GET  /discovery/poll /polls                      long polls, gated, held ≤ PollHold
+//	GET  /discovery/prometheus/targets               Prometheus http_sd (bare array)
+//	ANY  /discovery/internal/*                       Deps.Internal (peer protocol), if set
+//	GET  /metrics /healthz /readyz
+//
+// Every protocol answer is HTTP 200 with the discovery envelope; a wrong
+// method is 405 and an unknown path 404, both text/plain (spec 2.1.2).
+//
+// Parameters are read from the query string and, for POST, an urlencoded or
+// multipart body (body values first). Binding is a set of plain functions
+// over url.Values (params.go) so it can be fuzzed; every -400 message starts
+// with the parameter's name.
+//
+// Long polls: registry.Poll checks and arms a per-request waiter atomically;
+// the handler waits on the waiter, a hold timer (PollHold, shortened by the
+// client's x1-bmspy-timeout), the request context (a client that goes away
+// releases its waiter at once) and the server's shutdown context (Shutdown
+// answers every parked poll -304 at once). polls answers are concatenated
+// from the registry's shared per-app payload bytes; nothing is re-encoded
+// per poller. At most Config.MaxPollers polls are parked; beyond that -503.
+//
+// Writes with replication=false are forwarded through Deps.Replicator after
+// local success; replicated writes (replication=true) never are.
+package api
