@@ -116,9 +116,9 @@ type Cluster struct {
 	zones map[string]*peer // remote zone links by zone name
 
 	memMu   sync.RWMutex
-	members map[string]memberState // other live members, from gossip callbacks
+	members map[string]memberState  // other live members, from gossip callbacks
 	failed  map[string]failedMember // members that failed without leaving
-	gossip  string                 // our advertised gossip host:port
+	gossip  string                  // our advertised gossip host:port
 
 	evMu  sync.Mutex
 	evq   []memberEvent
