@@ -58,7 +58,7 @@ func TestDefaultFile_EqualsDefaultConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got Config
-	if err := v.UnmarshalExact(&got, viper.DecodeHook(decodeHook)); err != nil {
+	if err := v.UnmarshalExact(&got, viper.DecodeHook(decodeHook())); err != nil {
 		t.Fatal(err)
 	}
 	zones, _, err := zonesFromYAML(defaultFile)

@@ -199,7 +199,7 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 	}
 
 	var cfg Config
-	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(decodeHook)); err != nil {
+	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(decodeHook())); err != nil {
 		return Config{}, decodeErrors(err)
 	}
 	cfg.Cluster.Zones = zones
