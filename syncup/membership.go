@@ -181,7 +181,7 @@ func (c *Cluster) reconcile() []*peer {
 	for name, p := range c.peers {
 		if _, ok := live[name]; !ok {
 			delete(c.peers, name)
-			p.stop(dropPeerGone)
+			p.stop()
 			c.log.Info("peer removed", "peer", name)
 		}
 	}

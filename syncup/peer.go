@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,8 +37,6 @@ type peer struct {
 	ctx    context.Context // cancelled when the peer is removed or on hard stop
 	cancel context.CancelFunc
 	drain  chan struct{} // closed at shutdown: exit once the queue is empty
-	done   chan struct{} // closed when the sender exited
-	once   sync.Once
 
 	// rotate, for zone links, moves to the next candidate node after a failure.
 	rotate func()
@@ -53,7 +50,6 @@ func (c *Cluster) newPeer(name, zone, addr string) *peer {
 		ctx:    ctx,
 		cancel: cancel,
 		drain:  make(chan struct{}),
-		done:   make(chan struct{}),
 	}
 	p.addr.Store(&addr)
 	return p
@@ -80,15 +76,7 @@ func (p *peer) enqueue(op *Op) {
 // stop removes the peer: the sender stops (an in-flight request is
 // aborted) and what is still queued is dropped. A peer that comes back is
 // repaired by anti-entropy.
-func (p *peer) stop(reason string) {
-	p.once.Do(func() {
-		p.cancel()
-		go func() {
-			<-p.done
-			p.dropAll(reason)
-		}()
-	})
-}
+func (p *peer) stop() { p.cancel() }
 
 func (p *peer) dropAll(reason string) {
 	for {
@@ -104,7 +92,18 @@ func (p *peer) dropAll(reason string) {
 
 func (p *peer) run() {
 	defer p.c.senders.Done()
-	defer close(p.done)
+	defer func() {
+		// Removed (or hard stop): what is still queued is dropped here, by
+		// the owner of the queue. Ops enqueued later (a fan-out that raced
+		// with the removal) are dropped with the peer object.
+		if p.ctx.Err() != nil {
+			reason := dropPeerGone
+			if p.c.stopping.Load() {
+				reason = dropShutdown
+			}
+			p.dropAll(reason)
+		}
+	}()
 	batch := make([]*queued, 0, p.c.cfg.BatchSize)
 	for {
 		select {
