@@ -98,6 +98,10 @@ func (c *Client) Config() Config {
 // seeds not among them).
 func (c *Client) Nodes() []string { return c.nodes.snapshot() }
 
+// CurrentNode returns the node (host:port) the client sends its next
+// request to; it changes on failover and when the learned list changes.
+func (c *Client) CurrentNode() string { return c.nodes.current() }
+
 // Close cancels every registration still held (one cancel request each, in
 // parallel, bounded by RetryTimeout), ends every watcher (Next returns
 // ErrClosed) and waits for all goroutines of the client. Calls in progress
