@@ -2,7 +2,9 @@ package syncup
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -35,7 +37,7 @@ func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
 		if got.DirtyTimestamp != stored.DirtyTimestamp {
 			t.Fatalf("dirty_timestamp on peer %d, want %d", got.DirtyTimestamp, stored.DirtyTimestamp)
 		}
-		if len(got.Addrs) != 2 {
+		if len(got.Addrs) != 2 || got.Addrs[1] != "http://10.9.9.9:8000" { // C58: addrs stay a list, never comma-joined (D4)
 			t.Fatalf("addrs on peer: %v", got.Addrs)
 		}
 	}
@@ -377,4 +379,26 @@ func TestReplication_CrossZoneSkipsDeadSeed(t *testing.T) {
 	waitFor(t, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
 	// a1's own infra.discovery record went across too (cross-zone register).
 	waitFor(t, "self record across zones", func() bool { return b1.has(a1.c.selfKey()) })
+}
+
+// C59: every request to a peer is bounded by peer_timeout (validated < 30 s)
+// and the write itself never waits for peers.
+func TestReplication_PeerTimeoutBoundsEachRequest(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.PeerTimeout = 100 * time.Millisecond })
+	a, b := nodes[0], nodes[1]
+	quiet(t, nodes...)
+	var attempts atomic.Int32
+	net.SetHook(func(from, to, call string) error {
+		if call == "replicate" && to == b.addr {
+			attempts.Add(1)
+		}
+		return nil
+	})
+	net.SetDelay(b.addr, time.Hour) // a peer that never answers
+	stored := a.clientRegister(t, testInstance("demo.slow", "z1")) // returns at once
+	p := a.peerNamed(b.c.Name())
+	waitFor(t, "requests time out and are retried", func() bool { return attempts.Load() >= 3 && p.failing.Load() })
+	net.SetDelay(b.addr, 0)
+	waitFor(t, "delivered once the peer answers", func() bool { return b.has(stored.Key()) })
 }

@@ -91,8 +91,9 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	nodes := startCluster(t, net, 2, "z1", nil)
 	const N = 3000
 	fill(t, nodes[0], N)
-	tomb, _ := nodes[0].reg.Cancel(registry.Key{Env: "test", AppID: "demo.gone", Zone: "z1", Hostname: "x"}, time.Now().UnixNano())
-	_ = tomb
+	// a tombstone travels with the snapshot too
+	gone := registry.Key{Env: "test", AppID: "demo.gone", Zone: "z1", Hostname: "x"}
+	_, _ = nodes[0].reg.Cancel(gone, time.Now().UnixNano())
 	want := instanceCount(nodes[0])
 	for _, n := range nodes {
 		net.SetDelay(n.addr, 200*time.Millisecond) // snapshots take a while
@@ -105,12 +106,18 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	if got := instanceCount(c); got < want {
 		t.Fatalf("ready with %d instances, want >= %d", got, want)
 	}
+	late := testInstance("demo.gone", "z1")
+	late.Hostname, late.DirtyTimestamp = "x", 1 // older than the cancel
+	if c.reg.Import(late) {
+		t.Fatal("the synced tombstone must block an older copy")
+	}
 	if g := testutil.ToFloat64(c.c.met.syncDur); g <= 0 {
 		t.Fatalf("startup sync duration gauge = %v", g)
 	}
 }
 
-// A node with no peer configured is ready at once.
+// A node with no peer configured is ready at once, and its own
+// infra.discovery record is there before anything is served (C62, C63).
 func TestStartupSync_NoPeersReadyAtOnce(t *testing.T) {
 	n := startNode(t, nodeOpt{net: NewMemNetwork()})
 	if !n.c.Ready() {
