@@ -183,3 +183,22 @@ func TestMembership_ReconnectsToFailedMember(t *testing.T) {
 		return len(a.c.samePeers()) == 1 && len(back.c.samePeers()) == 1
 	})
 }
+
+// C62: the node renews its record every renew_interval (replicated) and
+// registers it again when its registry lost it (spec 7.5.2).
+func TestSelfRegistration_RenewAndReregister(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
+	a, b := nodes[0], nodes[1]
+	k := a.c.selfKey()
+	waitFor(t, "A's record on B", func() bool { return b.has(k) })
+	before, _ := b.reg.Get(k)
+	waitFor(t, "B sees A's renews", func() bool {
+		got, ok := b.reg.Get(k)
+		return ok && got.RenewTimestamp > before.RenewTimestamp
+	})
+	if _, err := a.reg.Evict(k); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A registered itself again", func() bool { return a.has(k) })
+}
