@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -222,5 +223,31 @@ func TestFetch_HostileAnswersAndFailover(t *testing.T) {
 		if err != nil || s.Len() != 1 {
 			t.Fatalf("Fetch with failover: %v %v", s, err)
 		}
+	}
+}
+
+func TestWatch_InstantNotModifiedDoesNotLoopHot(t *testing.T) {
+	n := clienttest.NewNode(t, clienttest.NewStore())
+	n.SetFault(clienttest.Body("/discovery/polls", `{"code":-304,"message":"-304","ttl":1}`))
+	cfg := testConfig(n)
+	cfg.BackoffInitial, cfg.BackoffMax = 20*time.Millisecond, 40*time.Millisecond
+	c := newClient(t, cfg)
+	w, _ := c.Watch("demo")
+	defer w.Close()
+	// Reported as a bad answer...
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, client.ErrBadResponse) || !strings.Contains(err.Error(), "-304") {
+		t.Fatalf("Next = %v", err)
+	}
+	// ...and paced: every 3 instant answers cost one backoff (>= 10 ms).
+	start := time.Now()
+	base := n.Count("/discovery/polls")
+	waitFor(t, 10*time.Second, "polls", func() (bool, string) {
+		got := n.Count("/discovery/polls") - base
+		return got >= 13, fmt.Sprint(got)
+	})
+	if el := time.Since(start); el < 4*10*time.Millisecond {
+		t.Fatalf("13 polls in %s: no backoff", el)
 	}
 }

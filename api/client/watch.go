@@ -18,6 +18,13 @@ import (
 // polls again at once).
 var errRepoll = errors.New("watch set changed")
 
+// A -304 that came back sooner than PollTimeout/minHoldFraction was not
+// held; maxFast304 of them in a row count as a node failure.
+const (
+	minHoldFraction = 8
+	maxFast304      = 3
+)
+
 // appState is what the client knows about one watched appid.
 type appState struct {
 	latest int64      // latest_timestamp to send; per node, reset on switch
@@ -195,6 +202,7 @@ func (c *Client) pollLoop() {
 	h := &c.hub
 	bo := c.newBackoff()
 	var lastNode string
+	fast304 := 0 // consecutive -304 answers that did not hold
 	for c.ctx.Err() == nil {
 		node := c.nodes.current()
 		h.mu.Lock()
@@ -218,6 +226,7 @@ func (c *Client) pollLoop() {
 		h.mu.Unlock()
 		lastNode = node
 
+		started := time.Now()
 		ans, notModified, err := c.poll(pctx, node, appids, sent)
 		interrupted := errors.Is(context.Cause(pctx), errRepoll)
 		cancel(nil)
@@ -233,12 +242,24 @@ func (c *Client) pollLoop() {
 			continue
 		case err == nil && notModified:
 			c.metrics.polls.WithLabelValues("not_modified").Inc()
-			bo.Reset()
-			continue
+			// -304 means "held until timeout": re-poll at once (spec 5.5).
+			// A node that answers it without holding (a few in a row) is
+			// broken, and re-polling it at once would loop hot.
+			if time.Since(started) >= c.cfg.PollTimeout/minHoldFraction {
+				fast304 = 0
+				bo.Reset()
+				continue
+			}
+			if fast304++; fast304 < maxFast304 {
+				continue
+			}
+			fast304 = 0
+			err = fmt.Errorf("%w: polls on %s: -304 without holding, %d times in a row", ErrBadResponse, node, maxFast304)
 		case err == nil:
 			err = c.apply(node, sent, ans)
 		}
 		if err == nil {
+			fast304 = 0
 			c.metrics.polls.WithLabelValues("changed").Inc()
 			bo.Reset()
 			continue
