@@ -395,7 +395,7 @@ func TestReplication_PeerTimeoutBoundsEachRequest(t *testing.T) {
 		}
 		return nil
 	})
-	net.SetDelay(b.addr, time.Hour) // a peer that never answers
+	net.SetDelay(b.addr, time.Hour)                                // a peer that never answers
 	stored := a.clientRegister(t, testInstance("demo.slow", "z1")) // returns at once
 	p := a.peerNamed(b.c.Name())
 	waitFor(t, "requests time out and are retried", func() bool { return attempts.Load() >= 3 && p.failing.Load() })
