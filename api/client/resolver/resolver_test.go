@@ -314,10 +314,18 @@ func TestResolver_ClientClosedEndsTheResolver(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Close()
-	r.Close() // must not hang although the watch already ended
-	if _, errs := cc.snapshot(); len(errs) == 0 || !strings.Contains(errs[len(errs)-1].Error(), "closed") {
-		t.Errorf("errors = %v, want the client-closed error", errs)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, errs := cc.snapshot()
+		if len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), "closed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("errors = %v, want the client-closed error", errs)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
 	}
+	r.Close() // must not hang although the watch already ended
 	if _, err := dresolver.NewBuilder(c).Build(target(t, "discovery:///svc"), cc, resolver.BuildOptions{}); err == nil {
 		t.Error("Build on a closed client succeeded")
 	}
