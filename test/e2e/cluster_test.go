@@ -178,7 +178,7 @@ func TestCluster_Healthy(t *testing.T) {
 // infra.discovery on the survivors within about 10 s. Restarted with new
 // ports, it reports ready only once synced and then holds every instance.
 func TestCluster_KillUnderLoad(t *testing.T) {
-	c := harness.StartCluster(t, 3, harness.Options{})
+	c := harness.StartCluster(t, 3, harness.Options{Faults: true})
 	nodes := c.Nodes()
 	env := harness.DefaultEnv
 	victim, survivors := nodes[2], nodes[:2]
@@ -194,12 +194,16 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 		return wantHosts(nodes, env, "e2e.load", l.hostnames())
 	})
 
-	// A burst registered on the victim just before it dies: acknowledged by
-	// it, possibly never forwarded. Their clients prefer the victim.
+	// A burst acknowledged by the victim that never reaches the survivors:
+	// the victim is cut off from its peers (not from clients) just before,
+	// so its forwards fail, and it dies before gossip notices the cut.
+	// Only the clients' failover and re-register on -404 can save these.
+	c.Isolate(t, victim)
 	late := startLoad(t, []*harness.Node{victim, survivors[0], survivors[1]}, "e2e.load", "late", 10, 100*time.Millisecond, false)
 	late.waitAllAcked(t, 10*time.Second)
 	c.Kill(t, victim)
 	killed := time.Now()
+	c.Heal()
 
 	// The dead node leaves the survivors' views (spec 7.1: about 10 s).
 	deadOut := harness.Eventually(t, 30*time.Second, "dead node out of /discovery/nodes and infra.discovery", func() error {
@@ -245,6 +249,11 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 		t.Logf("%s clients: %d ops, %d failovers, %d re-registers after -404, %d errors", name, ops, fo, rr, len(errs))
 		for _, err := range errs[:min(len(errs), 5)] {
 			t.Logf("  client error: %v", err)
+		}
+		if name == "late" && rr < int64(len(ld.clients)) {
+			// Each late instance existed only on the victim: every client
+			// must have met -404 on a survivor, or the test proved nothing.
+			t.Errorf("late clients re-registered %d times, want >= %d", rr, len(ld.clients))
 		}
 	}
 
@@ -308,8 +317,10 @@ func TestCluster_GracefulStopCancelsRecord(t *testing.T) {
 		woke <- pollOut{res, err, time.Now()}
 	}()
 
+	sigterm := time.Now()
 	c.Stop(t, stopped)
 	exited := time.Now()
+	t.Logf("FIGURE graceful stop: exit %.2f s after SIGTERM", exited.Sub(sigterm).Seconds())
 	gone := harness.Eventually(t, 5*time.Second, "stopped node's record gone from the survivors", func() error {
 		return c.CheckFormed(survivors)
 	})

@@ -24,6 +24,12 @@ const (
 	// EnvRace, when "1", builds the discovery binary with -race, so data races
 	// inside the server under multi-process load fail the node (and its test).
 	EnvRace = "DISCOVERY_TEST_RACE"
+	// EnvLogs, when "1", prints every node's log at the end of its test,
+	// passed or not.
+	EnvLogs = "DISCOVERY_TEST_LOGS"
+	// EnvLogDir, when set, is a directory every node's log is copied to at
+	// the end of its test (named test-node-pid.log), e.g. for CI artifacts.
+	EnvLogDir = "DISCOVERY_TEST_LOG_DIR"
 )
 
 // buildTimeout bounds one `go build`; a cold -race build of the server takes

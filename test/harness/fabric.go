@@ -68,7 +68,7 @@ type proxy struct {
 }
 
 type pipe struct {
-	src  *endpoint // nil: not a node
+	src  *endpoint // nil: not a node (or not known as one when accepted)
 	a, b net.Conn
 }
 
@@ -135,7 +135,9 @@ func (p *proxy) start() {
 	}
 }
 
-// setUpstreams records the node's real listeners and process id.
+// setUpstreams records the node's real listeners and process id. The
+// harness calls it right after starting the process, before the node can
+// open a connection, so every connection can be attributed to it.
 func (ep *endpoint) setUpstreams(pid int, httpAddr, gossipAddr netip.AddrPort) {
 	ep.f.mu.Lock()
 	defer ep.f.mu.Unlock()
@@ -151,6 +153,7 @@ func (f *Fabric) block(a, b *endpoint) {
 	if a == b {
 		return
 	}
+	f.reidentify()
 	f.mu.Lock()
 	f.blocked[[2]*endpoint{a, b}] = true
 	f.blocked[[2]*endpoint{b, a}] = true
@@ -168,6 +171,34 @@ func (f *Fabric) block(a, b *endpoint) {
 	for _, c := range cut {
 		c.a.Close()
 		c.b.Close()
+	}
+}
+
+// reidentify looks again for the sender of open connections accepted while
+// it was unknown (e.g. opened before the harness learnt a node's pid), so a
+// block cuts them too.
+func (f *Fabric) reidentify() {
+	f.mu.Lock()
+	var unknown []*pipe
+	var owners []*proxy
+	for _, ep := range f.ends {
+		for _, p := range []*proxy{ep.gossip, ep.http} {
+			for c := range p.conns {
+				if c.src == nil {
+					unknown = append(unknown, c)
+					owners = append(owners, p)
+				}
+			}
+		}
+	}
+	f.mu.Unlock()
+	for i, c := range unknown {
+		src, _ := owners[i].identify(c.a)
+		if src != nil {
+			f.mu.Lock()
+			c.src = src
+			f.mu.Unlock()
+		}
 	}
 }
 

@@ -203,16 +203,14 @@ func TestFabric_BlocksBothDirections(t *testing.T) {
 }
 
 // TestFabric_BlockCutsOpenConnections: a connection established before the
-// partition is closed by it.
+// partition is closed by it, even one accepted before its sender was known
+// to be a node.
 func TestFabric_BlockCutsOpenConnections(t *testing.T) {
 	f := NewFabric()
 	t.Cleanup(f.Close)
 	a, _ := f.addEndpoint("A")
 	b, _ := f.addEndpoint("B")
-	// Hold a connection open from this process, attributed to A by giving
-	// A this process's pid.
 	upstream := echoServer(t)
-	a.setUpstreams(os.Getpid(), upstream, netip.AddrPort{})
 	b.setUpstreams(0, upstream, upstream)
 	c, err := net.Dial("tcp", b.http.addr())
 	if err != nil {
@@ -228,6 +226,8 @@ func TestFabric_BlockCutsOpenConnections(t *testing.T) {
 		}
 		return nil
 	})
+	// Only now does A become this process: the pipe's sender was unknown.
+	a.setUpstreams(os.Getpid(), upstream, netip.AddrPort{})
 	f.block(a, b)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 10)

@@ -219,6 +219,9 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		logf.Close()
 		return nil, fmt.Errorf("node %s: start: %w", n.Name, err)
 	}
+	if ep != nil {
+		ep.setUpstreams(cmd.Process.Pid, httpAP, gossipAP)
+	}
 	go func() {
 		n.exitErr = cmd.Wait()
 		logf.Close()
@@ -233,7 +236,6 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		return n, err
 	}
 	if ep != nil {
-		ep.setUpstreams(cmd.Process.Pid, httpAP, gossipAP)
 		n.HTTP, n.Gossip = httpAP.String(), gossipAP.String()
 	} else {
 		// The file holds the advertised addresses. When the node listens on
@@ -422,7 +424,14 @@ func (n *Node) cleanup() {
 	if n.Client != nil {
 		n.Client.Close()
 	}
-	if n.tb.Failed() || unexpected {
+	if dir := os.Getenv(EnvLogDir); dir != "" {
+		name := strings.NewReplacer("/", "_", " ", "_").Replace(n.tb.Name()) + "-" + n.Name + "-" + fmt.Sprint(n.cmd.Process.Pid) + ".log"
+		if b, err := os.ReadFile(n.LogPath); err == nil {
+			_ = os.MkdirAll(dir, 0o755)
+			_ = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		}
+	}
+	if n.tb.Failed() || unexpected || os.Getenv(EnvLogs) == "1" {
 		n.tb.Logf("==== node %s (pid %d, http %s, exit %v) log ====\n%s==== end of node %s log ====",
 			n.Name, n.cmd.Process.Pid, n.HTTP, n.exitErr, tail(n.Logs(), 256<<10), n.Name)
 	}

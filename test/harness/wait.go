@@ -6,7 +6,7 @@ import (
 )
 
 // PollInterval is how often Eventually re-checks its condition.
-const PollInterval = 25 * time.Millisecond
+const PollInterval = 50 * time.Millisecond
 
 // Eventually calls cond until it returns nil, and returns how long that
 // took. If timeout passes first it fails the test with the last error, so a
