@@ -323,10 +323,18 @@ func TestRollingRestart(t *testing.T) {
 	watch.waitEvent(60*time.Second, "all three nodes learned", learnedAll(c.allAddrs()))
 
 	for _, n := range nodeNames {
-		start := time.Now()
-		c.restart(n)
-		c.waitHealthy(n, 90*time.Second)
-		recordFigure(t, "rolling restart: "+n+" stop+start -> healthy", time.Since(start))
+		stopping := time.Now()
+		c.stop(n)
+		recordFigure(t, "rolling restart: graceful stop of "+n, time.Since(stopping))
+		started := time.Now()
+		c.start(n)
+		api := c.api(n)
+		eventually(t, 60*time.Second, 50*time.Millisecond, n+" ready", func() (bool, string) {
+			st := api.readyz(t.Context())
+			return st == 200, fmt.Sprintf("/readyz %d", st)
+		})
+		recordFigure(t, "rolling restart: "+n+" start -> /readyz 200", time.Since(started))
+		c.waitHealthy(n, started, 60*time.Second)
 		eventually(t, 30*time.Second, 250*time.Millisecond, n+" back in every node's lists", func() (bool, string) {
 			for _, m := range nodeNames {
 				if ok, st := c.membershipIs(m, c.allAddrs()); !ok {

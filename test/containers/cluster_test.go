@@ -76,7 +76,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatalf("compose up: %v", lastErr)
 	}
 	for _, n := range nodeNames {
-		c.waitHealthy(n, 90*time.Second)
+		c.waitHealthy(n, start, 90*time.Second)
 	}
 	t.Logf("cluster %s (subnet %s.0/24, ports %v) healthy after %s", c.project, c.prefix, c.ports, time.Since(start).Round(100*time.Millisecond))
 	return c
@@ -242,30 +242,62 @@ func (c *cluster) docker(timeout time.Duration, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// health is the container's health status (starting, healthy, unhealthy),
-// or its state when it is not running.
-func (c *cluster) health(node string) string {
-	c.t.Helper()
-	return c.docker(time.Minute, "inspect", "--format",
-		"{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}{{else}}{{.State.Status}}{{end}}",
-		c.container(node))
+// healthState is the container's state and its last health check.
+type healthState struct {
+	Running   bool
+	Status    string    // starting, healthy, unhealthy; "" without a healthcheck
+	LastCheck time.Time // start of the most recent check
+	Detail    string
 }
 
-func (c *cluster) waitHealthy(node string, timeout time.Duration) time.Duration {
+func (c *cluster) health(node string) healthState {
+	c.t.Helper()
+	out := c.docker(time.Minute, "inspect", "--format", "{{json .State}}", c.container(node))
+	var st struct {
+		Running bool
+		Status  string
+		Health  *struct {
+			Status string
+			Log    []struct {
+				Start    time.Time
+				ExitCode int
+				Output   string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		c.t.Fatalf("inspect %s: %v: %s", node, err, out)
+	}
+	h := healthState{Running: st.Running, Detail: st.Status}
+	if st.Health != nil {
+		h.Status = st.Health.Status
+		if n := len(st.Health.Log); n > 0 {
+			last := st.Health.Log[n-1]
+			h.LastCheck = last.Start
+			h.Detail = fmt.Sprintf("%s, last check exit %d: %s", st.Status, last.ExitCode, strings.TrimSpace(last.Output))
+		}
+	}
+	return h
+}
+
+// waitHealthy waits until Docker reports the node healthy by a check that
+// ran after since (a status carried over from before a restart does not
+// count).
+func (c *cluster) waitHealthy(node string, since time.Time, timeout time.Duration) time.Duration {
 	c.t.Helper()
 	return eventually(c.t, timeout, 250*time.Millisecond, node+" healthy", func() (bool, string) {
 		h := c.health(node)
-		return h == "healthy", h
+		return h.Running && h.Status == "healthy" && h.LastCheck.After(since), fmt.Sprintf("%s (%s)", h.Status, h.Detail)
 	})
 }
 
 func (c *cluster) kill(node string)  { c.t.Helper(); c.docker(time.Minute, "kill", c.container(node)) }
 func (c *cluster) start(node string) { c.t.Helper(); c.docker(time.Minute, "start", c.container(node)) }
 
-// restart stops the node gracefully (SIGTERM, then up to 30 s) and starts it.
-func (c *cluster) restart(node string) {
+// stop stops the node gracefully (SIGTERM, then SIGKILL after 30 s).
+func (c *cluster) stop(node string) {
 	c.t.Helper()
-	c.docker(2*time.Minute, "restart", "-t", "30", c.container(node))
+	c.docker(2*time.Minute, "stop", "-t", "30", c.container(node))
 }
 
 // partition cuts node off the cluster network. The host keeps reaching its
