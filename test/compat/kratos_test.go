@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -243,40 +244,84 @@ func TestKratos_LearnsNodesAndSurvivesNodeLoss(t *testing.T) {
 	_, learned := waitEvent(t, watcher, 0, 10*time.Second, "watcher learned all nodes", func(e kEvent) bool {
 		return e.Event == "nodes" && slices.Equal(e.Nodes, all) && e.Current != ""
 	})
-	t.Logf("seeded with %s, learned %v, polling %s", nodes[0].AdvertisedHTTP, learned.Nodes, learned.Current)
+	t.Logf("seeded with %s, learned %v", nodes[0].AdvertisedHTTP, learned.Nodes)
 
-	reg := kratos(t, bin, "kratos-ha-1", []string{nodes[1].AdvertisedHTTP}, "register", "--appid", app, "--addr", "grpc://127.0.0.1:9400", "--hold")
-	waitEvent(t, reg, 0, 10*time.Second, "registered", func(e kEvent) bool { return e.Event == "registered" })
-	i, _ := waitEvent(t, watcher, 0, 5*time.Second, "watcher sees the first instance", instancesOf(app, "kratos-ha-1"))
-
-	// The node the watcher polls right now (read after it saw the update).
-	_, now := lastNodes(watcher)
-	current := now.Current
-	victim := slices.IndexFunc(nodes, func(n *harness.Node) bool { return n.AdvertisedHTTP == current })
-	if victim < 0 {
-		t.Fatalf("watcher polls %s, not one of %v", current, all)
+	register := func(n *harness.Node, host string, port int) {
+		t.Helper()
+		in := harness.Instance{Region: harness.DefaultRegion, Zone: harness.DefaultZone, Env: harness.DefaultEnv,
+			AppID: app, Hostname: host, Addrs: []string{fmt.Sprintf("grpc://127.0.0.1:%d", port)}, Status: 1}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if e, err := n.Client.Register(ctx, in); err != nil || e.Code != 0 {
+			t.Fatalf("register %s on %s: %v %v", host, n.Name, err, e)
+		}
 	}
-	c.Kill(t, nodes[victim])
+	register(nodes[1], "before-kill", 9400)
+	i, _ := waitEvent(t, watcher, 0, 5*time.Second, "watcher sees the first instance", instancesOf(app, "before-kill"))
+
+	// The node the watcher polls: the only node holding a parked poll (the
+	// watcher is the only poller here), and the one kratos itself would
+	// pick (its own view, reported by kratosclient).
+	var victim *harness.Node
+	harness.Eventually(t, 10*time.Second, "watcher's poll located", func() error {
+		victim = nil
+		var parked []string
+		for _, n := range nodes {
+			v, err := parkedPolls(n)
+			if err != nil {
+				return err
+			}
+			if v > 0 {
+				parked = append(parked, n.Name)
+				victim = n
+			}
+		}
+		if len(parked) != 1 {
+			return fmt.Errorf("parked polls on %v", parked)
+		}
+		if _, e := lastNodes(watcher); e.Current != victim.AdvertisedHTTP {
+			return fmt.Errorf("poll parked on %s (%s), kratos picks %s", victim.Name, victim.AdvertisedHTTP, e.Current)
+		}
+		return nil
+	})
+	if victim == nodes[0] {
+		t.Logf("watcher polls its seed %s", victim.Name)
+	} else {
+		t.Logf("watcher polls %s, a node it was not seeded with: it learned it", victim.Name)
+	}
+	c.Kill(t, victim)
 	killed := time.Now()
-	other := nodes[(victim+1)%3]
+	other := c.Others(victim)[0]
 
-	// Registered through a survivor after the kill.
-	in := harness.Instance{Region: harness.DefaultRegion, Zone: harness.DefaultZone, Env: harness.DefaultEnv,
-		AppID: app, Hostname: "raw-after-kill", Addrs: []string{"grpc://127.0.0.1:9401"}, Status: 1}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	e, err := other.Client.Register(ctx, in)
-	cancel()
-	if err != nil || e.Code != 0 {
-		t.Fatalf("register on %s: %v %v", other.Name, err, e)
-	}
-	// kratos sleeps 1 s per failed poll and may try the dead node again
-	// (a shrinking node list is ignored, spec 7.6), so allow a few rounds.
+	register(other, "after-kill", 9401)
+	// kratos sleeps 1 s per failed poll and may try the dead node again (a
+	// shrinking node list is ignored, spec 7.6), so allow a few rounds.
 	waitEvent(t, watcher, i+1, 20*time.Second, "watcher sees the instance registered after the kill",
-		instancesOf(app, "kratos-ha-1", "raw-after-kill"))
-	t.Logf("FIGURE kratos watcher got the post-kill registration %.1f s after killing its node %s", time.Since(killed).Seconds(), nodes[victim].Name)
-	if _, ev := lastNodes(watcher); ev.Current == current {
-		t.Errorf("watcher still points at the killed node %s", current)
+		instancesOf(app, "before-kill", "after-kill"))
+	t.Logf("FIGURE kratos watcher got the post-kill registration %.1f s after its node %s was killed", time.Since(killed).Seconds(), victim.Name)
+	if _, ev := lastNodes(watcher); ev.Current == victim.AdvertisedHTTP {
+		t.Errorf("watcher still points at the killed node %s", victim.AdvertisedHTTP)
 	}
+	// It keeps the learned list (a list that only shrinks is ignored).
+	if _, ev := lastNodes(watcher); !slices.Equal(ev.Nodes, all) {
+		t.Errorf("watcher's node list %v, want %v", ev.Nodes, all)
+	}
+}
+
+// parkedPolls reads the node's discovery_http_parked_polls gauge.
+func parkedPolls(n *harness.Node) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	text, err := n.Client.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "discovery_http_parked_polls "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no discovery_http_parked_polls in /metrics", n.Name)
 }
 
 func lastNodes(p *harness.Process) (int, kEvent) {

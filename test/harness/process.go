@@ -91,7 +91,7 @@ func StartProcess(tb testing.TB, name, bin string, args []string, env map[string
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 			<-p.done
 		}
-		if tb.Failed() {
+		if tb.Failed() || os.Getenv(EnvLogs) == "1" {
 			b, _ := os.ReadFile(p.LogPath)
 			tb.Logf("==== %s stdout ====\n%s==== %s stderr (exit %v) ====\n%s==== end of %s ====",
 				name, bytes.Join(p.Lines(), []byte("\n")), name, p.exitErr, tail(string(b), 128<<10), name)
