@@ -77,8 +77,8 @@ func (s *Server) polls(c echo.Context) error {
 }
 
 // longPoll runs the hold loop (spec 5): Poll checks and arms a waiter
-// atomically; a wake closes the waiter and polls again, because a wake may be
-// for a change that leaves nothing to answer. The hold ends at the deadline
+// atomically; a wake re-polls (Repoll), which may arm a new waiter because a
+// wake may be for a change that leaves nothing to answer. The hold ends at the deadline
 // (-304), at Shutdown (-304 at once) or when the client goes away (the
 // waiter is released at once, nothing is written).
 func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(*registry.PollResult) error) error {
@@ -94,8 +94,8 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 			s.parked.Add(-1)
 		}
 	}()
+	res, w := s.reg.Poll(req)
 	for {
-		res, w := s.reg.Poll(req)
 		if res != nil {
 			return answer(res)
 		}
@@ -114,7 +114,9 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 		}
 		select {
 		case <-w.C():
-			w.Close()
+			// The appid that woke us is answered even if the client's
+			// latest_timestamp is ahead of it (spec 5.3.2).
+			res, w = s.reg.Repoll(req, w)
 		case <-timer.C:
 			w.Close()
 			return reply(c, codeNotModified)

@@ -343,3 +343,31 @@ func TestServer_ShutdownReleasesPolls(t *testing.T) {
 	}
 	e.waitWaiters(0)
 }
+
+// 5.3.2: the wake-up answer always holds the appid whose change woke the
+// request, even when the client's latest_timestamp is ahead of the app
+// counter (a value kept across a node restart: the restarted node's counter
+// restarts from the synced instances, and a cancel only adds 1).
+func TestPolls_WakeIncludesTriggeringAppid(t *testing.T) {
+	e := newEnv(t, options{cfg: func(c *Config) { c.PollHold = 3 * time.Second }})
+	e.register(appA, z1, "h1")
+	e.register(appA, z1, "h2")
+	ahead := e.fetch(appA).LatestTimestamp + int64(time.Hour)
+	for _, path := range []string{"/discovery/polls", "/discovery/poll"} {
+		ch := e.pollAsync(context.Background(), path, pollsQuery(tEnv, "x", appA, ahead))
+		e.waitWaiters(1)
+		e.post("/discovery/cancel", keyForm(appA, z1, "h2")).wantCode(0)
+		r := recv(t, ch).wantCode(0)
+		var ti typedInfo
+		if path == "/discovery/polls" {
+			d, _ := pollsData(r)
+			ti = d[appA]
+		} else {
+			r.data(&ti)
+		}
+		if got := ti.Instances[z1]; len(got) != 1 || got[0].Hostname != "h1" || ti.LatestTimestamp != e.fetch(appA).LatestTimestamp {
+			t.Fatalf("%s: wake-up answer %+v, want %s with h1 only", path, ti, appA)
+		}
+		e.register(appA, z1, "h2")
+	}
+}

@@ -81,8 +81,9 @@ func (p *payload) bytes(r *Registry) []byte {
 // An appid is "changed" when the client's value is below the app
 // latest_timestamp AND its filtered UP list is non-empty (spec 5.5.1); the
 // answer holds only changed appids, plus missing ones. The caller waits on
-// w.C(), then calls w.Close() and Poll again (the wake may have been for a
-// change that leaves nothing to answer). w.Close must always be called.
+// w.C(), then calls Repoll (the wake may have been for a change that leaves
+// nothing to answer, so Repoll may arm a new waiter); a waiter that is not
+// handed to Repoll must be closed with w.Close.
 //
 // Details: a repeated appid is answered once (first occurrence); a missing
 // Latest value counts as 0. A waiter is linked to every requested appid,
@@ -90,6 +91,24 @@ func (p *payload) bytes(r *Registry) []byte {
 // It is signalled only by changes after which the app has at least one UP
 // instance through the request's zone filter.
 func (r *Registry) Poll(req PollRequest) (res *PollResult, w *Waiter) {
+	return r.poll(req, nil)
+}
+
+// Repoll closes w after it was signalled and polls req again (the same
+// request w was armed for). Appids whose change signalled w count as
+// changed whatever the client's latest_timestamp, so the wake-up answer
+// always holds the triggering appid (spec 5.3.2), also when the client's
+// value is ahead of the app counter (e.g. kept across a restart of this
+// node: the counter then restarts from the synced instances and a cancel
+// only adds 1). Other appids follow Poll's rule. As with Poll, exactly one of
+// res and the new waiter is non-nil.
+func (r *Registry) Repoll(req PollRequest, w *Waiter) (res *PollResult, next *Waiter) {
+	return r.poll(req, w.close())
+}
+
+// poll is Poll; fired[k] (k-th distinct appid of req) marks appids answered
+// as if the client had sent 0.
+func (r *Registry) poll(req PollRequest, fired []bool) (res *PollResult, w *Waiter) {
 	type hit struct {
 		id string
 		p  *payload
@@ -107,11 +126,11 @@ func (r *Registry) Poll(req PollRequest) (res *PollResult, w *Waiter) {
 		if dupID(ids, &seen, id) {
 			continue
 		}
-		ids = append(ids, id)
 		var l int64
-		if i < len(req.Latest) {
+		if i < len(req.Latest) && (len(ids) >= len(fired) || !fired[len(ids)]) {
 			l = req.Latest[i]
 		}
+		ids = append(ids, id)
 		var a *app
 		if es != nil {
 			a = es.apps[id]
@@ -178,6 +197,7 @@ type wlink struct {
 	w          *Waiter
 	list       *waitList
 	prev, next *wlink
+	fired      bool // this appid's change signalled w (guarded by r.wmu)
 }
 
 type waitList struct {
@@ -228,6 +248,7 @@ func (r *Registry) wakeLocked(a *app) {
 		if x.w.zone != "" && a.upIn(x.w.zone) == 0 {
 			continue
 		}
+		x.fired = true
 		select {
 		case x.w.ch <- struct{}{}:
 		default: // already signalled
@@ -240,16 +261,26 @@ func (r *Registry) wakeLocked(a *app) {
 func (w *Waiter) C() <-chan struct{} { return w.ch }
 
 // Close disarms the waiter. Safe to call more than once.
-func (w *Waiter) Close() {
+func (w *Waiter) Close() { w.close() }
+
+// close disarms the waiter and reports, per link, whether that appid's
+// change signalled it (nil when none did or when already closed).
+func (w *Waiter) close() (fired []bool) {
 	r := w.r
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	if w.closed {
-		return
+		return nil
 	}
 	w.closed = true
 	for i := range w.links {
 		x := &w.links[i]
+		if x.fired {
+			if fired == nil {
+				fired = make([]bool, len(w.links))
+			}
+			fired[i] = true
+		}
 		l := x.list
 		if x.prev != nil {
 			x.prev.next = x.next
@@ -265,4 +296,5 @@ func (w *Waiter) Close() {
 		}
 	}
 	r.nWaiters--
+	return fired
 }

@@ -387,3 +387,44 @@ func TestWaiterCloseMiddleOfList(t *testing.T) {
 		}
 	}
 }
+
+// 5.3.2: after a wake-up, Repoll answers the appid whose change signalled
+// the waiter as if the client had sent 0, even when the client's value is
+// ahead of the app counter (a cancel only adds 1 to it). Appids that did not
+// signal keep the normal rule.
+func TestRepollAnswersTriggeringApp(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	r.reg(inst(appA, z1, "h2"))
+	r.reg(inst(appB, z1, "b1"))
+	ahead := r.latest(appA) + int64(time.Hour)
+	req := PollRequest{Env: env, AppIDs: []string{appB, appA, appA}, Latest: []int64{ahead, ahead, 0}}
+	w := r.armed(req)
+	if _, err := r.Cancel(keyOf(appA, z1, "h2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if r.latest(appA) >= ahead || !signalled(w) {
+		t.Fatalf("not woken (latest %d, client %d)", r.latest(appA), ahead)
+	}
+	res, w2 := r.Repoll(req, w)
+	if w2 != nil {
+		w2.Close()
+		t.Fatal("Repoll re-armed: the triggering appid was not answered")
+	}
+	if d := cmp.Diff([]string{appA}, changedIDs(res)); d != "" {
+		t.Fatalf("changed (-want +got):\n%s", d)
+	}
+	if info := decodeInfo(t, res.Changed[0].JSON); len(info.Instances[z1]) != 1 || info.LatestTimestamp != r.latest(appA) {
+		t.Fatalf("answer %+v", info)
+	}
+	if r.Stats().Waiters != 0 {
+		t.Fatal("closed waiter still counted")
+	}
+	// Nothing signalled: Repoll is Poll (held again).
+	w3 := r.armed(req)
+	res, w4 := r.Repoll(req, w3)
+	if res != nil || w4 == nil {
+		t.Fatalf("Repoll without a wake answered %+v", res)
+	}
+	w4.Close()
+}
