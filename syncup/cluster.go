@@ -353,8 +353,8 @@ func (c *Cluster) Handler() http.Handler { return &handler{c: c} }
 func (c *Cluster) running() bool { return c.started.Load() && !c.stopping.Load() }
 
 // Shutdown leaves the cluster gracefully, in order: announce "leaving" in
-// gossip meta, cancel our infra.discovery record (replicated), stop the
-// background loops, drain the replication queues until ctx ends, leave and
+// gossip meta, stop the background loops, cancel our infra.discovery record
+// (replicated), drain the replication queues until ctx ends, leave and
 // stop gossip, and wait for every goroutine. Safe to call more than once.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.shutdownOnce.Do(func() { c.shutdownErr = c.shutdown(ctx, true) })
@@ -378,11 +378,16 @@ func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
 		if err := c.ml.UpdateNode(boundedTimeout(ctx, time.Second)); err != nil {
 			errs = append(errs, fmt.Errorf("announce leave: %w", err))
 		}
+	}
+	// The loops stop before the cancel: a self renew still running would
+	// otherwise find the record gone and register it again, behind the
+	// cancel, on every peer.
+	c.loopCancel()
+	c.loops.Wait()
+	if graceful {
 		c.cancelSelf()
 	}
 	c.stopping.Store(true)
-	c.loopCancel()
-	c.loops.Wait()
 
 	// Drain: every sender exits once its queue is empty; at the deadline
 	// the rest is dropped.

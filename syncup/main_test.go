@@ -83,6 +83,9 @@ type nodeOpt struct {
 	tr   Transport // overrides net
 	addr string
 	http bool // use the default HTTP transport (addr must be served)
+	// wrap, if set, wraps the node's registry as the Cluster sees it (fault
+	// and ordering hooks); tnode.reg stays the real registry.
+	wrap func(Registry) Registry
 }
 
 func startNode(t testing.TB, o nodeOpt) *tnode {
@@ -111,7 +114,11 @@ func startNode(t testing.TB, o nodeOpt) *tnode {
 		tr = o.net.Transport(o.addr)
 	}
 	self := Self{Env: "test", Zone: o.zone, Region: "r1", Hostname: "h-" + o.addr, HTTPAddr: o.addr, Version: "v0"}
-	c, err := New(cfg, self, reg, Deps{Logger: logger.With("addr", o.addr), Metrics: prom, Transport: tr, Memberlist: fastGossip})
+	var creg Registry = reg
+	if o.wrap != nil {
+		creg = o.wrap(reg)
+	}
+	c, err := New(cfg, self, creg, Deps{Logger: logger.With("addr", o.addr), Metrics: prom, Transport: tr, Memberlist: fastGossip})
 	if err != nil {
 		t.Fatal(err)
 	}

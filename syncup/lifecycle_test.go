@@ -1,0 +1,76 @@
+package syncup
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/discovery-go/discovery/registry"
+)
+
+// renewGate holds the node's own (non-replicated) self renew, once armed,
+// until either its own record is cancelled or the background loops are
+// told to stop, whichever Shutdown does first.
+type renewGate struct {
+	Registry
+	c         atomic.Pointer[Cluster]
+	armed     atomic.Bool
+	entered   chan struct{}
+	cancelled chan struct{}
+	once      sync.Once
+}
+
+func newRenewGate(r Registry) *renewGate {
+	return &renewGate{Registry: r, entered: make(chan struct{}, 1), cancelled: make(chan struct{})}
+}
+
+func (g *renewGate) Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error) {
+	if c := g.c.Load(); c != nil && !replicated && k == c.selfKey() && g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		select {
+		case <-g.cancelled: // the graceful cancel ran while this renew was in flight
+		case <-c.loopCtx.Done(): // the loops were stopped first
+		}
+	}
+	return g.Registry.Renew(k, replicated, dirty)
+}
+
+func (g *renewGate) Cancel(k registry.Key, at int64) (registry.Tombstone, error) {
+	t, err := g.Registry.Cancel(k, at)
+	if c := g.c.Load(); c != nil && k == c.selfKey() {
+		g.once.Do(func() { close(g.cancelled) })
+	}
+	return t, err
+}
+
+// C62 / spec 7.5.3: a self renew in flight when Shutdown starts must not
+// re-register the record the graceful shutdown cancels (it would reach the
+// peers after the cancel, and a leave is never evicted as a crash).
+func TestShutdown_SelfRenewDoesNotResurrectCancelledRecord(t *testing.T) {
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net})
+	var gate *renewGate
+	b := startNode(t, nodeOpt{net: net, join: []*tnode{a},
+		cfg:  func(c *Config) { c.RenewInterval = 10 * time.Millisecond },
+		wrap: func(r Registry) Registry { gate = newRenewGate(r); return gate }})
+	gate.c.Store(b.c)
+	k := b.c.selfKey()
+	waitFor(t, "B's record on A", func() bool { return a.has(k) })
+
+	gate.armed.Store(true)
+	<-gate.entered // B's renew loop is inside a self renew
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if b.has(k) {
+		t.Fatal("B's own record is registered again after its graceful cancel")
+	}
+	quiet(t, a)
+	if a.has(k) {
+		t.Fatal("A holds B's record after B's graceful leave (re-registered behind the cancel)")
+	}
+}
