@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -76,11 +75,28 @@ func envelope(code int, message string, data []byte) []byte {
 }
 
 // writeBody sends an envelope body: always HTTP 200 (spec 2.4.1) with the
-// Kratos-Status-Code header, and records the code for metrics and logs.
-func writeBody(c echo.Context, code int, body []byte) error {
+// Kratos-Status-Code header, and records the code for metrics and logs. The
+// body is the concatenation of parts, written one after the other rather
+// than joined, so poll answers pass the registry's shared payload bytes
+// through without a per-poller copy.
+func writeBody(c echo.Context, code int, parts ...[]byte) error {
 	c.Set(ctxKeyCode, code)
-	c.Response().Header().Set(headerKratosCode, strconv.Itoa(code))
-	return c.Blob(http.StatusOK, contentTypeJSON, body)
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	w := c.Response()
+	h := w.Header()
+	h.Set(echo.HeaderContentType, contentTypeJSON)
+	h.Set(echo.HeaderContentLength, strconv.Itoa(n))
+	h.Set(headerKratosCode, strconv.Itoa(code))
+	w.WriteHeader(http.StatusOK)
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reply sends the standard shape without data.
@@ -114,45 +130,40 @@ func replyPollNotFound(c echo.Context, appid string) error {
 	return writeBody(c, codeNotFound, b)
 }
 
-// pollsBody builds the polls map shape (spec 4.9.2) by concatenating the
-// registry's shared per-app payloads; nothing is re-encoded per poller.
-// Appids repeated in the request appear once.
-func pollsBody(res *registry.PollResult) []byte {
+// pollsBody builds the polls map shape (spec 4.9.2) for writeBody: the
+// framing text, interleaved with the registry's shared per-app payloads as
+// they are (nothing is copied or re-encoded per poller). The registry lists
+// each appid once.
+func pollsBody(res *registry.PollResult) [][]byte {
 	n := 64
 	for _, p := range res.Changed {
-		n += len(p.AppID) + len(p.JSON) + 4
+		n += len(p.AppID) + 4
 	}
 	for _, m := range res.Missing {
 		n += len(m) + 3
 	}
-	var buf bytes.Buffer
-	buf.Grow(n)
-	buf.WriteString(`{"code":0,"message":"0","data":{`)
-	seen := make(map[string]struct{}, len(res.Changed))
-	for _, p := range res.Changed {
-		if _, dup := seen[p.AppID]; dup {
-			continue
+	// frame never outgrows its capacity much; if it does, earlier parts keep
+	// pointing at the old array, whose bytes do not change.
+	frame := make([]byte, 0, n)
+	parts := make([][]byte, 0, 2*len(res.Changed)+1)
+	frame = append(frame, `{"code":0,"message":"0","data":{`...)
+	start := 0
+	for i, p := range res.Changed {
+		if i > 0 {
+			frame = append(frame, ',')
 		}
-		seen[p.AppID] = struct{}{}
-		if len(seen) > 1 {
-			buf.WriteByte(',')
-		}
-		buf.Write(appendJSONString(nil, p.AppID))
-		buf.WriteByte(':')
-		buf.Write(p.JSON)
+		frame = appendJSONString(frame, p.AppID)
+		frame = append(frame, ':')
+		parts = append(parts, frame[start:], p.JSON)
+		start = len(frame)
 	}
-	buf.WriteString(`},"error":{"-404":[`)
-	clear(seen)
-	for _, m := range res.Missing {
-		if _, dup := seen[m]; dup {
-			continue
+	frame = append(frame, `},"error":{"-404":[`...)
+	for i, m := range res.Missing {
+		if i > 0 {
+			frame = append(frame, ',')
 		}
-		seen[m] = struct{}{}
-		if len(seen) > 1 {
-			buf.WriteByte(',')
-		}
-		buf.Write(appendJSONString(nil, m))
+		frame = appendJSONString(frame, m)
 	}
-	buf.WriteString(`]}}`)
-	return buf.Bytes()
+	frame = append(frame, `]}}`...)
+	return append(parts, frame[start:])
 }

@@ -31,6 +31,9 @@ func holdFor(pollHold time.Duration, header string) time.Duration {
 	return min(pollHold, time.Duration(ms)*time.Millisecond-bmspyMargin)
 }
 
+// pollPrefix frames a poll success around the shared payload (spec 4.8.2).
+const pollPrefix = `{"code":0,"message":"0","ttl":1,"data":`
+
 // poll: GET /discovery/poll (spec 4.8), one appid.
 func (s *Server) poll(c echo.Context) error {
 	v, err := s.form(c)
@@ -51,13 +54,8 @@ func (s *Server) poll(c echo.Context) error {
 		return s.replyWriteError(c, err)
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
-		for _, ch := range res.Changed {
-			if ch.AppID == appid {
-				return writeBody(c, codeOK, envelope(codeOK, "", ch.JSON))
-			}
-		}
-		// The app vanished while held (spec 5.3.3).
-		return replyPollNotFound(c, appid)
+		// Poll answers only when the one appid changed.
+		return writeBody(c, codeOK, []byte(pollPrefix), res.Changed[0].JSON, []byte{'}'})
 	})
 }
 
@@ -72,7 +70,7 @@ func (s *Server) polls(c echo.Context) error {
 		return replyBadRequest(c, err)
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
-		return writeBody(c, codeOK, pollsBody(res))
+		return writeBody(c, codeOK, pollsBody(res)...)
 	})
 }
 

@@ -2,11 +2,19 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/registry"
 )
 
 func shortHold(c *Config) { c.PollHold = 200 * time.Millisecond }
@@ -369,5 +377,77 @@ func TestPolls_WakeIncludesTriggeringAppid(t *testing.T) {
 			t.Fatalf("%s: wake-up answer %+v, want %s with h1 only", path, ti, appA)
 		}
 		e.register(appA, z1, "h2")
+	}
+}
+
+// discardWriter is a ResponseWriter that keeps only the body length.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+
+// When many pollers get the same app version, their answers share the
+// registry's encoded payload: answering one more poller allocates far less
+// than the payload itself (no per-poller copy of the instance list), for
+// polls and for poll. The body still has the exact announced length.
+func TestPolls_AnswerSharesPayloadBytes(t *testing.T) {
+	e := newEnv(t)
+	for i := range 1000 {
+		in := registry.Instance{Env: tEnv, AppID: appA, Zone: z1, Hostname: fmt.Sprintf("host-%04d", i),
+			Addrs: []string{"grpc://10.0.0.1:9000", "http://10.0.0.1:8000"}, Status: 1,
+			Metadata: map[string]string{"weight": "10"}}
+		if _, _, err := e.reg.Register(in, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := e.srv.Handler()
+	for _, path := range []string{"/discovery/polls", "/discovery/poll"} {
+		u := path + "?" + pollsQuery(tEnv, "x", appA, 0).Encode()
+		serve := func() *discardWriter {
+			w := &discardWriter{h: http.Header{}}
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, u, nil))
+			return w
+		}
+		first := serve() // encodes the payload once
+		if first.code != http.StatusOK || first.n < 200_000 || first.h.Get("Content-Length") != strconv.Itoa(first.n) {
+			t.Fatalf("%s: HTTP %d, %d bytes, Content-Length %q", path, first.code, first.n, first.h.Get("Content-Length"))
+		}
+		const n = 20
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range n {
+			serve()
+		}
+		runtime.ReadMemStats(&after)
+		if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(first.n)/8 {
+			t.Errorf("%s: %d bytes allocated per answer of %d bytes: the payload is copied per poller", path, per, first.n)
+		} else {
+			t.Logf("%s: %d bytes allocated per answer of %d bytes", path, per, first.n)
+		}
+	}
+}
+
+// pollsBody's parts join into the exact map shape, also when escaped appids
+// make the framing outgrow its first allocation.
+func TestPollsBody_Parts(t *testing.T) {
+	esc := strings.Repeat(`<&>"`, 40)
+	res := &registry.PollResult{
+		Changed: []registry.AppPayload{{AppID: "a", JSON: []byte(`{"x":1}`)}, {AppID: esc, JSON: []byte(`{"y":2}`)}, {AppID: "c", JSON: []byte(`{}`)}},
+		Missing: []string{esc + "m", "n"},
+	}
+	got := string(slices.Concat(pollsBody(res)...))
+	q, _ := json.Marshal(esc)
+	qm, _ := json.Marshal(esc + "m")
+	want := `{"code":0,"message":"0","data":{"a":{"x":1},` + string(q) + `:{"y":2},"c":{}},"error":{"-404":[` + string(qm) + `,"n"]}}`
+	if got != want {
+		t.Fatalf("body\n got %s\nwant %s", got, want)
+	}
+	if got := string(slices.Concat(pollsBody(&registry.PollResult{Changed: res.Changed[:1]})...)); got != `{"code":0,"message":"0","data":{"a":{"x":1}},"error":{"-404":[]}}` {
+		t.Fatalf("body %s", got)
 	}
 }
