@@ -46,12 +46,8 @@ func (s *Server) poll(c echo.Context) error {
 	}
 	appid := p.Req.AppIDs[0]
 	// An unknown appid answers at once (spec 4.8.1) where polls would hold.
-	// Mask 0 matches no instance: an existence check that copies nothing.
-	if _, err := s.reg.Fetch(p.Req.Env, appid, p.Req.Zone, 0); err != nil {
-		if codeOf(err) == codeNotFound {
-			return replyPollNotFound(c, appid)
-		}
-		return s.replyWriteError(c, err)
+	if !s.reg.Exists(p.Req.Env, appid, p.Req.Zone) {
+		return replyPollNotFound(c, appid)
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
 		// Poll answers only when the one appid changed.

@@ -80,6 +80,15 @@ func (r *Registry) Fetch(env, appid, zone string, statusMask uint32) (*InstanceI
 	return buildInfo(e, id, groups, latest), nil
 }
 
+// Exists reports whether (env, appid) has an instance, in zone when zone is
+// not empty: what poll answers -404 for (spec 4.8.1). It copies nothing.
+func (r *Registry) Exists(env, appid, zone string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a := r.getApp(env, appid)
+	return a != nil && a.count > 0 && (zone == "" || a.bucket(zone) != nil)
+}
+
 // recRef points at a record with its location. Collected under mu, turned
 // into copies after mu is released (records are immutable), so that copying
 // the whole registry does not hold writers off.

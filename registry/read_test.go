@@ -114,6 +114,28 @@ func TestPollWakeManyPollersOneEncode(t *testing.T) {
 	}
 }
 
+func TestExists(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(waiting(inst(appA, z1, "h1")))
+	for _, c := range []struct {
+		env, appid, zone string
+		want             bool
+	}{
+		{env, appA, "", true}, {env, appA, z1, true}, {env, appA, z2, false},
+		{"dev", appA, "", false}, {env, appB, "", false},
+	} {
+		if got := r.Exists(c.env, c.appid, c.zone); got != c.want {
+			t.Errorf("Exists(%q, %q, %q) = %v", c.env, c.appid, c.zone, got)
+		}
+	}
+	if _, err := r.Cancel(keyOf(appA, z1, "h1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if r.Exists(env, appA, "") { // the app record outlives its last instance
+		t.Fatal("app without instances exists")
+	}
+}
+
 func TestFetch(t *testing.T) { // C30, C31, C32
 	r := newTestReg(t)
 	r.reg(inst(appA, z1, "h2"))
