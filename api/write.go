@@ -156,14 +156,8 @@ func (s *Server) set(c echo.Context) error {
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
-	// Name the offending hostname; the registry re-checks atomically.
-	for _, h := range p.Req.Hostnames {
-		k := registry.Key{Env: p.Req.Env, AppID: p.Req.AppID, Zone: p.Req.Zone, Hostname: h}
-		if _, ok := s.reg.Get(k); !ok {
-			return replyBadRequest(c, perr("hostname", "no instance %s of appid %s in env %s zone %s",
-				quoteTrunc(h), quoteTrunc(k.AppID), quoteTrunc(k.Env), quoteTrunc(k.Zone)))
-		}
-	}
+	// The registry checks the instances and changes them in one step; its
+	// errors name the offending field first, like ours.
 	changed, err := s.reg.Set(p.Req)
 	if err != nil {
 		return s.replyWriteError(c, err)

@@ -137,22 +137,18 @@ func packAddrs(in []string) []string {
 
 // validateInstance checks what every stored instance must have.
 func validateInstance(in *Instance) error {
-	for _, f := range [...]struct{ name, v string }{
-		{"env", in.Env}, {"appid", in.AppID}, {"zone", in.Zone}, {"hostname", in.Hostname},
-	} {
-		if f.v == "" {
-			return fmt.Errorf("%w: %s: must not be empty", ErrInvalid, f.name)
-		}
+	if err := validateKey(in.Key()); err != nil {
+		return err
 	}
 	if in.Status != StatusUp && in.Status != StatusWaiting {
-		return fmt.Errorf("%w: status: must be 1 or 2, got %d", ErrInvalid, in.Status)
+		return invalid("status", "must be 1 or 2, got %d", in.Status)
 	}
 	if len(in.Addrs) == 0 {
-		return fmt.Errorf("%w: addrs: at least one address is required", ErrInvalid)
+		return invalid("addrs", "at least one address is required")
 	}
 	for i, a := range in.Addrs {
 		if a == "" {
-			return fmt.Errorf("%w: addrs[%d]: must not be empty", ErrInvalid, i)
+			return invalid(fmt.Sprintf("addrs[%d]", i), "must not be empty")
 		}
 	}
 	return nil

@@ -258,14 +258,7 @@ func (r *Registry) changed(a *app) {
 }
 
 func validateKey(k Key) error {
-	for _, f := range [...]struct{ name, v string }{
-		{"env", k.Env}, {"appid", k.AppID}, {"zone", k.Zone}, {"hostname", k.Hostname},
-	} {
-		if f.v == "" {
-			return fmt.Errorf("%w: %s: must not be empty", ErrInvalid, f.name)
-		}
-	}
-	return nil
+	return requireFields("env", k.Env, "appid", k.AppID, "zone", k.Zone, "hostname", k.Hostname)
 }
 
 // Register stores in (client or replicated register). in.DirtyTimestamp == 0
@@ -471,17 +464,19 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 	if ts == 0 {
 		ts = now
 	}
+	// Every failure here is about the hostnames: none of them is registered
+	// under (env, appid, zone).
 	a := r.getApp(req.Env, req.AppID)
 	if a == nil || a.count == 0 {
-		return nil, fmt.Errorf("%w: appid: %q has no instance in env %q", ErrInvalid, req.AppID, req.Env)
+		return nil, invalid("hostname", "%q: appid %q has no instance in env %q", req.Hostnames[0], req.AppID, req.Env)
 	}
 	b := a.bucket(req.Zone)
 	if b == nil {
-		return nil, fmt.Errorf("%w: zone: %q has no instance of %q", ErrInvalid, req.Zone, req.AppID)
+		return nil, invalid("hostname", "%q: zone %q has no instance of appid %q", req.Hostnames[0], req.Zone, req.AppID)
 	}
 	for _, h := range req.Hostnames {
 		if b.get(h) == nil {
-			return nil, fmt.Errorf("%w: hostname: %q is not registered in %s/%s/%s", ErrInvalid, h, req.Env, req.AppID, req.Zone)
+			return nil, invalid("hostname", "%q is not registered in %s/%s/%s", h, req.Env, req.AppID, req.Zone)
 		}
 	}
 
@@ -513,35 +508,31 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 }
 
 func validateSet(req *SetRequest) error {
-	for _, f := range [...]struct{ name, v string }{
-		{"env", req.Env}, {"appid", req.AppID}, {"zone", req.Zone},
-	} {
-		if f.v == "" {
-			return fmt.Errorf("%w: %s: must not be empty", ErrInvalid, f.name)
-		}
+	if err := requireFields("env", req.Env, "appid", req.AppID, "zone", req.Zone); err != nil {
+		return err
 	}
 	n := len(req.Hostnames)
 	if n == 0 {
-		return fmt.Errorf("%w: hostname: at least one is required", ErrInvalid)
+		return invalid("hostname", "at least one is required")
 	}
 	for i, h := range req.Hostnames {
 		if h == "" {
-			return fmt.Errorf("%w: hostname[%d]: must not be empty", ErrInvalid, i)
+			return invalid(fmt.Sprintf("hostname[%d]", i), "must not be empty")
 		}
 	}
 	if len(req.Statuses) != 0 && len(req.Statuses) != n {
-		return fmt.Errorf("%w: status: %d values for %d hostnames", ErrInvalid, len(req.Statuses), n)
+		return invalid("status", "%d values for %d hostnames", len(req.Statuses), n)
 	}
 	if len(req.Metadata) != 0 && len(req.Metadata) != n {
-		return fmt.Errorf("%w: metadata: %d values for %d hostnames", ErrInvalid, len(req.Metadata), n)
+		return invalid("metadata", "%d values for %d hostnames", len(req.Metadata), n)
 	}
 	for i, s := range req.Statuses {
 		if s != StatusUp && s != StatusWaiting {
-			return fmt.Errorf("%w: status[%d]: must be 1 or 2, got %d", ErrInvalid, i, s)
+			return invalid(fmt.Sprintf("status[%d]", i), "must be 1 or 2, got %d", s)
 		}
 	}
 	if req.SetTimestamp < 0 {
-		return fmt.Errorf("%w: set_timestamp: must be >= 0, got %d", ErrInvalid, req.SetTimestamp)
+		return invalid("set_timestamp", "must be >= 0, got %d", req.SetTimestamp)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -136,11 +137,34 @@ type Clock interface {
 	Now() time.Time
 }
 
+// invalidError is an ErrInvalid whose text names the offending field first
+// ("status: must be 1 or 2, got 3"), so callers can show it as is.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(field, format string, args ...any) error {
+	return &invalidError{msg: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// requireFields returns an ErrInvalid naming the first empty value of
+// name, value pairs.
+func requireFields(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			return invalid(pairs[i], "must not be empty")
+		}
+	}
+	return nil
+}
+
 // Errors returned by the registry. The api package maps them to discovery
 // error codes: ErrInvalid → -400, ErrNotFound → -404, ErrConflict → -409.
 var (
 	// ErrInvalid: the request is malformed (set on unknown instance, bad
-	// status, mismatched lists...). Nothing was changed.
+	// status, mismatched lists...). Nothing was changed. The error text
+	// starts with the name of the offending field.
 	ErrInvalid = errors.New("invalid request")
 	// ErrNotFound: the instance or app does not exist, or (replicated renew)
 	// the receiver's copy is older than the sender's, so the sender should
