@@ -283,7 +283,6 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 	nr := newRec(&in) // allocations and interning outside the lock
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	now := r.now()
 	a := r.ensureApp(in.Env, in.AppID)
 	_, old := a.lookup(in.Zone, in.Hostname)
@@ -318,7 +317,8 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 	}
 	a.advance(max(now, clampFuture(latestHint, now)))
 	r.changed(a)
-	if cur != nil {
+	r.mu.Unlock()
+	if cur != nil { // records are immutable: copy outside the lock
 		stored = cur.instance(in.Env, in.AppID, in.Zone, false)
 	}
 	return stored, applied, nil
@@ -332,18 +332,19 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 // pollers, never moves a latest timestamp.
 func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	a := r.getApp(k.Env, k.AppID)
-	if a == nil {
-		return Instance{}, ErrNotFound
+	var rc *rec
+	if a := r.getApp(k.Env, k.AppID); a != nil {
+		_, rc = a.lookup(k.Zone, k.Hostname)
 	}
-	_, rc := a.lookup(k.Zone, k.Hostname)
 	if rc == nil {
+		r.mu.RUnlock()
 		return Instance{}, ErrNotFound
 	}
 	rc.renew.Store(r.now())
 	r.renews.Add(1)
-	ins := rc.instance(a.env, a.id, k.Zone, false)
+	r.mu.RUnlock()
+	// rc is immutable apart from renew: copy it without holding writers off.
+	ins := rc.instance(k.Env, k.AppID, k.Zone, false)
 	if replicated {
 		switch {
 		case rc.dirty < dirty:
