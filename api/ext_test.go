@@ -74,6 +74,7 @@ func TestPrometheusTargets(t *testing.T) {
 		"":                                   {"dev/d1/10.0.0.9:8000", "prod/h1/10.0.0.1:8000", "prod/h1/10.0.0.1:8001", "prod/b1/10.0.0.3:8000"},
 		"env=prod":                           {"prod/h1/10.0.0.1:8000", "prod/h1/10.0.0.1:8001", "prod/b1/10.0.0.3:8000"},
 		"env=prod&appid=demo.b":              {"prod/b1/10.0.0.3:8000"},
+		"env=prod&appid=demo.b&appid=demo.b": {"prod/b1/10.0.0.3:8000"}, // one group per target, however often asked
 		"env=prod&appid=demo.a&appid=demo.b": {"prod/h1/10.0.0.1:8000", "prod/h1/10.0.0.1:8001", "prod/b1/10.0.0.3:8000"},
 		"appid=demo.a":                       {"dev/d1/10.0.0.9:8000", "prod/h1/10.0.0.1:8000", "prod/h1/10.0.0.1:8001"},
 		"env=prod&zone=sh002":                nil,

@@ -533,6 +533,9 @@ func parseTargets(v url.Values, l Limits) (targetParams, error) {
 	if p.AppIDs, err = formList(v, "appid", l.MaxAppIDs, l.MaxStringLen); err != nil {
 		return p, err
 	}
+	// A set: an appid asked twice must not list its targets twice.
+	slices.Sort(p.AppIDs)
+	p.AppIDs = slices.Compact(p.AppIDs)
 	if p.Zone, err = formString(v, "zone", l.MaxStringLen); err != nil {
 		return p, err
 	}
