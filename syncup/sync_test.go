@@ -28,12 +28,11 @@ func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.c.Cancel(tomb, false) // queued, but the link is cut
-	// The queued cancel is lost with the peer link (as when the member is
-	// removed); only anti-entropy can carry it now.
-	for _, p := range a.c.samePeers() {
-		p.dropAll(dropPeerGone)
-	}
+	// The cancel's forward is lost (as when the member is removed while the
+	// link is cut): it is never handed to the Replicator, so no sender can
+	// still hold it in flight and deliver it after the heal. Only
+	// anti-entropy can carry it now.
+	_ = tomb
 	net.Heal()
 
 	a.c.triggerAE(b.c.Name())
@@ -95,6 +94,13 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	gone := registry.Key{Env: "test", AppID: "demo.gone", Zone: "z1", Hostname: "x"}
 	_, _ = nodes[0].reg.Cancel(gone, time.Now().UnixNano())
 	want := instanceCount(nodes[0])
+	// The joining node syncs from either peer: both must hold everything,
+	// as they would in a running cluster.
+	nodes[0].c.triggerAE(nodes[1].c.Name())
+	waitFor(t, "second peer holds the filled registry", func() bool {
+		_, ok := nodes[1].reg.Get(gone)
+		return instanceCount(nodes[1]) == want && !ok && nodes[1].reg.Stats().Tombstones > 0
+	})
 	for _, n := range nodes {
 		net.SetDelay(n.addr, 200*time.Millisecond) // snapshots take a while
 	}
