@@ -126,6 +126,16 @@ func (r *Registry) ensureApp(env, id string) *app {
 	return a
 }
 
+// find locates k's record (nil parts when absent). Caller holds mu.
+func (r *Registry) find(k Key) (*app, *zoneBucket, *rec) {
+	a := r.getApp(k.Env, k.AppID)
+	if a == nil {
+		return nil, nil, nil
+	}
+	b, rc := a.lookup(k.Zone, k.Hostname)
+	return a, b, rc
+}
+
 func (a *app) bucket(zone string) *zoneBucket {
 	for _, b := range a.zones {
 		if b.name == zone {
@@ -332,10 +342,7 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 // pollers, never moves a latest timestamp.
 func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) {
 	r.mu.RLock()
-	var rc *rec
-	if a := r.getApp(k.Env, k.AppID); a != nil {
-		_, rc = a.lookup(k.Zone, k.Hostname)
-	}
+	_, _, rc := r.find(k)
 	if rc == nil {
 		r.mu.RUnlock()
 		return Instance{}, ErrNotFound
@@ -378,12 +385,7 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	var b *zoneBucket
-	var old *rec
-	a := r.getApp(k.Env, k.AppID)
-	if a != nil {
-		b, old = a.lookup(k.Zone, k.Hostname)
-	}
+	a, b, old := r.find(k)
 	if old == nil {
 		if at == 0 {
 			return Tombstone{Key: k}, ErrNotFound
@@ -412,18 +414,14 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 // record). Absent → ErrNotFound.
 func (r *Registry) Evict(k Key) (Instance, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	a := r.getApp(k.Env, k.AppID)
-	if a == nil {
-		return Instance{}, ErrNotFound
-	}
-	b, rc := a.lookup(k.Zone, k.Hostname)
+	a, b, rc := r.find(k)
 	if rc == nil {
+		r.mu.Unlock()
 		return Instance{}, ErrNotFound
 	}
-	ins := rc.instance(a.env, a.id, b.name, false)
 	r.evictLocked(a, b, rc, r.now())
-	return ins, nil
+	r.mu.Unlock()
+	return rc.instance(k.Env, k.AppID, k.Zone, false), nil
 }
 
 func (r *Registry) evictLocked(a *app, b *zoneBucket, rc *rec, now int64) {
@@ -589,14 +587,10 @@ func (r *Registry) Import(in Instance) (applied bool) {
 // Get returns a copy of one instance.
 func (r *Registry) Get(k Key) (Instance, bool) {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	a := r.getApp(k.Env, k.AppID)
-	if a == nil {
-		return Instance{}, false
-	}
-	_, rc := a.lookup(k.Zone, k.Hostname)
+	_, _, rc := r.find(k)
+	r.mu.RUnlock()
 	if rc == nil {
 		return Instance{}, false
 	}
-	return rc.instance(a.env, a.id, k.Zone, false), true
+	return rc.instance(k.Env, k.AppID, k.Zone, false), true
 }
