@@ -16,8 +16,13 @@ PROJECT   ?= discovery
 # Compose v2 plugin if present, else Debian's docker-compose 1.29.
 COMPOSE   ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi)
 
+# Open-file limit of each node: 65536, or less when this shell's hard limit is
+# lower (an engine cannot grant containers more than it has; some sandboxed
+# engines allow only 20000).
+DISCO_NOFILE ?= $(shell n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -ge 65536 ]; then echo 65536; else echo $$n; fi)
+
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-COMPOSE_CMD = DISCOVERY_IMAGE=$(IMAGE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
+COMPOSE_CMD = DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
 .PHONY: help build image test test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean
