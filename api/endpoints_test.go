@@ -335,3 +335,29 @@ func TestNodes(t *testing.T) {
 		t.Fatalf("empty node list: %s", r.Body)
 	}
 }
+
+// A far-future version timestamp (here MaxInt64, more than a day ahead of
+// the node's clock) is -400 naming the field and changes nothing; before,
+// set_timestamp=MaxInt64 then a cancel left the key unregistrable: every
+// later register answered 0 and stored nothing.
+func TestWrites_FarFutureTimestampsRejected(t *testing.T) {
+	e := newEnv(t)
+	e.register(appA, z1, "h1")
+	const far = "9223372036854775807"
+	e.unchanged(func() {
+		e.post("/discovery/set", form("zone", z1, "env", tEnv, "appid", appA, "hostname", "h1", "status", "1",
+			"set_timestamp", far)).wantBadParam("set_timestamp")
+		e.post("/discovery/register", regForm(appA, z1, "h1", "replication", "true", "dirty_timestamp", far)).
+			wantBadParam("dirty_timestamp")
+		e.post("/discovery/cancel", with(keyForm(appA, z1, "h1"), "replication", "true", "latest_timestamp", far)).
+			wantBadParam("latest_timestamp")
+	})
+	if c := e.repl.counts(); c != [4]int{1, 0, 0, 0} {
+		t.Fatalf("rejected writes forwarded: %v", c)
+	}
+	e.post("/discovery/cancel", keyForm(appA, z1, "h1")).wantCode(0)
+	e.register(appA, z1, "h1")
+	if got := e.hostsOf(appA); !slices.Equal(got, []string{"h1"}) {
+		t.Fatalf("re-register after cancel: hosts %v", got)
+	}
+}

@@ -104,6 +104,19 @@ const maxFutureLatest = int64(24 * time.Hour)
 
 func clampFuture(t, now int64) int64 { return min(t, now+maxFutureLatest) }
 
+// tooFarAhead refuses a version timestamp (dirty_timestamp, set_timestamp,
+// cancel time) more than maxFutureLatest ahead of the clock: such a value
+// outranks every later write, and a tombstone at it could never be passed
+// (a register needs dirty_timestamp > tombstone; tomb+1 overflows at
+// MaxInt64), so the key would stay unregistrable. A peer's clock may run
+// ahead, but not by a day.
+func (r *Registry) tooFarAhead(field string, t int64) error {
+	if t > r.now()+maxFutureLatest {
+		return invalid(field, "%d is more than %s ahead of this node's clock", t, time.Duration(maxFutureLatest))
+	}
+	return nil
+}
+
 func (r *Registry) getApp(env, id string) *app {
 	es := r.envs[env]
 	if es == nil {
@@ -278,7 +291,8 @@ func validateKey(k Key) error {
 // newer) the stored state is kept and applied is false; the app
 // latest_timestamp still advances (max(now, prev+1), also fed by latestHint)
 // and pollers wake. stored is the resulting stored copy. Returns ErrInvalid
-// for a status outside {1,2}, no addrs or an empty key field.
+// for a status outside {1,2}, no addrs, an empty key field or a
+// dirty_timestamp more than a day ahead of the clock.
 //
 // A client register (dirty 0) is by definition the newest version: its
 // dirty_timestamp is now, raised to the stored copy's dirty_timestamp or to
@@ -288,6 +302,9 @@ func validateKey(k Key) error {
 // by a tombstone) stored is the zero Instance.
 func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, applied bool, err error) {
 	if err := validateInstance(&in); err != nil {
+		return Instance{}, false, err
+	}
+	if err := r.tooFarAhead("dirty_timestamp", in.DirtyTimestamp); err != nil {
 		return Instance{}, false, err
 	}
 	nr := newRec(&in) // allocations and interning outside the lock
@@ -376,9 +393,14 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 // ahead. The app latest_timestamp becomes max(at, prev+1) (spec 3.3: clients
 // send no latest_timestamp, so prev+1). When nothing is recorded (ErrConflict,
 // or ErrNotFound with at == 0) the returned tombstone has At == 0. A negative
-// at counts as 0; an empty key field is ErrInvalid.
+// at counts as 0; an empty key field or an at more than a day ahead of the
+// clock is ErrInvalid.
 func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 	if err := validateKey(k); err != nil {
+		return Tombstone{}, err
+	}
+	// The cancel time travels as latest_timestamp on the wire (spec 4.0).
+	if err := r.tooFarAhead("latest_timestamp", at); err != nil {
 		return Tombstone{}, err
 	}
 	at = max(at, 0)
@@ -443,9 +465,12 @@ func (r *Registry) evictLocked(a *app, b *zoneBucket, rc *rec, now int64) {
 // timestamp (up_timestamp too when the status is set to 1). The app
 // latest_timestamp advances to max(set timestamp, prev+1) and pollers wake
 // when at least one instance changed (fix of Defect D3). A negative
-// SetTimestamp is ErrInvalid.
+// SetTimestamp, or one more than a day ahead of the clock, is ErrInvalid.
 func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 	if err := validateSet(&req); err != nil {
+		return nil, err
+	}
+	if err := r.tooFarAhead("set_timestamp", req.SetTimestamp); err != nil {
 		return nil, err
 	}
 	var metas []metaHandle
@@ -542,13 +567,20 @@ func validateSet(req *SetRequest) error {
 // newer tombstone exists. The app latest_timestamp becomes
 // max(in.LatestTimestamp, prev+1); pollers wake.
 //
-// Details: an invalid copy (empty key field, bad status, no addrs) is
-// refused; a zero timestamp in the copy is replaced by now (timestamps are
+// Details: an invalid copy (empty key field, bad status, no addrs, a
+// timestamp more than a day ahead of the clock) is refused; a zero timestamp in the copy is replaced by now (timestamps are
 // never 0 on the wire); a tombstone at t blocks copies with dirty <= t. When
 // the copy is not applied nothing changes (no advance, no wake-up).
 func (r *Registry) Import(in Instance) (applied bool) {
 	if validateInstance(&in) != nil {
 		return false
+	}
+	for _, t := range [...]int64{in.RegTimestamp, in.UpTimestamp, in.RenewTimestamp, in.DirtyTimestamp, in.LatestTimestamp} {
+		// A far-future renew_timestamp would also keep the copy from ever
+		// being evicted.
+		if r.tooFarAhead("timestamp", t) != nil {
+			return false
+		}
 	}
 	nr := newRec(&in)
 	r.mu.Lock()

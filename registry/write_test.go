@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -814,5 +815,60 @@ func TestTimestampsTable(t *testing.T) { // C16, C17, C20
 	g = r.get(k)
 	if g.RegTimestamp != t3 || g.UpTimestamp != t1 || g.RenewTimestamp != t3 || g.DirtyTimestamp != t3 || g.LatestTimestamp != t3 {
 		t.Fatalf("re-register timestamps: %+v (t1 %d t3 %d)", g, t1, t3)
+	}
+}
+
+// A version timestamp (dirty_timestamp, set_timestamp, cancel time, imported
+// timestamps) more than maxFutureLatest ahead of the clock is refused with
+// nothing changed: such a value (e.g. MaxInt64) would outrank every later
+// write, and a cancel of it left a tombstone no register could pass (its
+// dirty_timestamp would have to be tomb+1, which overflowed), so the key
+// could not be registered again for TombstoneTTL.
+func TestFarFutureVersionsRefused(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	for _, far := range []int64{r.now() + maxFutureLatest + 1, math.MaxInt64} {
+		before, latest := r.Snapshot(), r.latest(appA)
+		wantField := func(what string, err error, field string) {
+			t.Helper()
+			if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), field+":") {
+				t.Fatalf("%s at %d: err %v, want ErrInvalid naming %s", what, far, err, field)
+			}
+		}
+		in := inst(appA, z1, "h1")
+		in.DirtyTimestamp = far
+		_, _, err := r.Register(in, 0)
+		wantField("Register", err, "dirty_timestamp")
+		_, err = r.Set(SetRequest{Env: env, AppID: appA, Zone: z1, Hostnames: []string{"h1"}, Statuses: []uint32{2}, SetTimestamp: far})
+		wantField("Set", err, "set_timestamp")
+		_, err = r.Cancel(keyOf(appA, z1, "h1"), far)
+		wantField("Cancel", err, "latest_timestamp")
+		_, err = r.Cancel(keyOf(appA, z1, "absent"), far)
+		wantField("Cancel of an absent key", err, "latest_timestamp")
+		if r.Import(in) {
+			t.Fatal("Import of a far-future dirty_timestamp applied")
+		}
+		in2 := inst(appA, z1, "h9")
+		in2.DirtyTimestamp, in2.RenewTimestamp = r.now(), far // would never be evicted
+		if r.Import(in2) {
+			t.Fatal("Import of a far-future renew_timestamp applied")
+		}
+		if d := cmp.Diff(before, r.Snapshot()); d != "" || r.latest(appA) != latest {
+			t.Fatalf("refused writes changed state (-before +after):\n%s", d)
+		}
+	}
+	// Up to the bound a peer's clock may run ahead; cancel and re-register
+	// still work after it.
+	in := inst(appA, z1, "h1")
+	in.DirtyTimestamp = r.now() + maxFutureLatest
+	if _, applied, err := r.Register(in, 0); err != nil || !applied {
+		t.Fatalf("Register at the bound: %v %v", applied, err)
+	}
+	if _, err := r.Cancel(keyOf(appA, z1, "h1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	r.reg(inst(appA, z1, "h1"))
+	if got := r.get(keyOf(appA, z1, "h1")); got.DirtyTimestamp <= in.DirtyTimestamp {
+		t.Fatalf("re-register after the cancel: dirty %d", got.DirtyTimestamp)
 	}
 }
