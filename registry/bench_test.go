@@ -129,8 +129,7 @@ func BenchmarkPollWake10000(b *testing.B) {
 					return
 				}
 				<-w.C()
-				w.Close()
-				res, w2 := r.Poll(req)
+				res, w2 := r.Repoll(req, w)
 				if w2 != nil {
 					w2.Close()
 					b.Error("woken but nothing to answer")
