@@ -105,15 +105,16 @@ type Cluster struct {
 	meta     nodeMeta
 	metaEnc  atomic.Pointer[[]byte]
 	started  atomic.Bool
-	stopping atomic.Bool // shutdown began: no new ops
+	stopping atomic.Bool // shutdown began: loops stop, no crash handling
 	ready    atomic.Bool
 	readyCh  chan struct{}
 	joinDone chan struct{}
 	startAt  time.Time
 
-	mu    sync.RWMutex
-	peers map[string]*peer // same-zone members by gossip name
-	zones map[string]*peer // remote zone links by zone name
+	mu     sync.RWMutex
+	peers  map[string]*peer // same-zone members by gossip name
+	zones  map[string]*peer // remote zone links by zone name
+	closed bool             // Replicator closed (Shutdown): no new ops, no new peers
 
 	memMu   sync.RWMutex
 	members map[string]memberState  // other live members, from gossip callbacks
@@ -139,6 +140,8 @@ type Cluster struct {
 	evCancel   context.CancelFunc
 	evLoop     sync.WaitGroup
 
+	leaveOnce    sync.Once // BeginShutdown
+	leaveErr     error
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -350,33 +353,26 @@ func (c *Cluster) markReady(why string) {
 // Handler serves the internal peer endpoints (mount at /discovery/internal/).
 func (c *Cluster) Handler() http.Handler { return &handler{c: c} }
 
-func (c *Cluster) running() bool { return c.started.Load() && !c.stopping.Load() }
-
-// Shutdown leaves the cluster gracefully, in order: announce "leaving" in
-// gossip meta, stop the background loops, cancel our infra.discovery record
-// (replicated), drain the replication queues until ctx ends, leave and
-// stop gossip, and wait for every goroutine. Safe to call more than once.
-func (c *Cluster) Shutdown(ctx context.Context) error {
-	c.shutdownOnce.Do(func() { c.shutdownErr = c.shutdown(ctx, true) })
-	return c.shutdownErr
+// BeginShutdown is the first half of a graceful Shutdown: it announces
+// "leaving" in gossip meta (peers list this node as LOST and do not treat
+// its departure as a crash), stops the background loops (join, sync,
+// anti-entropy, self-renew) and cancels the node's own infra.discovery
+// record, replicated. The Replicator keeps forwarding until Shutdown: the
+// caller should stop taking client writes (close HTTP) between the two
+// calls, so every write it acknowledged is queued before the drain.
+// Idempotent; Shutdown calls it when it was not called.
+func (c *Cluster) BeginShutdown(ctx context.Context) error {
+	c.leaveOnce.Do(func() { c.leaveErr = c.beginShutdown(ctx, true) })
+	return c.leaveErr
 }
 
-func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
-	if !c.started.Load() || c.ml == nil { // never started, or Start failed
-		c.stopping.Store(true)
-		c.loopCancel()
-		c.peerCancel()
-		c.evCancel()
-		if c.ownTr != nil {
-			c.ownTr.CloseIdleConnections()
-		}
-		return nil
-	}
-	var errs []error
-	if graceful {
+func (c *Cluster) beginShutdown(ctx context.Context, graceful bool) error {
+	c.stopping.Store(true)
+	var err error
+	if graceful && c.ml != nil {
 		c.setMetaStatus(metaLeaving)
-		if err := c.ml.UpdateNode(boundedTimeout(ctx, time.Second)); err != nil {
-			errs = append(errs, fmt.Errorf("announce leave: %w", err))
+		if e := c.ml.UpdateNode(boundedTimeout(ctx, time.Second)); e != nil {
+			err = fmt.Errorf("announce leave: %w", e)
 		}
 	}
 	// The loops stop before the cancel: a self renew still running would
@@ -384,13 +380,42 @@ func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
 	// cancel, on every peer.
 	c.loopCancel()
 	c.loops.Wait()
-	if graceful {
+	if graceful && c.ml != nil {
 		c.cancelSelf()
 	}
-	c.stopping.Store(true)
+	return err
+}
+
+// Shutdown leaves the cluster, in order: BeginShutdown (unless done
+// already), close the Replicator (later writes are not forwarded), drain
+// the replication queues until they are empty or ctx ends, leave and stop
+// gossip, and wait for every goroutine. Safe to call more than once.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	c.shutdownOnce.Do(func() { c.shutdownErr = c.shutdown(ctx, true) })
+	return c.shutdownErr
+}
+
+func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
+	c.leaveOnce.Do(func() { c.leaveErr = c.beginShutdown(ctx, graceful) })
+	errs := []error{c.leaveErr}
+	// Closing under mu orders it after every enqueue in progress and
+	// before any later one: from here no op is added and no peer (sender)
+	// either, so the queues hold everything the drain must deliver.
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	if c.ml == nil { // never started, or Start failed
+		c.peerCancel()
+		c.evCancel()
+		if c.ownTr != nil {
+			c.ownTr.CloseIdleConnections()
+		}
+		return errors.Join(errs...)
+	}
 
 	// Drain: every sender exits once its queue is empty; at the deadline
-	// the rest is dropped.
+	// the rest is dropped. Gossip still runs, so a peer declared dead
+	// meanwhile is removed and stops holding the drain.
 	allDone := make(chan struct{})
 	go func() { c.senders.Wait(); close(allDone) }()
 	if graceful {

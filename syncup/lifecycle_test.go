@@ -74,3 +74,42 @@ func TestShutdown_SelfRenewDoesNotResurrectCancelledRecord(t *testing.T) {
 		t.Fatal("A holds B's record after B's graceful leave (re-registered behind the cancel)")
 	}
 }
+
+// Durability at a graceful stop: between BeginShutdown (leave announced,
+// own record cancelled) and Shutdown the caller stops taking client writes
+// (cmd closes HTTP). A write accepted in that window is still forwarded,
+// and Shutdown returns only once it is delivered.
+func TestShutdown_WritesAcceptedBeforeDrainAreDelivered(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.c.BeginShutdown(ctx); err != nil {
+		t.Fatalf("BeginShutdown: %v", err)
+	}
+	if err := a.c.BeginShutdown(ctx); err != nil {
+		t.Fatalf("second BeginShutdown must be a no-op: %v", err)
+	}
+	if a.has(a.c.selfKey()) {
+		t.Fatal("BeginShutdown did not cancel the node's own record")
+	}
+	waitFor(t, "B sees A leaving", func() bool { return statusOf(b.c.Nodes(), a.addr) == NodeLost })
+
+	late := a.clientRegister(t, testInstance("demo.late", "z1")) // in flight on HTTP during its shutdown
+	if err := a.c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if !b.has(late.Key()) {
+		t.Fatal("a write accepted before the drain was not delivered by Shutdown")
+	}
+	if b.has(a.c.selfKey()) {
+		t.Fatal("A's own record still on B after the graceful stop")
+	}
+	// After Shutdown the Replicator is inert.
+	after := a.clientRegister(t, testInstance("demo.after", "z1"))
+	quiet(t, a, b)
+	if b.has(after.Key()) {
+		t.Fatal("a write after Shutdown was forwarded")
+	}
+}

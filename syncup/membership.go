@@ -162,9 +162,6 @@ func (c *Cluster) eventLoop() {
 // reconcile makes the same-zone peer set equal to gossip's live members
 // and returns the peers it added.
 func (c *Cluster) reconcile() []*peer {
-	if c.stopping.Load() {
-		return nil
-	}
 	live := map[string]nodeMeta{}
 	for name, ms := range c.memberTable() {
 		if ms.metaErr != nil {
@@ -192,6 +189,9 @@ func (c *Cluster) reconcile() []*peer {
 				p.addr.Store(&a)
 			}
 			continue
+		}
+		if c.closed {
+			continue // shutting down: peers may go, none is added
 		}
 		p := c.newPeer(name, "", m.HTTPAddr)
 		c.peers[name] = p

@@ -15,78 +15,63 @@ import (
 // and, when fromZone is false, to one node per other zone (spec 7.2). ins
 // is the stored copy (its dirty_timestamp travels with it). Never blocks.
 func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
-	if !c.running() {
-		return
-	}
-	cp := cloneInstance(ins)
-	c.fanout(&Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: cp})
-	if !fromZone {
-		c.crossZone(&Op{Kind: OpRegister, FromZone: true, Instance: cp})
-	}
+	c.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins)}, !fromZone)
 }
 
 // Renew forwards a renew with the sender's dirty_timestamp, so peers answer
 // the -404/-409 handshake (spec 7.3). Cross-zone only for instances of our
 // own zone. Never blocks.
 func (c *Cluster) Renew(ins registry.Instance, fromZone bool) {
-	if !c.running() {
-		return
-	}
 	k := ins.Key()
-	c.fanout(&Op{Kind: OpRenew, Replication: true, FromZone: true, Key: &k, DirtyTimestamp: ins.DirtyTimestamp})
-	if !fromZone && ins.Zone == c.self.Zone {
-		c.crossZone(&Op{Kind: OpRenew, FromZone: true, Key: &k, DirtyTimestamp: ins.DirtyTimestamp})
-	}
+	c.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, !fromZone && k.Zone == c.self.Zone)
 }
 
 // Cancel forwards a cancel carrying the tombstone time, so a cancel
 // replayed late never removes a newer registration. Cross-zone only for
 // instances of our own zone. Never blocks.
 func (c *Cluster) Cancel(t registry.Tombstone, fromZone bool) {
-	if !c.running() {
-		return
-	}
 	k := t.Key
 	at := t.At
 	if at <= 0 {
 		at = time.Now().UnixNano()
 	}
-	c.fanout(&Op{Kind: OpCancel, Replication: true, FromZone: true, Key: &k, DirtyTimestamp: at})
-	if !fromZone && k.Zone == c.self.Zone {
-		c.crossZone(&Op{Kind: OpCancel, FromZone: true, Key: &k, DirtyTimestamp: at})
-	}
+	c.forward(Op{Kind: OpCancel, Key: &k, DirtyTimestamp: at}, !fromZone && k.Zone == c.self.Zone)
 }
 
 // Set forwards an accepted set with its set_timestamp, so every node stamps
 // the same value. req.SetTimestamp should be the value the local registry
 // used; 0 is replaced by now. Never blocks.
 func (c *Cluster) Set(req registry.SetRequest, fromZone bool) {
-	if !c.running() {
-		return
-	}
 	s := setOpFrom(req)
 	if s.SetTimestamp <= 0 {
 		s.SetTimestamp = time.Now().UnixNano()
 	}
-	c.fanout(&Op{Kind: OpSet, Replication: true, FromZone: true, Set: s})
-	if !fromZone {
-		c.crossZone(&Op{Kind: OpSet, FromZone: true, Set: s})
-	}
+	c.forward(Op{Kind: OpSet, Set: s}, !fromZone)
 }
 
-func (c *Cluster) fanout(op *Op) {
+// forward queues op for every same-zone peer, marked replicated, and, when
+// crossZone, for one node per other zone as an original from-zone write
+// (spec 7.2). Once Shutdown closed the Replicator it does nothing. The
+// check and the enqueues happen under one read lock, so Shutdown's drain
+// sees every op accepted before it closed.
+func (c *Cluster) forward(op Op, crossZone bool) {
+	same := op
+	same.Replication, same.FromZone = true, true
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
 	for _, p := range c.peers {
-		p.enqueue(op)
+		p.enqueue(&same)
 	}
-}
-
-func (c *Cluster) crossZone(op *Op) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	if !crossZone || len(c.zones) == 0 {
+		return
+	}
+	cross := op
+	cross.Replication, cross.FromZone = false, true
 	for _, p := range c.zones {
-		p.enqueue(op)
+		p.enqueue(&cross)
 	}
 }
 
@@ -109,8 +94,9 @@ func (c *Cluster) serveReplicate(_ context.Context, req *ReplicateRequest) (*Rep
 }
 
 func (c *Cluster) applyOp(op *Op) OpResult {
-	// An original write from another zone is forwarded inside our zone.
-	forward := !op.Replication && c.running()
+	// An original write from another zone is forwarded inside our zone
+	// only (forward with crossZone false).
+	forward := !op.Replication
 	switch op.Kind {
 	case OpRegister:
 		stored, applied, err := c.reg.Register(*op.Instance, op.Instance.LatestTimestamp)
@@ -118,7 +104,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 			return errResult(err)
 		}
 		if forward {
-			c.fanout(&Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: &stored})
+			c.forward(Op{Kind: OpRegister, Instance: &stored}, false)
 		}
 		return OpResult{Code: CodeOK, Applied: applied}
 	case OpImport:
@@ -128,7 +114,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 		switch {
 		case err == nil:
 			if forward {
-				c.fanout(&Op{Kind: OpRenew, Replication: true, FromZone: true, Key: op.Key, DirtyTimestamp: ins.DirtyTimestamp})
+				c.forward(Op{Kind: OpRenew, Key: op.Key, DirtyTimestamp: ins.DirtyTimestamp}, false)
 			}
 			return OpResult{Code: CodeOK}
 		case errors.Is(err, registry.ErrConflict):
@@ -145,7 +131,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 			if t.At == 0 {
 				t = registry.Tombstone{Key: *op.Key, At: op.DirtyTimestamp}
 			}
-			c.fanout(&Op{Kind: OpCancel, Replication: true, FromZone: true, Key: op.Key, DirtyTimestamp: t.At})
+			c.forward(Op{Kind: OpCancel, Key: op.Key, DirtyTimestamp: t.At}, false)
 		}
 		if err != nil {
 			return errResult(err)
@@ -156,7 +142,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 			return errResult(err)
 		}
 		if forward {
-			c.fanout(&Op{Kind: OpSet, Replication: true, FromZone: true, Set: op.Set})
+			c.forward(Op{Kind: OpSet, Set: op.Set}, false)
 		}
 		return OpResult{Code: CodeOK}
 	}

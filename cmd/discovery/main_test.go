@@ -619,3 +619,94 @@ func TestLocalAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestServe_GracefulStopDeliversAckedWrites: a node stopping on SIGTERM
+// replicates every write it acknowledged. Clients keep registering on it
+// while it stops; once it has exited, its peer holds every instance the
+// stopping node answered code 0 for (spec 7.2.2: the answer precedes the
+// forward, so the forward must still happen).
+func TestServe_GracefulStopDeliversAckedWrites(t *testing.T) {
+	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
+	waitReady(t, a)
+	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip)
+	waitReady(t, b)
+	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
+		h := hostnames(selfRecords(t, b))
+		return strings.Contains(h, "node-a"), h
+	})
+
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h := fmt.Sprintf("w%d-%d", w, i)
+				form := url.Values{
+					"zone": {"zone01"}, "env": {"dev"}, "appid": {"demo.stop"},
+					"hostname": {h}, "addrs": {"grpc://127.0.0.1:9000"}, "status": {"1"},
+				}
+				resp, err := client.PostForm("http://"+b.HTTP+"/discovery/register", form)
+				if err != nil {
+					return // b no longer takes connections
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(body), `"code":0`) {
+					mu.Lock()
+					acked = append(acked, h)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	waitFor(t, 30*time.Second, "writes flowing", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 50, fmt.Sprint(len(acked))
+	})
+	if code := b.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("b exit code %d\n%s", code, b.stderr.String())
+	}
+	close(stop)
+	wg.Wait()
+
+	code, body := get(t, "http://"+a.HTTP+"/discovery/fetch?env=dev&appid=demo.stop&status=3")
+	if code != http.StatusOK {
+		t.Fatalf("fetch: %d %s", code, body)
+	}
+	var ans struct {
+		Data struct {
+			Instances map[string][]selfRecord `json:"instances"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &ans); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, recs := range ans.Data.Instances {
+		for _, r := range recs {
+			have[r.Hostname] = true
+		}
+	}
+	var lost []string
+	for _, h := range acked {
+		if !have[h] {
+			lost = append(lost, h)
+		}
+	}
+	t.Logf("%d writes acknowledged by the stopping node", len(acked))
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged writes never reached the peer: %v", len(lost), len(acked), lost[:min(len(lost), 10)])
+	}
+}

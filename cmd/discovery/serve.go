@@ -203,21 +203,25 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 			defer cancel()
 			var errs []error
-			// Cluster first: announce the leave, cancel our infra.discovery
-			// record (replicated), drain the replication queues, leave gossip.
-			// HTTP still serves meanwhile, so peers can take the cancel.
-			// It may use at most 3/4 of the budget: draining to an unreachable
-			// peer would otherwise leave HTTP no time to drain.
-			cctx, ccancel := context.WithTimeout(ctx, cfg.HTTP.ShutdownTimeout*3/4)
-			if err := cluster.Shutdown(cctx); err != nil {
-				errs = append(errs, fmt.Errorf("cluster shutdown: %w", err))
+			// 1. Announce the leave and cancel our infra.discovery record
+			// (replicated). Writes are still forwarded.
+			if err := cluster.BeginShutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("cluster leave announcement: %w", err))
 			}
-			ccancel()
-			close(clusterDone)
-			// HTTP: parked polls answer at once, in-flight requests drain.
-			if err := srv.Shutdown(ctx); err != nil {
+			// 2. HTTP: no new client writes, parked polls answer at once,
+			// in-flight requests finish and queue their forwards. At most
+			// half the budget: the replication drain comes after it.
+			hctx, hcancel := context.WithTimeout(ctx, cfg.HTTP.ShutdownTimeout/2)
+			if err := srv.Shutdown(hctx); err != nil {
 				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			}
+			hcancel()
+			// 3. Drain the replication queues (every acknowledged write is
+			// in them now), leave gossip.
+			if err := cluster.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("cluster shutdown: %w", err))
+			}
+			close(clusterDone)
 			// Last, the registry's eviction loop (and the signal actor).
 			stopLoops()
 			// An incomplete drain (e.g. a peer that is already gone) is
