@@ -66,11 +66,18 @@ func startCluster(t *testing.T) *cluster {
 			break
 		}
 		lastErr = fmt.Errorf("%v\n%s", err, out)
-		if !bytes.Contains(out, []byte("overlap")) {
+		portTaken := bytes.Contains(out, []byte("address already in use")) || bytes.Contains(out, []byte("port is already allocated"))
+		if !bytes.Contains(out, []byte("overlap")) && !portTaken {
 			break
 		}
-		// Another network took the subnet meanwhile: clean up, pick again.
+		// Another network took the subnet, or another process one of the
+		// ports, since we picked them: clean up, pick again.
 		_, _ = c.compose(2*time.Minute, "down", "-v", "--remove-orphans")
+		if portTaken {
+			for _, n := range nodeNames {
+				c.ports[n] = freePort(t)
+			}
+		}
 	}
 	if lastErr != nil {
 		t.Fatalf("compose up: %v", lastErr)
