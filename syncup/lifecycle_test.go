@@ -113,3 +113,30 @@ func TestShutdown_WritesAcceptedBeforeDrainAreDelivered(t *testing.T) {
 		t.Fatal("a write after Shutdown was forwarded")
 	}
 }
+
+// A peer that gossip declares dead while Shutdown drains its queue stops
+// holding the drain: Shutdown returns without waiting for its deadline.
+func TestShutdown_DrainReleasedByPeerDeath(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+	quiet(t, a, b)
+	net.SetDown(b.addr, true) // B's HTTP is unreachable, its gossip still alive
+	a.clientRegister(t, testInstance("demo.stuck", "z1"))
+	p := a.peerNamed(b.c.Name())
+	waitFor(t, "A's link to B failing", p.failing.Load)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.c.Shutdown(ctx) }()
+	waitFor(t, "A draining", func() bool {
+		a.c.mu.RLock()
+		defer a.c.mu.RUnlock()
+		return a.c.closed
+	})
+	b.kill(t) // crash: A's gossip declares B dead within about a second
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown waited for a peer gossip had declared dead: %v", err)
+	}
+}
