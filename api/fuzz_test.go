@@ -1,12 +1,19 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/discovery-go/discovery/registry"
 )
 
 // fuzzLimits are small so the fuzzer reaches every limit quickly.
@@ -218,6 +225,80 @@ func FuzzMetadata(f *testing.F) {
 		}
 		if d := cmp.Diff(md, again); d != "" {
 			t.Fatalf("round trip (-first +second):\n%s", d)
+		}
+	})
+}
+
+// FuzzHandlers drives every protocol route through the real handler stack
+// and a real registry with arbitrary query, body and Content-Type: the
+// answer is always HTTP 200 with a JSON envelope and an allowed code (never
+// a panic, a 5xx or a broken body), and a -400 never changes the registry.
+func FuzzHandlers(f *testing.F) {
+	routes := []struct{ method, path string }{
+		{"POST", "/discovery/register"}, {"POST", "/discovery/renew"}, {"POST", "/discovery/cancel"},
+		{"POST", "/discovery/set"}, {"GET", "/discovery/fetch"}, {"GET", "/discovery/fetchs"},
+		{"GET", "/discovery/poll"}, {"GET", "/discovery/polls"}, {"GET", "/discovery/fetch/all"},
+		{"GET", "/discovery/nodes"},
+	}
+	const form = "application/x-www-form-urlencoded"
+	f.Add(uint8(0), "", []byte("zone=z&env=e&appid=a&hostname=h&status=1&addrs=grpc://1.2.3.4:9000&metadata=%7B%22w%22%3A10%7D"), form)
+	f.Add(uint8(1), "zone=z&env=e&appid=a&hostname=h&replication=true&dirty_timestamp=1", []byte(""), form)
+	f.Add(uint8(2), "", []byte("zone=z&env=e&appid=a&hostname=h&replication=1&latest_timestamp=9223372036854775807"), form)
+	f.Add(uint8(3), "", []byte("zone=z&env=e&appid=a&hostname=h&hostname=h&status=2&metadata=%7B%7D&set_timestamp=5"), form)
+	f.Add(uint8(4), "env=e&appid=a&status=3&zone=z", []byte(""), "")
+	f.Add(uint8(5), "env=e&appid=a&appid=a,b&status=1", []byte(""), "")
+	f.Add(uint8(6), "env=e&appid=a&hostname=h&latest_timestamp=0&zone=z", []byte(""), "")
+	f.Add(uint8(7), "env=e&appid=a&appid=x&hostname=h&latest_timestamp=0&latest_timestamp=-1", []byte(""), "")
+	f.Add(uint8(0), "", []byte(`{"zone":"z"}`), "application/json")
+	f.Add(uint8(0), "", []byte("--b\r\nContent-Disposition: form-data; name=\"zone\"\r\n\r\nz\r\n--b--\r\n"), "multipart/form-data; boundary=b")
+
+	reg, err := registry.New(registry.DefaultConfig(), registry.NewManualClock(t0), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.PollHold = time.Millisecond
+	cfg.Limits = fuzzLimits
+	srv, err := New(cfg, Deps{Registry: reg, Replicator: &fakeRepl{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	// Something to renew, cancel, set and fetch.
+	seed := registry.Instance{Env: "e", AppID: "a", Zone: "z", Hostname: "h", Addrs: []string{"grpc://1.2.3.4:9000"}, Status: 1}
+	f.Fuzz(func(t *testing.T, route uint8, rawQuery string, body []byte, ct string) {
+		if _, _, err := reg.Register(seed, 0); err != nil {
+			t.Fatal(err)
+		}
+		rt := routes[int(route)%len(routes)]
+		req := httptest.NewRequest(rt.method, rt.path, bytes.NewReader(body))
+		req.URL.RawQuery = rawQuery
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		before := reg.Snapshot()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != contentTypeJSON {
+			t.Fatalf("%s %s?%q: HTTP %d %q: %s", rt.method, rt.path, rawQuery, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+		}
+		var env struct {
+			Code    *int    `json:"code"`
+			Message *string `json:"message"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &env); err != nil || env.Code == nil || env.Message == nil {
+			t.Fatalf("%s %s: not an envelope: %s (%v)", rt.method, rt.path, rec.Body, err)
+		}
+		if !slices.Contains(allowedCodes, *env.Code) || rec.Header().Get(headerKratosCode) != fmtCode(*env.Code) {
+			t.Fatalf("%s %s: code %d (header %q)", rt.method, rt.path, *env.Code, rec.Header().Get(headerKratosCode))
+		}
+		if *env.Code == codeBadRequest {
+			if !slices.ContainsFunc(knownFields, func(f string) bool { return strings.HasPrefix(*env.Message, f+":") }) {
+				t.Fatalf("%s %s: -400 message %q names no field", rt.method, rt.path, *env.Message)
+			}
+			if d := cmp.Diff(before, reg.Snapshot()); d != "" {
+				t.Fatalf("%s %s: -400 changed the registry:\n%s", rt.method, rt.path, d)
+			}
 		}
 	})
 }
