@@ -100,6 +100,7 @@ type Cluster struct {
 	name   string
 	secret []byte
 
+	lifeMu   sync.Mutex // Start against the start of shutdown
 	ml       *memberlist.Memberlist
 	metaMu   sync.Mutex
 	meta     nodeMeta
@@ -246,8 +247,15 @@ func (c *Cluster) Name() string { return c.name }
 
 // Start binds gossip and returns once it listens; joining, startup sync,
 // anti-entropy and self-registration continue in the background until
-// Shutdown. Start may be called once.
+// Shutdown. Start may be called once, and not after Shutdown.
 func (c *Cluster) Start(ctx context.Context) error {
+	// Held for the whole start: a concurrent Shutdown waits for it, so it
+	// sees the gossip and senders Start created and stops them.
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.stopping.Load() {
+		return errors.New("syncup: shut down")
+	}
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("syncup: already started")
 	}
@@ -273,15 +281,16 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.startAt = time.Now()
 	c.log.Info("gossip listening", "gossip", c.gossip, "http", c.self.HTTPAddr, "zone", c.self.Zone)
 
+	c.mu.Lock()
 	for zone, seeds := range c.cfg.Zones {
 		if zone == c.self.Zone {
 			continue
 		}
-		c.zones[zone] = c.newZoneLink(zone, seeds)
-	}
-	for _, z := range c.zones {
+		z := c.newZoneLink(zone, seeds)
+		c.zones[zone] = z
 		z.start()
 	}
+	c.mu.Unlock()
 	// Our own record is in the registry before anything is served (C63).
 	c.registerSelf()
 	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect {
@@ -367,7 +376,9 @@ func (c *Cluster) BeginShutdown(ctx context.Context) error {
 }
 
 func (c *Cluster) beginShutdown(ctx context.Context, graceful bool) error {
+	c.lifeMu.Lock()
 	c.stopping.Store(true)
+	c.lifeMu.Unlock()
 	var err error
 	if graceful && c.ml != nil {
 		c.setMetaStatus(metaLeaving)

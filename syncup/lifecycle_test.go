@@ -140,3 +140,22 @@ func TestShutdown_DrainReleasedByPeerDeath(t *testing.T) {
 		t.Fatalf("Shutdown waited for a peer gossip had declared dead: %v", err)
 	}
 }
+
+// Start after Shutdown is refused: nothing would ever stop the gossip
+// listeners and loops it starts.
+func TestCluster_StartAfterShutdownFails(t *testing.T) {
+	reg := newReg(t)
+	self := Self{Env: "test", Zone: "z1", Hostname: "h", HTTPAddr: "10.0.0.1:7171"}
+	c, err := New(testConfig(), self, reg, Deps{Transport: NewMemNetwork().Transport(self.HTTPAddr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown before Start: %v", err)
+	}
+	if err := c.Start(t.Context()); err == nil {
+		_ = c.Shutdown(t.Context()) // no-op: the gossip started here leaks
+		t.Fatal("Start after Shutdown succeeded")
+	}
+	c.Register(testInstance("demo.x", "z1"), false) // inert, no panic
+}
