@@ -372,13 +372,12 @@ func TestConcurrentConsistency(t *testing.T) {
 		pollers.Go(func() {
 			l := make([]int64, 5)
 			ids := []string{"app0", "app1", "app2", "app3", "app4"}
-			for {
-				res, w := r.Poll(PollRequest{Env: env, AppIDs: ids, Latest: l})
-				if w != nil {
+			res, w := r.Poll(PollRequest{Env: env, AppIDs: ids, Latest: l})
+			for ; ; res, w = r.Poll(PollRequest{Env: env, AppIDs: ids, Latest: l}) {
+				for w != nil {
 					select {
 					case <-w.C():
-						w.Close()
-						continue
+						res, w = r.Repoll(PollRequest{Env: env, AppIDs: ids, Latest: l}, w)
 					case <-stop:
 						w.Close()
 						return
