@@ -278,8 +278,10 @@ func TestPolls_NoUpInstanceHeld(t *testing.T) {
 	}
 }
 
-// Zone filter: a request watching one zone is not woken by changes in
-// another zone and gets only its zone.
+// Zone filter: answers hold only the requested zone. The latest_timestamp is
+// per app, so a change in another zone of the app also wakes a held
+// zone-filtered request (spec 5.1, 5.3.1); its answer still holds only its
+// zone.
 func TestPolls_ZoneFilter(t *testing.T) {
 	e := newEnv(t, options{cfg: shortHold})
 	e.register(appA, z1, "h1")
@@ -288,6 +290,13 @@ func TestPolls_ZoneFilter(t *testing.T) {
 	d, _ := pollsData(e.get("/discovery/polls", q).wantCode(0))
 	if _, ok := d[appA].Instances[z1]; ok || len(d[appA].Instances[z2]) != 1 {
 		t.Fatalf("zone filter: %+v", d)
+	}
+	ch := e.pollAsync(context.Background(), "/discovery/polls", with(q, "latest_timestamp", i64(d[appA].LatestTimestamp)))
+	e.waitWaiters(1)
+	e.register(appA, z1, "h3")
+	d, _ = pollsData(recv(t, ch).wantCode(0))
+	if _, ok := d[appA].Instances[z1]; ok || len(d[appA].Instances[z2]) != 1 || d[appA].LatestTimestamp != e.fetch(appA).LatestTimestamp {
+		t.Fatalf("zone-filtered wake-up: %+v", d)
 	}
 }
 
