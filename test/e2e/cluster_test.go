@@ -204,6 +204,18 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	c.Kill(t, victim)
 	killed := time.Now()
 	c.Heal()
+	// Precondition: the burst exists on the dead node only.
+	for _, n := range survivors {
+		hs, err := hostSet(n, env, "e2e.load")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if strings.HasPrefix(h, "late-") {
+				t.Errorf("%s holds %s, registered on the cut-off victim only", n.Name, h)
+			}
+		}
+	}
 
 	// The dead node leaves the survivors' views (spec 7.1: about 10 s).
 	deadOut := harness.Eventually(t, 30*time.Second, "dead node out of /discovery/nodes and infra.discovery", func() error {
@@ -254,6 +266,9 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 			// Each late instance existed only on the victim: every client
 			// must have met -404 on a survivor, or the test proved nothing.
 			t.Errorf("late clients re-registered %d times, want >= %d", rr, len(ld.clients))
+			for _, lc := range ld.clients {
+				t.Logf("  %s: %d failovers, %d re-registers", lc.ins.Hostname, lc.failovers.Load(), lc.reregs.Load())
+			}
 		}
 	}
 

@@ -6,9 +6,23 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 )
+
+func (f *Fabric) debugf(format string, args ...any) {
+	if f.debug {
+		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000000")+" fabric: "+format+"\n", args...)
+	}
+}
+
+func (ep *endpoint) String() string {
+	if ep == nil {
+		return "-"
+	}
+	return ep.name
+}
 
 // Fabric is the harness's fault-injection network. Each node started with
 // Options.Faults advertises proxy addresses instead of its own listeners, so
@@ -29,6 +43,10 @@ import (
 // socketOwner). Traffic whose sender is not a node (the test itself, client
 // programs) is never blocked.
 type Fabric struct {
+	// debug, when set (DISCOVERY_TEST_FABRIC_DEBUG=1), prints every TCP
+	// decision to stderr.
+	debug bool
+
 	mu      sync.Mutex
 	closed  bool
 	ends    []*endpoint
@@ -38,7 +56,7 @@ type Fabric struct {
 
 // NewFabric returns an empty fabric; Close releases it.
 func NewFabric() *Fabric {
-	return &Fabric{blocked: map[[2]*endpoint]bool{}}
+	return &Fabric{blocked: map[[2]*endpoint]bool{}, debug: os.Getenv("DISCOVERY_TEST_FABRIC_DEBUG") == "1"}
 }
 
 // endpoint is one node's place in the fabric: its proxies and what is known
@@ -154,6 +172,7 @@ func (f *Fabric) block(a, b *endpoint) {
 		return
 	}
 	f.reidentify()
+	f.debugf("block %s <-> %s", a, b)
 	f.mu.Lock()
 	f.blocked[[2]*endpoint{a, b}] = true
 	f.blocked[[2]*endpoint{b, a}] = true
@@ -169,6 +188,7 @@ func (f *Fabric) block(a, b *endpoint) {
 	}
 	f.mu.Unlock()
 	for _, c := range cut {
+		f.debugf("cut %s -> %s", c.src, c.b.RemoteAddr())
 		c.a.Close()
 		c.b.Close()
 	}
@@ -204,6 +224,7 @@ func (f *Fabric) reidentify() {
 
 // heal lifts every block.
 func (f *Fabric) heal() {
+	f.debugf("heal")
 	f.mu.Lock()
 	clear(f.blocked)
 	f.mu.Unlock()
@@ -316,9 +337,13 @@ func (p *proxy) acceptLoop() {
 func (p *proxy) serve(c net.Conn) {
 	defer p.f.wg.Done()
 	src, known := p.identify(c)
-	if !known && p.f.anyBlocked() {
-		// The client socket vanished before we could see it: it is closed
-		// already, and while a partition is active we fail closed.
+	p.f.debugf("accept %s -> %s(%s): src %v known %v blocked %v", c.RemoteAddr(), p.owner, p.addr(), src, known, p.f.isBlocked(src, p.owner))
+	if !known {
+		// No process holds the client end any more: its sender closed it
+		// or died. The kernel may have completed the handshake while a
+		// partition was in force, or before the sender was SIGKILLed; what
+		// it buffered must not reach the node later, as it would not on a
+		// real network.
 		c.Close()
 		return
 	}
@@ -370,21 +395,26 @@ func (p *proxy) serve(c net.Conn) {
 }
 
 // identify returns the node that opened c (nil when it is not a node) and
-// whether the lookup could see the client socket at all.
+// whether its sender is known at all. Known non-nodes are the test process
+// and the helper programs it started; a socket no live known process holds
+// (its sender is gone, or is dying and its fd table already unreadable)
+// is unknown.
 func (p *proxy) identify(c net.Conn) (*endpoint, bool) {
 	ra, ok1 := c.RemoteAddr().(*net.TCPAddr)
 	la, ok2 := c.LocalAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
 		return nil, false
 	}
-	pid, found, err := socketOwner(ra.AddrPort(), la.AddrPort(), p.f.pids())
+	nodes := p.f.pids()
+	cands := append(append(nodes, os.Getpid()), helperPIDs()...)
+	pid, found, err := socketOwner(ra.AddrPort(), la.AddrPort(), cands)
 	if err != nil {
 		return nil, true // no lookup possible here: treat as a non-node
 	}
 	if !found || pid == 0 {
-		return nil, found
+		return nil, false
 	}
-	return p.f.byPID(pid), true
+	return p.f.byPID(pid), true // nil for the test and its helpers
 }
 
 // udpLoop forwards datagrams to the node through one upstream socket per

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,39 @@ func TestEventually_ReportsElapsedAndLastError(t *testing.T) {
 	_, err := Within(30*time.Millisecond, func() error { return errors.New("never") })
 	if err == nil || err.Error() != "never" {
 		t.Fatalf("Within: %v, want the last error", err)
+	}
+}
+
+// TestFabric_RefusesUnknownSenders: a connection whose sender is neither a
+// node nor the test or one of its helpers (here: a process the harness did
+// not start) is refused, so what a dying node left in the kernel's accept
+// queue never reaches a peer.
+func TestFabric_RefusesUnknownSenders(t *testing.T) {
+	f := NewFabric()
+	t.Cleanup(f.Close)
+	b, _ := f.addEndpoint("B")
+	upstream := echoServer(t)
+	b.setUpstreams(0, upstream, upstream)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HARNESS_HELPER=1")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	sc.Scan() // its udp line
+	fmt.Fprintf(stdin, "tcp %s\n", b.http.addr())
+	if !sc.Scan() {
+		t.Fatal("helper died")
+	}
+	if got := sc.Text(); !strings.HasPrefix(got, "tcp err") {
+		t.Fatalf("unknown sender got through: %q", got)
+	}
+	// The test process itself is known and gets through.
+	if err := tcpPing(b.http.addr()); err != nil {
+		t.Fatalf("test process: %v", err)
 	}
 }

@@ -36,6 +36,36 @@ type Process struct {
 	readers sync.WaitGroup
 }
 
+// helpers holds the pids of running helper programs, so the fault fabric
+// knows their connections come from no node.
+var helpers struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+func helperPIDs() []int {
+	helpers.mu.Lock()
+	defer helpers.mu.Unlock()
+	out := make([]int, 0, len(helpers.pids))
+	for p := range helpers.pids {
+		out = append(out, p)
+	}
+	return out
+}
+
+func setHelper(pid int, on bool) {
+	helpers.mu.Lock()
+	defer helpers.mu.Unlock()
+	if helpers.pids == nil {
+		helpers.pids = map[int]bool{}
+	}
+	if on {
+		helpers.pids[pid] = true
+	} else {
+		delete(helpers.pids, pid)
+	}
+}
+
 // StartProcess starts bin with args and env (added to the inherited
 // environment) and collects its stdout lines.
 func StartProcess(tb testing.TB, name, bin string, args []string, env map[string]string) *Process {
@@ -62,6 +92,7 @@ func StartProcess(tb testing.TB, name, bin string, args []string, env map[string
 		logf.Close()
 		tb.Fatalf("harness: start %s: %v", name, err)
 	}
+	setHelper(cmd.Process.Pid, true)
 	p.readers.Add(1)
 	go func() {
 		defer p.readers.Done()
@@ -80,6 +111,7 @@ func StartProcess(tb testing.TB, name, bin string, args []string, env map[string
 		// Wait closes stdout only after the reader has drained it.
 		p.readers.Wait()
 		p.exitErr = cmd.Wait()
+		setHelper(cmd.Process.Pid, false)
 		logf.Close()
 		close(p.done)
 	}()

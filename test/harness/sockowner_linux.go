@@ -18,7 +18,8 @@ import (
 // and each process's fds in /proc/<pid>/fd as "socket:[inode]" links, which
 // a process may read for its own children without privileges.
 //
-// found is false when no such socket exists (the client already closed);
+// found is false when no process holds such a socket any more (the client
+// closed it or died);
 // pid is 0 when the socket exists but none of the candidates owns it (the
 // test process itself, or a client program).
 func socketOwner(client, server netip.AddrPort, candidates []int) (pid int, found bool, err error) {
@@ -80,6 +81,11 @@ func scanProcNet(path string, local, remote netip.AddrPort) (string, bool, error
 			continue
 		}
 		if sameEndpoint(l, local) && sameEndpoint(r, remote) {
+			if fields[9] == "0" {
+				// Orphaned: its process closed it or died (e.g. FIN_WAIT
+				// after a SIGKILL). Nobody owns it any more.
+				return "", false, nil
+			}
 			return fields[9], true, nil
 		}
 	}
