@@ -75,7 +75,13 @@ func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 		}
 	} else {
 		c.members[n.Name] = ms
-		delete(c.failed, n.Name)
+		// Back, possibly under a new name (a restart): its address no
+		// longer needs retrying.
+		for name, f := range c.failed {
+			if name == n.Name || f.addr == ms.gossip {
+				delete(c.failed, name)
+			}
+		}
 	}
 	c.memMu.Unlock()
 	c.evMu.Lock()

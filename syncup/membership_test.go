@@ -182,6 +182,13 @@ func TestMembership_ReconnectsToFailedMember(t *testing.T) {
 	waitFor(t, "A reconnected to the failed address", func() bool {
 		return len(a.c.samePeers()) == 1 && len(back.c.samePeers()) == 1
 	})
+	// The address is a live member's again: A stops retrying it (a Join,
+	// a full state exchange, every rejoin_interval for 30 minutes).
+	waitFor(t, "failed entry dropped once its address is live again", func() bool {
+		a.c.memMu.RLock()
+		defer a.c.memMu.RUnlock()
+		return len(a.c.failed) == 0
+	})
 }
 
 // C62: the node renews its record every renew_interval (replicated) and
