@@ -172,7 +172,7 @@ func TestMetrics_LintAndValues(t *testing.T) {
 # HELP discovery_cluster_ready 1 once the startup sync / init-protect phase has ended.
 # TYPE discovery_cluster_ready gauge
 discovery_cluster_ready 1
-# HELP discovery_cluster_members Same-zone gossip members (self included) by state.
+# HELP discovery_cluster_members Same-zone gossip members (self included) by state: alive, leaving (announced), suspect (our replication link to it fails; memberlist v0.7.0 does not expose its own suspicion).
 # TYPE discovery_cluster_members gauge
 discovery_cluster_members{state="alive"} 2
 discovery_cluster_members{state="leaving"} 0

@@ -319,10 +319,21 @@ func (c *Cluster) closeJoinDone() {
 // left members are not listed. Addr is the member's advertised HTTP
 // host:port. The slice is a fresh copy, sorted by Addr.
 //
-// memberlist v0.7.0 does not expose its suspect state (the Node.State of
-// Members() is never updated), so LOST reflects what this node sees: a
-// failing replication link or an announced leave. Gossip removes a dead
-// member within a few seconds.
+// Why LOST is not memberlist's "suspect" (spec 4.10.2 asks for it):
+// memberlist v0.7.0 keeps the state in the unexported nodeState.State
+// (state.go), which shadows the embedded Node.State; suspectNode, aliveNode
+// and deadNode write only the former, so the Node.State seen through
+// Members() or any delegate is always StateAlive. The only reader,
+// getNodeState, is unexported. No callback reports suspicion:
+// EventDelegate has Join/Leave (dead or left) and Update (meta changed),
+// PingDelegate.NotifyPingComplete fires on successful probes only,
+// MergeDelegate only on a join's push/pull, and reading the *Node of
+// Members() later races with memberlist's writes under its own lock.
+// Observing suspicion would need our own prober (Memberlist.Ping) or
+// decoding gossip ourselves; instead LOST is what this node sees for
+// itself: an announced leave, or a failing replication link (the node's
+// own renew every renew_interval keeps each link exercised). Gossip then
+// declares a crashed member dead within seconds and it leaves the list.
 func (c *Cluster) Nodes() []Member {
 	out := []Member{c.selfMember()}
 	if !c.started.Load() {

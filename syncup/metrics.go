@@ -64,7 +64,7 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 			Help: "infra.discovery records removed because gossip declared their node dead.",
 		}),
 		membersDesc: prometheus.NewDesc("discovery_cluster_members",
-			"Same-zone gossip members (self included) by state.", []string{"state"}, nil),
+			"Same-zone gossip members (self included) by state: alive, leaving (announced), suspect (our replication link to it fails; memberlist v0.7.0 does not expose its own suspicion).", []string{"state"}, nil),
 		queueDesc: prometheus.NewDesc("discovery_replication_queue_depth",
 			"Operations waiting in a peer's replication queue.", []string{"peer"}, nil),
 		readyDesc: prometheus.NewDesc("discovery_cluster_ready",
