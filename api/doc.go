@@ -22,9 +22,11 @@
 // the handler waits on the waiter, a hold timer (PollHold, shortened by the
 // client's x1-bmspy-timeout), the request context (a client that goes away
 // releases its waiter at once) and the server's shutdown context (Shutdown
-// answers every parked poll -304 at once). polls answers are concatenated
-// from the registry's shared per-app payload bytes; nothing is re-encoded
-// per poller. At most Config.MaxPollers polls are parked; beyond that -503.
+// answers every parked poll -304 at once). A wake-up re-polls through
+// registry.Repoll, so the appid that woke the request is always answered
+// (spec 5.3.2). Poll answers are written as framing plus the registry's
+// shared per-app payload bytes, which are neither copied nor re-encoded per
+// poller. At most Config.MaxPollers polls are parked; beyond that -503.
 //
 // Writes with replication=false are forwarded through Deps.Replicator after
 // local success; replicated writes (replication=true) never are.

@@ -18,7 +18,9 @@
 //   - Poll checks and arms its waiter under the shared lock; writers wake
 //     under the exclusive lock, so no change falls in between (spec 5.4.3).
 //     Waiters are indexed by (env, appid) in intrusive lists, one waiter per
-//     request; a wake is a non-blocking send on a capacity-1 channel.
+//     request; a wake is a non-blocking send on a capacity-1 channel and
+//     marks the appid that caused it, so Repoll answers that appid whatever
+//     the client's latest_timestamp (spec 5.3.2).
 //   - The poll answer of one app version and zone filter is encoded once,
 //     outside the lock, and the same bytes go to every poller. A change drops
 //     the app's encoded answers; a scan drops those nobody asked for since
