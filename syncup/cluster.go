@@ -65,6 +65,11 @@ type Deps struct {
 	// Memberlist, if set, adjusts the gossip configuration after the
 	// Config has been applied (tests: fast timings, a MockNetwork transport).
 	Memberlist func(*memberlist.Config)
+	// EvictAfter is the registry's evict_after (0: its default). Startup
+	// sync and anti-entropy do not copy instances silent for longer: they
+	// are due for eviction, and evictions leave no tombstone, so nodes that
+	// scan at different times would hand a dead instance back and forth.
+	EvictAfter time.Duration
 }
 
 // Member is one entry of the node list (/discovery/nodes).
@@ -99,6 +104,8 @@ type Cluster struct {
 	met    *metrics
 	name   string
 	secret []byte
+	// staleAfter: copies silent for longer are not imported (Deps.EvictAfter).
+	staleAfter time.Duration
 
 	lifeMu   sync.Mutex // Start against the start of shutdown
 	ml       *memberlist.Memberlist
@@ -198,6 +205,11 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		evSig:    make(chan struct{}, 1),
 		syncSig:  make(chan struct{}, 1),
 		aeSig:    make(chan struct{}, 1),
+
+		staleAfter: deps.EvictAfter,
+	}
+	if c.staleAfter <= 0 {
+		c.staleAfter = registry.DefaultConfig().EvictAfter
 	}
 	c.metaEnc.Store(&enc)
 	if c.tr == nil {

@@ -108,7 +108,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 		}
 		return OpResult{Code: CodeOK, Applied: applied}
 	case OpImport:
-		return OpResult{Code: CodeOK, Applied: c.reg.Import(*op.Instance)}
+		return OpResult{Code: CodeOK, Applied: c.importFresh(*op.Instance)}
 	case OpRenew:
 		ins, err := c.reg.Renew(*op.Key, true, op.DirtyTimestamp)
 		switch {

@@ -155,7 +155,7 @@ func (c *Cluster) mergeItem(it SnapshotItem) bool {
 		if validKey(it.Instance.Key()) != nil {
 			return false
 		}
-		return c.reg.Import(*it.Instance)
+		return c.importFresh(*it.Instance)
 	case it.Tombstone != nil:
 		if validKey(it.Tombstone.Key) != nil || it.Tombstone.At <= 0 {
 			return false
@@ -164,6 +164,16 @@ func (c *Cluster) mergeItem(it SnapshotItem) bool {
 		return err == nil
 	}
 	return false
+}
+
+// importFresh imports a peer's copy (all timestamps kept) unless it has
+// been silent for longer than evict_after: such a copy is due for eviction
+// and the node that held it may already have evicted it elsewhere.
+func (c *Cluster) importFresh(ins registry.Instance) bool {
+	if ins.RenewTimestamp > 0 && time.Since(time.Unix(0, ins.RenewTimestamp)) > c.staleAfter {
+		return false
+	}
+	return c.reg.Import(ins)
 }
 
 // triggerAE asks for an anti-entropy round soon, preferably with peer.

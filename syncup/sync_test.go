@@ -178,3 +178,59 @@ func TestStartupSync_TimeoutMakesReady(t *testing.T) {
 	}
 	waitFor(t, "sync_timeout ends the sync", n.c.Ready)
 }
+
+// Evictions are local and leave no tombstone, and nodes scan at different
+// times. Anti-entropy and startup sync must not copy an instance that is
+// already past evict_after: the node that evicted it would take it back
+// from a peer that has not scanned yet, that peer would later take it back
+// in turn, and a dead instance would bounce between nodes for ever.
+func TestAntiEntropy_DoesNotResurrectEvictedInstances(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+	quiet(t, a, b)
+
+	dead := testInstance("demo.dead", "z1")
+	silent := time.Now().Add(-registry.DefaultConfig().EvictAfter - time.Minute).UnixNano()
+	dead.RegTimestamp, dead.UpTimestamp, dead.DirtyTimestamp, dead.LatestTimestamp = silent, silent, silent, silent
+	dead.RenewTimestamp = silent
+	if !b.reg.Import(dead) { // A already evicted it; B has not scanned yet
+		t.Fatal("setup: import")
+	}
+	alive := testInstance("demo.dead", "z1") // same app, renewing
+	if _, _, err := b.reg.Register(alive, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// Pull (A asks B) and push (B sends its state to A).
+	for _, from := range []*tnode{a, b} {
+		to := b
+		if from == b {
+			to = a
+		}
+		if _, err := from.c.antiEntropyRound(t.Context(), from.peerNamed(to.c.Name())); err != nil {
+			t.Fatal(err)
+		}
+		if !a.has(alive.Key()) {
+			t.Fatal("anti-entropy did not copy the live instance")
+		}
+		if a.has(dead.Key()) {
+			t.Fatal("anti-entropy copied an instance silent for longer than evict_after")
+		}
+	}
+
+	// Startup sync of a new node skips it too (synced from B, which has it).
+	addr := nextHTTPAddr()
+	net.SetHook(func(from, to, call string) error {
+		if from == addr && to == a.addr && call == "snapshot" {
+			return ErrUnreachable
+		}
+		return nil
+	})
+	c := startNode(t, nodeOpt{net: net, addr: addr, join: []*tnode{b}})
+	waitFor(t, "new node synced", c.c.Ready)
+	waitFor(t, "live instance on the new node", func() bool { return c.has(alive.Key()) })
+	if c.has(dead.Key()) {
+		t.Fatal("startup sync copied an instance silent for longer than evict_after")
+	}
+}

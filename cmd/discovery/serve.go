@@ -145,7 +145,7 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 		Hostname: cfg.Node.Hostname,
 		HTTPAddr: advertise,
 		Version:  version,
-	}, reg, syncup.Deps{Logger: log.With("component", "syncup"), Metrics: metrics})
+	}, reg, syncup.Deps{Logger: log.With("component", "syncup"), Metrics: metrics, EvictAfter: cfg.Registry.EvictAfter})
 	if err != nil {
 		return err
 	}
