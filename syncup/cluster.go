@@ -125,9 +125,10 @@ type Cluster struct {
 	closed bool             // Replicator closed (Shutdown): no new ops, no new peers
 
 	memMu   sync.RWMutex
-	members map[string]memberState  // other live members, from gossip callbacks
-	failed  map[string]failedMember // members that failed without leaving
-	gossip  string                  // our advertised gossip host:port
+	members map[string]memberState         // other live members, from gossip callbacks
+	failed  map[string]failedMember        // members that failed without leaving
+	evicted map[registry.Key]evictedRecord // their infra.discovery records we evicted
+	gossip  string                         // our advertised gossip host:port
 
 	evMu  sync.Mutex
 	evq   []memberEvent
@@ -201,6 +202,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		peers:    map[string]*peer{},
 		members:  map[string]memberState{},
 		failed:   map[string]failedMember{},
+		evicted:  map[registry.Key]evictedRecord{},
 		zones:    map[string]*peer{},
 		evSig:    make(chan struct{}, 1),
 		syncSig:  make(chan struct{}, 1),

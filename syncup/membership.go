@@ -247,10 +247,41 @@ func (c *Cluster) onLeave(ev memberEvent) {
 	if !ok || !slices.Contains(ins.Addrs, "http://"+m.HTTPAddr) {
 		return
 	}
-	if _, err := c.reg.Evict(k); err == nil {
+	if gone, err := c.reg.Evict(k); err == nil {
+		c.memMu.Lock()
+		c.evicted[k] = evictedRecord{dirty: gone.DirtyTimestamp, at: time.Now()}
+		c.memMu.Unlock()
 		c.met.evicted.Inc()
 		c.log.Warn("node failed without leaving; evicted its infra.discovery record", "peer", ev.name, "hostname", m.Hostname, "addr", m.HTTPAddr)
 	}
+}
+
+// evictedRecord remembers the version of a dead member's infra.discovery
+// record that onLeave evicted. Evictions leave no tombstone, so without it
+// a peer that has not processed the death yet would hand the record back
+// through anti-entropy.
+type evictedRecord struct {
+	dirty int64
+	at    time.Time
+}
+
+// evictedVersion reports whether ins is (at most) the version of a dead
+// member's record evicted here within the last staleAfter; later the copy
+// is stale anyway. A restarted node's record is newer and passes.
+func (c *Cluster) evictedVersion(ins registry.Instance) bool {
+	if ins.AppID != SelfAppID {
+		return false
+	}
+	k := ins.Key()
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
+	for key, e := range c.evicted { // bounded by member churn within staleAfter
+		if time.Since(e.at) > c.staleAfter {
+			delete(c.evicted, key)
+		}
+	}
+	e, ok := c.evicted[k]
+	return ok && ins.DirtyTimestamp <= e.dirty
 }
 
 // joinLoop joins the seeds with backoff, bounded by join_timeout, then

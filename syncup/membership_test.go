@@ -209,3 +209,41 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 	}
 	waitFor(t, "A registered itself again", func() bool { return a.has(k) })
 }
+
+// A survivor that evicted a crashed node's record does not take that same
+// record back from a peer that has not processed the death yet (anti-
+// entropy), which would keep it for the 90-150 s of a normal eviction. A
+// newer record (the node restarted) is accepted.
+func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 3, "z1", nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	k := selfRecordKey(c)
+	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+	old, _ := b.reg.Get(k)
+
+	c.kill(t)
+	net.Detach(c.addr)
+	waitFor(t, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
+	if !b.reg.Import(old) { // B, late: it still holds the dead node's record
+		t.Fatal("setup: import")
+	}
+	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+		t.Fatal(err)
+	}
+	if a.has(k) {
+		t.Fatal("anti-entropy brought back the record of a node gossip declared dead")
+	}
+	newer := old
+	newer.DirtyTimestamp++
+	newer.RenewTimestamp = time.Now().UnixNano()
+	if !b.reg.Import(newer) {
+		t.Fatal("setup: import newer")
+	}
+	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+		t.Fatal(err)
+	}
+	if !a.has(k) {
+		t.Fatal("a newer record of the same node (restarted) was refused")
+	}
+}

@@ -167,10 +167,13 @@ func (c *Cluster) mergeItem(it SnapshotItem) bool {
 }
 
 // importFresh imports a peer's copy (all timestamps kept) unless it has
-// been silent for longer than evict_after: such a copy is due for eviction
-// and the node that held it may already have evicted it elsewhere.
+// been silent for longer than evict_after (due for eviction, and maybe
+// evicted here already), or it is the record of a dead member evicted here.
 func (c *Cluster) importFresh(ins registry.Instance) bool {
 	if ins.RenewTimestamp > 0 && time.Since(time.Unix(0, ins.RenewTimestamp)) > c.staleAfter {
+		return false
+	}
+	if c.evictedVersion(ins) {
 		return false
 	}
 	return c.reg.Import(ins)
