@@ -208,6 +208,16 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "A registered itself again", func() bool { return a.has(k) })
+	// A peer that evicted A's record gets it back from A's next renew
+	// (-404 → A pushes its copy, spec 7.3).
+	waitFor(t, "A's record back on B", func() bool { return b.has(k) })
+	if _, err := b.reg.Evict(k); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B has A's record again after evicting it", func() bool { return b.has(k) })
+	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("404")); v < 1 {
+		t.Fatalf("404 handshakes on A = %v, want >= 1", v)
+	}
 }
 
 // A survivor that evicted a crashed node's record does not take that same
