@@ -373,8 +373,12 @@ func TestReplication_CrossZoneSkipsDeadSeed(t *testing.T) {
 	dead := nextHTTPAddr() // never attached
 	b1 := startNode(t, nodeOpt{net: net, zone: "zb"})
 	a1 := startNode(t, nodeOpt{net: net, zone: "za", cfg: func(c *Config) {
-		c.Zones = map[string][]string{"zb": {dead, b1.addr}}
+		// One file may list every zone: the node's own entry is ignored.
+		c.Zones = map[string][]string{"zb": {dead, b1.addr}, "za": {nextHTTPAddr()}}
 	}})
+	if links := a1.c.allPeers(); len(links) != 1 || links[0].zone != "zb" {
+		t.Fatalf("zone links %d, want only zb", len(links))
+	}
 	stored := a1.clientRegister(t, testInstance("demo.rotate", "za"))
 	waitFor(t, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
 	// a1's own infra.discovery record went across too (cross-zone register).
