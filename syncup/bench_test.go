@@ -33,6 +33,29 @@ func BenchmarkReplication_HTTP(b *testing.B) {
 	benchReplication(b, []*tnode{a, bb})
 }
 
+// The durability window of one acknowledged write on an idle cluster:
+// from handing it to the Replicator until the peer holds it (nothing
+// batches or waits when the queue is idle). ns/op is that window.
+//
+//	go test -run '^$' -bench 'ReplicationWindow' -benchtime 2000x ./syncup/
+func BenchmarkReplicationWindow_HTTP(b *testing.B) {
+	a := startHTTPNode(b, nil, nil)
+	bb := startHTTPNode(b, []*tnode{a}, nil)
+	waitFor(b, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
+	quiet(b, a, bb)
+	ins := make([]registry.Instance, b.N)
+	for i := range ins {
+		ins[i], _, _ = a.reg.Register(testInstance("bench.window", "z1"), 0)
+	}
+	b.ResetTimer()
+	for i := range ins {
+		a.c.Register(ins[i], true)
+		for !bb.has(ins[i].Key()) {
+			time.Sleep(20 * time.Microsecond) // poll: the wait is what is measured
+		}
+	}
+}
+
 func benchReplication(b *testing.B, nodes []*tnode) {
 	a := nodes[0]
 	quiet(b, nodes...)

@@ -14,6 +14,10 @@
 // record on every survivor (registry.Evict, no tombstone), and its gossip
 // address is retried for a while so a healed partition merges back.
 //
+// /discovery/nodes lists live same-zone members: UP, or LOST when the member
+// announced its leave or this node's replication link to it fails.
+// memberlist v0.7.0 does not expose its suspect state (see Cluster.Nodes).
+//
 // # Replication
 //
 // The Replicator methods (Register, Renew, Cancel, Set) never block: each
@@ -29,6 +33,47 @@
 // zone are marked from_zone=true, the receiver forwards them only to its
 // own zone (as replication=true), and nothing marked from_zone is ever
 // sent to another zone.
+//
+// # Durability
+//
+// A client write is acknowledged once the local registry holds it, before
+// any peer does (spec 7.2.2: answering after the forwards is Defect D9).
+// The forward is queued at once and an idle sender posts it immediately,
+// without waiting to fill a batch; over loopback HTTP the window from
+// acknowledgement to the peer holding the write is about 0.1 ms
+// (BenchmarkReplicationWindow_HTTP), in production about one round trip.
+// What happens to a write in that window when its node dies:
+//
+//   - crash (kill -9, power loss): the write is lost on the cluster. A
+//     register or re-register is repaired by the client itself: kratos
+//     fails over on the transport error, its next renew (within 30 s) gets
+//     -404 from a survivor and it registers again. A lost cancel leaves the
+//     instance on the survivors until it is evicted (90-150 s, longer while
+//     protected); a lost set must be repeated by whoever sent it.
+//   - partition or a peer that is down: the op waits in that peer's
+//     bounded queue and is resent with capped backoff until the peer
+//     acknowledges it or gossip declares the peer dead; overflow is counted
+//     (discovery_replication_ops_dropped_total) and anti-entropy repairs it.
+//   - graceful stop: nothing acknowledged is lost. BeginShutdown announces
+//     the leave and cancels the node's own record while writes are still
+//     forwarded; the caller then closes HTTP (cmd does); Shutdown closes the
+//     Replicator under the peer lock and drains every queue until it is
+//     empty or its deadline passes. Only ops for a peer that stays
+//     unreachable past that deadline are dropped (counted); that peer gets
+//     them from the others by anti-entropy.
+//
+// So: a graceful stop, or a peer failing, loses no acknowledged write that
+// another live node received; after a crash of the accepting node,
+// registrations come back within one renew interval; a crash inside the
+// replication window can lose a cancel or a set.
+//
+// # Evictions and copies
+//
+// Evictions are local and leave no tombstone, and nodes scan at different
+// times, so startup sync and anti-entropy never import a copy silent for
+// longer than the registry's evict_after (Deps.EvictAfter), nor the version
+// of a dead member's infra.discovery record this node evicted: otherwise
+// nodes would hand a dead instance back and forth.
 //
 // # Peer protocol (JSON, spec 10.1)
 //
