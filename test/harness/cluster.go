@@ -155,12 +155,23 @@ func (c *Cluster) Stop(tb testing.TB, n *Node) { tb.Helper(); n.Stop(tb) }
 // generation replaces n in its slot and is returned; n itself stays dead.
 func (c *Cluster) Restart(tb testing.TB, n *Node) *Node {
 	tb.Helper()
+	return c.RestartWith(tb, n, nil)
+}
+
+// RestartWith is Restart with the options adjusted by edit (may be nil),
+// e.g. NoWaitReady to watch the node become ready.
+func (c *Cluster) RestartWith(tb testing.TB, n *Node, edit func(*Options)) *Node {
+	tb.Helper()
 	if n.Running() {
 		n.Stop(tb)
 	}
 	opts := n.Opts
 	opts.Join = c.liveGossip()
 	opts.HTTPAddr, opts.GossipAddr = c.opts.HTTPAddr, c.opts.GossipAddr
+	opts.NoWaitReady = false
+	if edit != nil {
+		edit(&opts)
+	}
 	nn, err := startNode(tb, c.bin, opts, c.Fabric)
 	if nn != nil {
 		c.mu.Lock()
