@@ -129,15 +129,24 @@ func loadConfig(fs *pflag.FlagSet, environ []string, stderr io.Writer) (configs.
 	return cfg, true
 }
 
-func configCmd(args, environ []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("config", stderr)
+// parseConfig parses args with the configuration flags (after fs's own
+// flags) and loads the configuration; ok false means the caller returns
+// code.
+func parseConfig(fs *pflag.FlagSet, args, environ []string, stderr io.Writer) (cfg configs.Config, code int, ok bool) {
 	configs.AddFlags(fs)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
-		return code
+		return cfg, code, false
 	}
-	cfg, ok := loadConfig(fs, environ, stderr)
+	if cfg, ok = loadConfig(fs, environ, stderr); !ok {
+		return cfg, exitUsage, false
+	}
+	return cfg, exitOK, true
+}
+
+func configCmd(args, environ []string, stdout, stderr io.Writer) int {
+	cfg, code, ok := parseConfig(newFlagSet("config", stderr), args, environ, stderr)
 	if !ok {
-		return exitUsage
+		return code
 	}
 	out, err := cfg.YAML()
 	if err != nil {

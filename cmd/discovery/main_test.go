@@ -407,15 +407,27 @@ func hostnames(recs []selfRecord) string {
 	return strings.Join(hs, ",")
 }
 
+// startPair starts node-a, then node-b joined to it (bEnv added to b's
+// environment), both ready, with a's record on b.
+func startPair(t *testing.T, bEnv ...string) (a, b *node) {
+	t.Helper()
+	a = startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
+	waitReady(t, a)
+	b = startNode(t, append([]string{"DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN=" + a.Gossip}, bEnv...)...)
+	waitReady(t, b)
+	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
+		h := hostnames(selfRecords(t, b))
+		return strings.Contains(h, "node-a"), h
+	})
+	return a, b
+}
+
 // TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord: a node that joins a
 // seed appears in the seed's node list and infra.discovery records; on
 // SIGTERM it cancels its record (replicated) before leaving, so the seed
 // drops it at once instead of after eviction (spec 7.5.3).
 func TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord(t *testing.T) {
-	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
-	waitReady(t, a)
-	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip)
-	waitReady(t, b)
+	a, b := startPair(t)
 
 	waitFor(t, 30*time.Second, "both records on both nodes", func() (bool, string) {
 		ha, hb := hostnames(selfRecords(t, a)), hostnames(selfRecords(t, b))
@@ -447,15 +459,7 @@ func TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord(t *testing.T) {
 // cancel has crashed; the drain is cut at the shutdown budget and the node
 // still exits 0 on SIGTERM.
 func TestServe_ShutdownBoundedWhenPeerGone(t *testing.T) {
-	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
-	waitReady(t, a)
-	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip,
-		"DISCOVERY_HTTP_SHUTDOWN_TIMEOUT=2s")
-	waitReady(t, b)
-	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
-		h := hostnames(selfRecords(t, b))
-		return strings.Contains(h, "node-a"), h
-	})
+	a, b := startPair(t, "DISCOVERY_HTTP_SHUTDOWN_TIMEOUT=2s")
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -626,14 +630,7 @@ func TestLocalAddr(t *testing.T) {
 // stopping node answered code 0 for (spec 7.2.2: the answer precedes the
 // forward, so the forward must still happen).
 func TestServe_GracefulStopDeliversAckedWrites(t *testing.T) {
-	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a")
-	waitReady(t, a)
-	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.Gossip)
-	waitReady(t, b)
-	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
-		h := hostnames(selfRecords(t, b))
-		return strings.Contains(h, "node-a"), h
-	})
+	a, b := startPair(t)
 
 	var (
 		mu    sync.Mutex

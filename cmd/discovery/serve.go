@@ -35,13 +35,9 @@ func serveCmd(args, environ []string, _, stderr io.Writer) int {
 
 	fs := newFlagSet("serve", stderr)
 	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<host:port>"} to this file (atomically)`)
-	configs.AddFlags(fs)
-	if code, ok := parseFlags(fs, args, stderr); !ok {
-		return code
-	}
-	cfg, ok := loadConfig(fs, environ, stderr)
+	cfg, code, ok := parseConfig(fs, args, environ, stderr)
 	if !ok {
-		return exitUsage
+		return code
 	}
 	logger, err := newLogger(cfg.Log, stderr)
 	if err != nil {
