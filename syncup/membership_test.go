@@ -210,7 +210,13 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 	waitFor(t, "A registered itself again", func() bool { return a.has(k) })
 	// A peer that evicted A's record gets it back from A's next renew
 	// (-404 → A pushes its copy, spec 7.3).
-	waitFor(t, "A's record back on B", func() bool { return b.has(k) })
+	// Once B holds A's new version the re-register has landed: only
+	// renews follow.
+	waitFor(t, "A's re-registered record on B", func() bool {
+		ai, okA := a.reg.Get(k)
+		bi, okB := b.reg.Get(k)
+		return okA && okB && ai.DirtyTimestamp == bi.DirtyTimestamp && bi.DirtyTimestamp != before.DirtyTimestamp
+	})
 	if _, err := b.reg.Evict(k); err != nil {
 		t.Fatal(err)
 	}
