@@ -157,8 +157,8 @@ func drainClose(rc io.ReadCloser) {
 	_ = rc.Close()
 }
 
-// EncodeSnapshot writes a snapshot stream: {"instances":[...],"tombstones":[...]}.
-// next is called until it returns false; items must be written instances
+// encodeSnapshot writes a snapshot stream: {"instances":[...],"tombstones":[...]}.
+// produce hands every item to its sink; items must come instances
 // first (as serveSnapshot produces them).
 func encodeSnapshot(w *bufio.Writer, produce func(sink func(SnapshotItem) error) error) error {
 	enc := json.NewEncoder(w)
@@ -271,25 +271,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch path {
 	case PathReplicate:
-		if !allow(w, r, http.MethodPost) {
-			return
-		}
-		var req ReplicateRequest
-		if !h.decode(w, r, &req) {
-			return
-		}
-		resp, err := h.c.serveReplicate(r.Context(), &req)
-		h.answer(w, resp, err)
+		servePost(h, w, r, h.c.serveReplicate)
 	case PathDigest:
-		if !allow(w, r, http.MethodPost) {
-			return
-		}
-		var req DigestRequest
-		if !h.decode(w, r, &req) {
-			return
-		}
-		resp, err := h.c.serveDigest(r.Context(), &req)
-		h.answer(w, resp, err)
+		servePost(h, w, r, h.c.serveDigest)
 	case PathSnapshot:
 		if !allow(w, r, http.MethodGet) {
 			return
@@ -306,6 +290,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		httpError(w, http.StatusNotFound, "unknown internal endpoint "+r.URL.Path)
 	}
+}
+
+// servePost answers a JSON POST endpoint: method check, bounded decode,
+// serve, JSON answer.
+func servePost[Req, Resp any](h *handler, w http.ResponseWriter, r *http.Request, serve func(context.Context, *Req) (*Resp, error)) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	var req Req
+	if !h.decode(w, r, &req) {
+		return
+	}
+	resp, err := serve(r.Context(), &req)
+	h.answer(w, resp, err)
 }
 
 func allow(w http.ResponseWriter, r *http.Request, method string) bool {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	stdnet "net"
@@ -220,11 +221,11 @@ func TestHTTPTransport_StatusErrors(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	_, err := tr.Replicate(t.Context(), addr, &ReplicateRequest{Ops: []Op{{Kind: OpRenew}}})
 	var perm *PermanentError
-	if err == nil || !errorsAs(err, &perm) || !strings.Contains(err.Error(), "ops: bad") {
+	if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), "ops: bad") {
 		t.Fatalf("400 must be a PermanentError with the message, got %v", err)
 	}
 	_, err = tr.Digest(t.Context(), addr, &DigestRequest{})
-	if err == nil || errorsAs(err, &perm) {
+	if err == nil || errors.As(err, &perm) {
 		t.Fatalf("503 must be retryable, got %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package syncup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -229,5 +228,3 @@ func (n *tnode) has(k registry.Key) bool {
 	_, ok := n.reg.Get(k)
 	return ok
 }
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }

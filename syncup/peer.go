@@ -3,7 +3,6 @@ package syncup
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -225,6 +224,6 @@ func (c *Cluster) handleResult(p *peer, op *Op, r OpResult) {
 		c.reg.Import(*r.Instance)
 	default:
 		c.met.failed.Inc()
-		c.log.Log(context.Background(), slog.LevelDebug, "peer refused op", "peer", p.name, "op", op.Kind, "code", r.Code, "msg", r.Message)
+		c.log.Debug("peer refused op", "peer", p.name, "op", op.Kind, "code", r.Code, "msg", r.Message)
 	}
 }

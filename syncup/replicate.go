@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/discovery-go/discovery/registry"
@@ -148,8 +147,6 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 	}
 	return OpResult{Code: CodeInvalid, Message: "unknown op"}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 func errResult(err error) OpResult {
 	switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,7 +50,7 @@ func (c *Cluster) syncLoop() {
 				continue
 			}
 			if peerReady {
-				c.markReady("synced from " + p.name + " (" + itoa(n) + " items)")
+				c.markReady("synced from " + p.name + " (" + strconv.Itoa(n) + " items)")
 				return
 			}
 			unready++
