@@ -22,32 +22,56 @@ type pollAnswer struct {
 	err  error     // failure other than the round's cancellation
 }
 
-// pollOnce-and-repeat: runs the polls request until it answers code 0,
-// re-polling at once on -304 like kratos (spec 5.5). sem bounds how many
-// polls are being sent at once (released once the request is written) so
-// that parking thousands of polls does not overflow the node's accept
-// queue. failed is called when the poll fails (it will never park again).
-func (r *runner) pollUntilAnswer(ctx context.Context, req request, sem chan struct{}, failed func()) pollAnswer {
+// poller is one watcher: a long-poll loop on one node and appid.
+type poller struct {
+	node, appid, hostname string
+	latest                int64
+	sem                   chan struct{} // bounds polls being sent at once
+	changed               *atomic.Bool  // set just before the change is sent
+	stale                 *atomic.Int64 // answers that predate the change
+	failed                func()        // the poll failed and will not park again
+}
+
+// pollUntilAnswer runs p's polls request until the change answers it. Like
+// kratos (spec 5.5) it re-polls at once on -304 (the hold ended before the
+// change), and on a code-0 answer that arrives before the change is sent
+// (the node's latest_timestamp was ahead of the one fetched, e.g. a
+// replicated write still landing) it takes the answer's latest_timestamp and
+// parks again. sem is released once each request is written, so parking
+// thousands of polls does not overflow the node's accept queue.
+func (r *runner) pollUntilAnswer(ctx context.Context, p poller) pollAnswer {
 	for {
 		select {
-		case sem <- struct{}{}:
+		case p.sem <- struct{}{}:
 		case <-ctx.Done():
 			return pollAnswer{err: errCanceled}
 		}
-		req.wrote = func() { <-sem }
+		req := pollsReq(p.node, p.appid, r.cfg.Env, p.hostname, p.latest)
+		req.keep = true
+		req.wrote = func() { <-p.sem }
 		rep, err := r.c.do(ctx, req)
 		switch {
 		case err != nil:
 			if !errors.Is(err, errCanceled) {
-				failed()
+				p.failed()
 			}
 			return pollAnswer{err: err}
 		case rep.code == codeOK:
-			return pollAnswer{at: time.Now(), body: rep.body}
+			at := time.Now()
+			if p.changed.Load() {
+				return pollAnswer{at: at, body: rep.body}
+			}
+			l, err := latestOf(rep.body, p.appid)
+			if err != nil {
+				p.failed()
+				return pollAnswer{err: &opError{"bad_body"}}
+			}
+			p.latest = l
+			p.stale.Add(1)
 		case rep.code == codeNotModified:
-			continue // hold ended before the change: park again
+			// The hold ended before the change: park again.
 		default:
-			failed()
+			p.failed()
 			return pollAnswer{err: &opError{strconv.Itoa(rep.code)}}
 		}
 	}
@@ -172,12 +196,16 @@ func (r *runner) notify(ctx context.Context, writeNode string, watch []string) e
 			return err
 		}
 		r.logf("%s round %d: %d/%d polls answered, parked in %s", cfg.Scenario, round+1, st.answered, st.expected, st.park.Round(time.Millisecond))
+		if st.stale > 0 {
+			r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("round %d: %d polls were answered before the change (the node was ahead of the fetched latest_timestamp) and parked again", round+1, st.stale))
+		}
 	}
 	return nil
 }
 
 type roundStats struct {
 	answered, expected int64
+	stale              int64 // answers before the change, re-polled
 	park               time.Duration
 }
 
@@ -207,15 +235,16 @@ func (r *runner) notifyRound(ctx context.Context, change request, appid string, 
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	sem := make(chan struct{}, cfg.Concurrency)
+	var changed atomic.Bool
+	var stale atomic.Int64
 	var wg sync.WaitGroup
 	tPark := time.Now()
 	for j := range P {
 		n := watch[j%len(watch)]
 		want[n]++
-		req := pollsReq(n, appid, cfg.Env, "bench-watcher-"+strconv.Itoa(j), latest[n])
-		wg.Go(func() {
-			answers[j] = r.pollUntilAnswer(pctx, req, sem, func() { failedOn[n].Add(1) })
-		})
+		p := poller{node: n, appid: appid, hostname: "bench-watcher-" + strconv.Itoa(j), latest: latest[n],
+			sem: sem, changed: &changed, stale: &stale, failed: func() { failedOn[n].Add(1) }}
+		wg.Go(func() { answers[j] = r.pollUntilAnswer(pctx, p) })
 	}
 	allDone := make(chan struct{})
 	go func() { wg.Wait(); close(allDone) }()
@@ -228,7 +257,9 @@ func (r *runner) notifyRound(ctx context.Context, change request, appid string, 
 		return st, err
 	}
 	st.park = time.Since(tPark)
+	st.stale = stale.Load()
 
+	changed.Store(true)
 	tSend := time.Now()
 	_, cerr := r.c.call(ctx, change)
 	tAck := time.Now()

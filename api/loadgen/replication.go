@@ -41,6 +41,7 @@ func (r *runner) replication(ctx context.Context) error {
 		latest[n] = l
 	}
 
+	var stale atomic.Int64 // polls answered before their write (re-polled)
 	lags := make([]Histogram, len(obs))
 	var write, lagMax Histogram
 	var elapsed time.Duration
@@ -52,6 +53,9 @@ func (r *runner) replication(ctx context.Context) error {
 		}
 		res = append(res, Result{Name: "lag max", OK: int64(lagMax.Count()), Expected: int64(write.Count()), Latency: lagMax.Stats()})
 		r.rep.Results = append(r.rep.Results, res...)
+		if n := stale.Load(); n > 0 {
+			r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%d polls were answered before their write (the node was ahead of the known latest_timestamp) and parked again", n))
+		}
 	}()
 
 	var deadline time.Time
@@ -65,7 +69,7 @@ func (r *runner) replication(ctx context.Context) error {
 		}
 		in := inst(w)
 		t0 := time.Now()
-		ans, tSend, tAck, err := r.replicateOnce(ctx, writeNode, obs, in, appid, latest, sem)
+		ans, tSend, tAck, err := r.replicateOnce(ctx, writeNode, obs, in, appid, latest, sem, &stale)
 		elapsed += time.Since(t0)
 		if err != nil {
 			return err
@@ -113,7 +117,7 @@ func (r *runner) replication(ctx context.Context) error {
 // replicateOnce parks one poll per observer, registers in on writeNode once
 // they are parked and waits for the polls (bounded by --poll-timeout).
 func (r *runner) replicateOnce(ctx context.Context, writeNode string, obs []string, in instance, appid string,
-	latest map[string]int64, sem chan struct{}) (ans []pollAnswer, tSend, tAck time.Time, err error) {
+	latest map[string]int64, sem chan struct{}, stale *atomic.Int64) (ans []pollAnswer, tSend, tAck time.Time, err error) {
 	cfg := r.cfg
 	base, err := r.parkedBaseline(ctx, obs)
 	if err != nil {
@@ -124,15 +128,14 @@ func (r *runner) replicateOnce(ctx context.Context, writeNode string, obs []stri
 	failedOn := make(map[string]*atomic.Int64, len(obs))
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
+	var changed atomic.Bool
 	var wg sync.WaitGroup
 	for i, n := range obs {
 		want[n] = 1
 		failedOn[n] = new(atomic.Int64)
-		req := pollsReq(n, appid, cfg.Env, "bench-repl-watcher", latest[n])
-		req.keep = true
-		wg.Go(func() {
-			ans[i] = r.pollUntilAnswer(pctx, req, sem, func() { failedOn[n].Add(1) })
-		})
+		p := poller{node: n, appid: appid, hostname: "bench-repl-watcher", latest: latest[n],
+			sem: sem, changed: &changed, stale: stale, failed: func() { failedOn[n].Add(1) }}
+		wg.Go(func() { ans[i] = r.pollUntilAnswer(pctx, p) })
 	}
 	allDone := make(chan struct{})
 	go func() { wg.Wait(); close(allDone) }()
@@ -143,6 +146,7 @@ func (r *runner) replicateOnce(ctx context.Context, writeNode string, obs []stri
 		stop()
 		return ans, tSend, tAck, err
 	}
+	changed.Store(true)
 	tSend = time.Now()
 	_, cerr := r.c.call(ctx, r.c.registerReq(writeNode, in, cfg.Env, cfg.Zone, cfg.Region))
 	tAck = time.Now()
