@@ -232,17 +232,16 @@ func (c *Cluster) onLeave(ev memberEvent) {
 	if err != nil || m.Status == metaLeaving || c.stopping.Load() {
 		return
 	}
-	// A restarted node gets a new gossip name but keeps its hostname; if
-	// it is already back, its record is its own again.
-	for name, ms := range c.memberTable() {
-		if name == ev.name {
-			return
-		}
-		if om := ms.meta; ms.metaErr == nil && om.Env == m.Env && om.Zone == m.Zone && om.Hostname == m.Hostname {
-			return
-		}
-	}
 	k := registry.Key{Env: m.Env, AppID: SelfAppID, Zone: m.Zone, Hostname: m.Hostname}
+	// Back already (a restarted node has a new gossip name but keeps its
+	// hostname): the record is its own again.
+	c.memMu.RLock()
+	_, back := c.members[ev.name]
+	back = back || c.ownerLiveLocked(k)
+	c.memMu.RUnlock()
+	if back {
+		return
+	}
 	ins, ok := c.reg.Get(k)
 	if !ok || !slices.Contains(ins.Addrs, "http://"+m.HTTPAddr) {
 		return
@@ -266,8 +265,10 @@ type evictedRecord struct {
 }
 
 // evictedVersion reports whether ins is (at most) the version of a dead
-// member's record evicted here within the last staleAfter; later the copy
-// is stale anyway. A restarted node's record is newer and passes.
+// member's record evicted here within the last staleAfter (later the copy
+// is stale anyway) while no live member owns that record. A restarted
+// node's record is newer and passes; so does the record of a member that
+// is alive again (a healed partition), whatever its version.
 func (c *Cluster) evictedVersion(ins registry.Instance) bool {
 	if ins.AppID != SelfAppID {
 		return false
@@ -281,7 +282,25 @@ func (c *Cluster) evictedVersion(ins registry.Instance) bool {
 		}
 	}
 	e, ok := c.evicted[k]
-	return ok && ins.DirtyTimestamp <= e.dirty
+	if !ok || ins.DirtyTimestamp > e.dirty {
+		return false
+	}
+	if c.ownerLiveLocked(k) {
+		delete(c.evicted, k)
+		return false
+	}
+	return true
+}
+
+// ownerLiveLocked reports whether a live member owns the infra.discovery
+// record k (same env, zone and hostname). memMu must be held.
+func (c *Cluster) ownerLiveLocked(k registry.Key) bool {
+	for _, ms := range c.members {
+		if m := ms.meta; ms.metaErr == nil && m.Env == k.Env && m.Zone == k.Zone && m.Hostname == k.Hostname {
+			return true
+		}
+	}
+	return false
 }
 
 // joinLoop joins the seeds with backoff, bounded by join_timeout, then

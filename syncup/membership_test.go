@@ -250,6 +250,23 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 	if a.has(k) {
 		t.Fatal("anti-entropy brought back the record of a node gossip declared dead")
 	}
+	// The same node alive again (a healed partition: same name, same
+	// record version) gets its record back at once.
+	a.c.memMu.Lock()
+	a.c.members[c.c.Name()] = memberState{meta: c.c.meta, gossip: c.c.GossipAddr()}
+	a.c.memMu.Unlock()
+	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+		t.Fatal(err)
+	}
+	if !a.has(k) {
+		t.Fatal("the record of a member that is alive again was refused")
+	}
+	if _, err := a.reg.Evict(k); err != nil {
+		t.Fatal(err)
+	}
+	a.c.memMu.Lock()
+	delete(a.c.members, c.c.Name())
+	a.c.memMu.Unlock()
 	newer := old
 	newer.DirtyTimestamp++
 	newer.RenewTimestamp = time.Now().UnixNano()
