@@ -2,10 +2,13 @@ package syncup
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/discovery-go/discovery/registry"
 )
@@ -158,4 +161,24 @@ func TestCluster_StartAfterShutdownFails(t *testing.T) {
 		t.Fatal("Start after Shutdown succeeded")
 	}
 	c.Register(testInstance("demo.x", "z1"), false) // inert, no panic
+}
+
+// Starting and stopping clusters repeatedly (real HTTP between the nodes)
+// leaves no goroutine behind: senders, loops, gossip, keep-alive
+// connections.
+func TestCluster_RepeatedStartStopLeavesNoGoroutine(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+	for i := range 3 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			a := startHTTPNode(t, nil, nil)
+			b := startHTTPNode(t, []*tnode{a}, nil)
+			waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 && b.c.Ready() })
+			st := a.clientRegister(t, testInstance("demo.cycle", "z1"))
+			waitFor(t, "replicated", func() bool { return b.has(st.Key()) })
+			if i == 1 {
+				b.kill(t) // one crash among the clean stops
+			}
+		})
+	}
 }
