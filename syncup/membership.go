@@ -32,16 +32,10 @@ func (d *mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *mlDelegate) LocalState(join bool) []byte                { return nil }
 func (d *mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-type eventKind int
-
-const (
-	evJoin eventKind = iota
-	evLeave
-	evUpdate
-)
-
+// memberEvent is a member gossip no longer lists (NotifyLeave). Joins and
+// updates need no queue: the member table holds their result and the event
+// loop reconciles the peer set from it.
 type memberEvent struct {
-	kind eventKind
 	name string
 	meta []byte
 }
@@ -50,14 +44,15 @@ type memberEvent struct {
 // (memberlist calls them one at a time from its own goroutines).
 type mlEvents struct{ c *Cluster }
 
-func (e *mlEvents) NotifyJoin(n *memberlist.Node)   { e.c.pushEvent(evJoin, n) }
-func (e *mlEvents) NotifyLeave(n *memberlist.Node)  { e.c.pushEvent(evLeave, n) }
-func (e *mlEvents) NotifyUpdate(n *memberlist.Node) { e.c.pushEvent(evUpdate, n) }
+func (e *mlEvents) NotifyJoin(n *memberlist.Node)   { e.c.pushEvent(false, n) }
+func (e *mlEvents) NotifyLeave(n *memberlist.Node)  { e.c.pushEvent(true, n) }
+func (e *mlEvents) NotifyUpdate(n *memberlist.Node) { e.c.pushEvent(false, n) }
 
 // pushEvent runs inside memberlist's callback, where n may be read (later
 // memberlist mutates it under its own lock, so Members() results must not
-// be read concurrently). It updates our member table and queues the event.
-func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
+// be read concurrently). It updates our member table, queues a leave and
+// wakes the event loop; it never blocks on it.
+func (c *Cluster) pushEvent(leave bool, n *memberlist.Node) {
 	if n.Name == c.name {
 		return
 	}
@@ -65,7 +60,7 @@ func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 	meta, err := decodeMeta(raw)
 	ms := memberState{meta: meta, metaErr: err, gossip: n.Address()}
 	c.memMu.Lock()
-	if k == evLeave {
+	if leave {
 		delete(c.members, n.Name)
 		if err != nil || meta.Status != metaLeaving {
 			// Failed, not left: it may be a partition. Keep its address to
@@ -84,9 +79,11 @@ func (c *Cluster) pushEvent(k eventKind, n *memberlist.Node) {
 		}
 	}
 	c.memMu.Unlock()
-	c.evMu.Lock()
-	c.evq = append(c.evq, memberEvent{kind: k, name: n.Name, meta: raw})
-	c.evMu.Unlock()
+	if leave {
+		c.evMu.Lock()
+		c.evq = append(c.evq, memberEvent{name: n.Name, meta: raw})
+		c.evMu.Unlock()
+	}
 	select {
 	case c.evSig <- struct{}{}:
 	default:
@@ -154,9 +151,7 @@ func (c *Cluster) eventLoop() {
 		c.evq = nil
 		c.evMu.Unlock()
 		for _, ev := range evs {
-			if ev.kind == evLeave {
-				c.onLeave(ev)
-			}
+			c.onLeave(ev)
 		}
 		added := c.reconcile()
 		for _, p := range added {
