@@ -187,7 +187,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	if soak() {
 		clients = 200
 	}
-	l := startLoad(t, nodes, "e2e.load", "load", clients, 100*time.Millisecond, true)
+	l := startLoad(t, c.Nodes, "e2e.load", "load", clients, 100*time.Millisecond, true)
 	l.waitAllAcked(t, 30*time.Second)
 	// Everything registered so far has reached every node.
 	harness.Eventually(t, 20*time.Second, "load replicated before the kill", func() error {
@@ -199,7 +199,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	// so its forwards fail, and it dies before gossip notices the cut.
 	// Only the clients' failover and re-register on -404 can save these.
 	c.Isolate(t, victim)
-	late := startLoad(t, []*harness.Node{victim, survivors[0], survivors[1]}, "e2e.load", "late", 10, 100*time.Millisecond, false)
+	late := startLoad(t, func() []*harness.Node { return []*harness.Node{victim, survivors[0], survivors[1]} }, "e2e.load", "late", 10, 100*time.Millisecond, false)
 	late.waitAllAcked(t, 10*time.Second)
 	c.Kill(t, victim)
 	killed := time.Now()

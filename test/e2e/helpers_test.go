@@ -138,9 +138,9 @@ func sameContent(nodes []*harness.Node, env string, appids ...string) error {
 // on a transport error or an unexpected code (and retries at once), and
 // re-registers when a renew answers -404.
 type loadClient struct {
-	ins     harness.Instance
-	clients []*harness.Client
-	idx     int
+	ins   harness.Instance
+	nodes func() []*harness.Node // current generation of each node
+	idx   int
 
 	acked      atomic.Bool  // a register was answered 0 at least once
 	lastOKFrom atomic.Int64 // start time (UnixNano) of the last successful register/renew
@@ -153,13 +153,14 @@ type loadClient struct {
 // (twice) before giving up.
 func (lc *loadClient) call(ctx context.Context, op func(ctx context.Context, c *harness.Client) (*harness.Envelope, error)) (*harness.Envelope, error) {
 	var last error
-	for range 2 * len(lc.clients) {
+	nodes := lc.nodes()
+	for range 2 * len(nodes) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		c := lc.clients[lc.idx%len(lc.clients)]
+		n := nodes[lc.idx%len(nodes)]
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		e, err := op(cctx, c)
+		e, err := op(cctx, n.Client)
 		cancel()
 		if err == nil && (e.Code == 0 || e.Code == -404) {
 			return e, nil
@@ -167,7 +168,7 @@ func (lc *loadClient) call(ctx context.Context, op func(ctx context.Context, c *
 		if err == nil {
 			err = fmt.Errorf("code %d", e.Code)
 		}
-		last = fmt.Errorf("%s: %w", c.Addr, err)
+		last = fmt.Errorf("%s: %w", n.Name, err)
 		lc.idx++
 		lc.failovers.Add(1)
 	}
@@ -219,32 +220,25 @@ type load struct {
 }
 
 // startLoad registers count instances of appid (hostnames prefix-NN) and
-// renews each every interval. With spread, client i prefers node
-// i%len(nodes); without, every client starts on nodes[0].
-func startLoad(t testing.TB, nodes []*harness.Node, appid, prefix string, count int, interval time.Duration, spread bool) *load {
+// renews each every interval, through the nodes nodes() returns (called for
+// every operation, so restarted nodes are followed). With spread, client i
+// prefers node i%len; without, every client starts on the first node.
+func startLoad(t testing.TB, nodes func() []*harness.Node, appid, prefix string, count int, interval time.Duration, spread bool) *load {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel}
 	for i := range count {
 		lc := &loadClient{
-			ins: instance(appid, fmt.Sprintf("%s-%02d", prefix, i), fmt.Sprintf("grpc://127.0.0.1:%d", 20000+i), fmt.Sprintf("http://127.0.0.1:%d", 30000+i)),
+			ins:   instance(appid, fmt.Sprintf("%s-%02d", prefix, i), fmt.Sprintf("grpc://127.0.0.1:%d", 20000+i), fmt.Sprintf("http://127.0.0.1:%d", 30000+i)),
+			nodes: nodes,
 		}
 		if spread {
-			lc.idx = i % len(nodes)
-		}
-		for _, n := range nodes {
-			c := harness.NewClient(n.HTTP)
-			lc.clients = append(lc.clients, c)
+			lc.idx = i % len(nodes())
 		}
 		l.clients = append(l.clients, lc)
 	}
 	for _, lc := range l.clients {
 		l.wg.Go(func() {
-			defer func() {
-				for _, c := range lc.clients {
-					c.Close()
-				}
-			}()
 			tick := time.NewTicker(interval)
 			defer tick.Stop()
 			for ctx.Err() == nil {
