@@ -135,7 +135,8 @@ func (p *peer) run() {
 
 // send delivers one batch, retrying with exponential backoff until it is
 // acknowledged, the peer is removed (membership declared it dead) or the
-// cluster stops. Each attempt is bounded by peer_timeout.
+// cluster stops. Each attempt is bounded by peer_timeout. A batch the peer
+// refuses as a whole is split in halves.
 func (p *peer) send(batch []*queued) {
 	c := p.c
 	req := &ReplicateRequest{From: c.name, Ops: make([]Op, len(batch))}
@@ -170,8 +171,18 @@ func (p *peer) send(batch []*queued) {
 	}
 	resp, err := backoff.Retry(p.ctx, attempt, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(0))
 	n := int64(len(batch))
+	var perm *PermanentError
+	if errors.As(err, &perm) && len(batch) > 1 {
+		// Refused as a whole: over the peer's max_batch_ops or
+		// max_body_bytes (limits may differ between nodes), or one op it
+		// cannot take. Halves meet its limits, and a bad op costs only
+		// itself. Order is kept; each half settles its own pending count.
+		mid := len(batch) / 2
+		p.send(batch[:mid])
+		p.send(batch[mid:])
+		return
+	}
 	if err != nil {
-		var perm *PermanentError
 		switch {
 		case errors.As(err, &perm):
 			c.met.failed.Add(float64(n))

@@ -406,3 +406,32 @@ func TestReplication_PeerTimeoutBoundsEachRequest(t *testing.T) {
 	net.SetDelay(b.addr, 0)
 	waitFor(t, "delivered once the peer answers", func() bool { return b.has(stored.Key()) })
 }
+
+// A peer refusing a batch as a whole (here: more ops than its
+// max_batch_ops; over HTTP also a body over its max_body_bytes) must not
+// cost the ops: the sender halves the batch until the peer takes it.
+// Nodes may run with different limits (a rolling config change).
+func TestReplication_RefusedBatchIsSplit(t *testing.T) {
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
+	b := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
+	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	quiet(t, a, b)
+
+	net.Partition(a.addr, b.addr) // ops pile up behind the first, failing batch
+	var keys []registry.Key
+	for range 300 {
+		st := a.clientRegister(t, testInstance("demo.split", "z1"))
+		keys = append(keys, st.Key())
+	}
+	net.Heal()
+	quiet(t, a, b)
+	for _, k := range keys {
+		if !b.has(k) {
+			t.Fatalf("op lost: %v (failed ops %v)", k, testutil.ToFloat64(a.c.met.failed))
+		}
+	}
+	if f := testutil.ToFloat64(a.c.met.failed); f != 0 {
+		t.Fatalf("failed ops = %v, want 0", f)
+	}
+}
