@@ -285,25 +285,43 @@ func (c *Cluster) antiEntropyRound(ctx context.Context, p *peer) (int, error) {
 		k := t.Key
 		ops = append(ops, Op{Kind: OpCancel, Replication: true, FromZone: true, Key: &k, DirtyTimestamp: t.At})
 	}
-	var errs []error
-	for start := 0; start < len(ops); start += c.cfg.BatchSize {
-		end := min(start+c.cfg.BatchSize, len(ops))
-		r, err := c.tr.Replicate(rctx, p.getAddr(), &ReplicateRequest{From: c.name, Ops: ops[start:end]})
-		if err != nil {
-			errs = append(errs, err)
-			break
-		}
-		for _, res := range r.Results {
-			if res.Applied {
-				repairs++
-			}
-		}
+	for start := 0; start < len(ops) && err == nil; start += c.cfg.BatchSize {
+		var n int
+		n, err = c.push(rctx, p.getAddr(), ops[start:min(start+c.cfg.BatchSize, len(ops))])
+		repairs += n
 	}
 	c.met.aeRepairs.Add(float64(repairs))
 	if repairs > 0 {
 		c.log.Info("anti-entropy repaired divergence", "peer", p.name, "apps", len(apps), "repairs", repairs)
 	}
-	return repairs, errors.Join(errs...)
+	return repairs, err
+}
+
+// push sends ops to addr and counts those that changed the peer. A batch
+// the peer refuses as a whole (its limits may be lower than ours) is sent
+// again in halves.
+func (c *Cluster) push(ctx context.Context, addr string, ops []Op) (applied int, err error) {
+	var r *ReplicateResponse
+	r, err = c.tr.Replicate(ctx, addr, &ReplicateRequest{From: c.name, Ops: ops})
+	var perm *PermanentError
+	if errors.As(err, &perm) && len(ops) > 1 {
+		mid := len(ops) / 2
+		first, err := c.push(ctx, addr, ops[:mid])
+		if err != nil {
+			return first, err
+		}
+		second, err := c.push(ctx, addr, ops[mid:])
+		return first + second, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, res := range r.Results {
+		if res.Applied {
+			applied++
+		}
+	}
+	return applied, nil
 }
 
 func (c *Cluster) selfKey() registry.Key {
