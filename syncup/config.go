@@ -59,7 +59,7 @@ type Config struct {
 	// Limits on what a peer may send to the internal endpoints (spec 10.5
 	// spirit: a bad or hostile payload is refused, never trusted).
 	MaxBatchOps  int   `mapstructure:"max_batch_ops"`  // ops accepted in one replicate request; must be >= batch_size
-	MaxBodyBytes int64 `mapstructure:"max_body_bytes"` // body of one replicate or digest request
+	MaxBodyBytes int64 `mapstructure:"max_body_bytes"` // body of one replicate or digest request (a digest is ~80 B per app); a larger replicate batch is split by the sender
 }
 
 // DefaultConfig returns production defaults.
