@@ -478,6 +478,7 @@ func TestNode_AdvertiseNeverUnspecified(t *testing.T) {
 			t.Errorf("%s: advertises port %d, node listens on %s", where, ap.Port(), port)
 		}
 	}
+	t.Logf("listening on 0.0.0.0:%s, advertising %s", port, n.AdvertisedHTTP)
 	check("address file", n.AdvertisedHTTP)
 	list, _, err := n.Client.Nodes(ctxT(t))
 	if err != nil || len(list) != 1 {

@@ -322,6 +322,20 @@ func TestDialable(t *testing.T) {
 	}
 }
 
+func TestReachable(t *testing.T) {
+	for _, c := range []struct{ listen, adv, want string }{
+		{"0.0.0.0:0", "10.1.2.3:7171", "127.0.0.1:7171"},
+		{":0", "10.1.2.3:7171", "127.0.0.1:7171"},
+		{"[::]:0", "[fd00::1]:7171", "[::1]:7171"},
+		{"127.0.0.1:0", "127.0.0.1:4000", "127.0.0.1:4000"},
+	} {
+		got, err := reachable(c.listen, c.adv)
+		if err != nil || got.String() != c.want {
+			t.Errorf("reachable(%q, %q) = %v, %v; want %s", c.listen, c.adv, got, err, c.want)
+		}
+	}
+}
+
 func TestEventually_ReportsElapsedAndLastError(t *testing.T) {
 	n := 0
 	d := Eventually(t, 5*time.Second, "third try", func() error {
