@@ -306,7 +306,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	// Our own record is in the registry before anything is served (C63).
-	c.registerSelf()
+	c.registerSelf(0)
 	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect {
 		c.closeJoinDone()
 		c.markReady("no peers configured")

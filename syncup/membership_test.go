@@ -280,3 +280,30 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 		t.Fatal("a newer record of the same node (restarted) was refused")
 	}
 }
+
+// A node is the authority for its own infra.discovery record. When a peer
+// holds a "newer" version of it (a restart on a clock behind the old run,
+// possibly with another address), the renew's -409 must not make the node
+// adopt that copy: it registers itself again, newer, and the peer takes it.
+func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
+	a, b := nodes[0], nodes[1]
+	k := a.c.selfKey()
+	waitFor(t, "A's record on B", func() bool { return b.has(k) })
+	quiet(t, a, b)
+	stale, _ := b.reg.Get(k)
+	stale.Addrs = []string{"http://10.255.0.1:7171"} // the previous run's address
+	stale.DirtyTimestamp = time.Now().Add(time.Hour).UnixNano()
+	if !b.reg.Import(stale) {
+		t.Fatal("setup: import")
+	}
+	want := "http://" + a.addr
+	waitFor(t, "B holds A's real record again", func() bool {
+		got, ok := b.reg.Get(k)
+		return ok && len(got.Addrs) == 1 && got.Addrs[0] == want
+	})
+	if got, _ := a.reg.Get(k); len(got.Addrs) != 1 || got.Addrs[0] != want {
+		t.Fatalf("A adopted a foreign copy of its own record: %v", got.Addrs)
+	}
+}

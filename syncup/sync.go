@@ -329,11 +329,15 @@ func (c *Cluster) selfKey() registry.Key {
 }
 
 // registerSelf registers infra.discovery for this node through the normal
-// path: local register, then replication (spec 7.5.1).
-func (c *Cluster) registerSelf() {
+// path: local register, then replication (spec 7.5.1). minDirty > 0 makes
+// the version at least that (to win over a copy a peer holds).
+func (c *Cluster) registerSelf(minDirty int64) {
 	ins := registry.Instance{
 		Region: c.self.Region, Zone: c.self.Zone, Env: c.self.Env, AppID: SelfAppID,
 		Hostname: c.self.Hostname, Addrs: []string{"http://" + c.self.HTTPAddr}, Status: registry.StatusUp,
+	}
+	if minDirty > 0 {
+		ins.DirtyTimestamp = max(time.Now().UnixNano(), minDirty)
 	}
 	stored, _, err := c.reg.Register(ins, 0)
 	if err != nil {
@@ -351,7 +355,7 @@ func (c *Cluster) renewSelf() {
 	case err == nil:
 		c.Renew(ins, false)
 	case errors.Is(err, registry.ErrNotFound):
-		c.registerSelf()
+		c.registerSelf(0)
 	default:
 		c.log.Warn("self renew failed", "err", err)
 	}
