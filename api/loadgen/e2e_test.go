@@ -89,6 +89,24 @@ func (n *testNode) requests(t *testing.T, route, code string) float64 {
 	return v
 }
 
+// wantRequests waits until the node has counted want answers of route with
+// code. The node counts an answer after writing it, so the bench can see
+// the last answer a moment before the counter moves: poll, don't assume.
+func (n *testNode) wantRequests(t *testing.T, route, code string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := n.requests(t, route, code)
+		if got == want {
+			return
+		}
+		if got > want || time.Now().After(deadline) {
+			t.Fatalf("node counted %v answers of %s with code %s, want %v", got, route, code, want)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not synchronising
+	}
+}
+
 // bench runs Main with --json and decodes the report.
 func bench(t *testing.T, ctx context.Context, args ...string) (*Report, int, string) {
 	t.Helper()
@@ -142,9 +160,7 @@ func TestE2E_Register(t *testing.T) {
 	if st.Instances["e2e"] != 100 || st.Apps["e2e"] != 4 {
 		t.Fatalf("registry holds %v instances / %v apps, want 100 / 4", st.Instances, st.Apps)
 	}
-	if got := n.requests(t, "/discovery/register", "0"); got != 400 {
-		t.Fatalf("node counted %v successful registers, want 400", got)
-	}
+	n.wantRequests(t, "/discovery/register", "0", 400)
 	// The registered instance carries what a kratos client sends.
 	in, ok := n.reg.Get(registry.Key{Env: "e2e", AppID: "bench.app.1", Zone: "z1", Hostname: "bench-5"})
 	if !ok {
@@ -165,12 +181,8 @@ func TestE2E_RenewWithCleanup(t *testing.T) {
 		t.Fatalf("renew result %+v", r)
 	}
 	wantLatency(t, r)
-	if got := n.requests(t, "/discovery/renew", "0"); got != 300 {
-		t.Fatalf("node counted %v renews, want 300", got)
-	}
-	if got := n.requests(t, "/discovery/register", "0"); got != 30 {
-		t.Fatalf("node counted %v setup registers, want 30", got)
-	}
+	n.wantRequests(t, "/discovery/renew", "0", 300)
+	n.wantRequests(t, "/discovery/register", "0", 30) // setup
 	if st := n.reg.Stats(); st.Instances["bench"] != 0 {
 		t.Fatalf("--cleanup left %v instances", st.Instances)
 	}
@@ -186,9 +198,7 @@ func TestE2E_Fetchs(t *testing.T) {
 		t.Fatalf("fetchs result %+v", r)
 	}
 	wantLatency(t, r)
-	if got := n.requests(t, "/discovery/fetchs", "0"); got != 201 { // + the setup check
-		t.Fatalf("node counted %v fetchs, want 201", got)
-	}
+	n.wantRequests(t, "/discovery/fetchs", "0", 201) // + the setup check
 }
 
 // A renew of instances that are not registered fails with -404; the run
@@ -237,9 +247,7 @@ func TestE2E_Notify(t *testing.T) {
 		t.Fatalf("change result %+v", c)
 	}
 	// Every answer was a code-0 polls answer (no -503, no error).
-	if got := n.requests(t, "/discovery/polls", "0"); got != 80 {
-		t.Fatalf("node answered %v polls with code 0, want 80", got)
-	}
+	n.wantRequests(t, "/discovery/polls", "0", 80)
 }
 
 // fanout replicates registers synchronously into peer registries, standing
@@ -282,9 +290,9 @@ func TestE2E_ReplicationAndCrossNotify(t *testing.T) {
 		t.Fatalf("cross-notify %+v", r)
 	}
 	// Polls went to the watch nodes only, split round-robin.
-	if got := b.requests(t, "/discovery/polls", "0") + c.requests(t, "/discovery/polls", "0"); got != 30+2*15 {
-		t.Fatalf("watch nodes answered %v polls, want %d", got, 30+2*15)
-	}
+	// replication: one poll per write on each of B and C; cross-notify: 15 each.
+	b.wantRequests(t, "/discovery/polls", "0", 15+15)
+	c.wantRequests(t, "/discovery/polls", "0", 15+15)
 	if got := a.requests(t, "/discovery/polls", "0"); got != 0 {
 		t.Fatalf("write node answered %v polls, want 0", got)
 	}
