@@ -307,3 +307,41 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 		t.Fatalf("A adopted a foreign copy of its own record: %v", got.Addrs)
 	}
 }
+
+// Same authority rule for anti-entropy (and startup sync): a peer's newer
+// copy or tombstone of this node's own record never replaces or removes it
+// here; the node registers itself again, newer.
+func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
+	for _, tc := range []string{"copy", "tombstone"} {
+		t.Run(tc, func(t *testing.T) {
+			net := NewMemNetwork()
+			nodes := startCluster(t, net, 2, "z1", nil)
+			a, b := nodes[0], nodes[1]
+			k := a.c.selfKey()
+			waitFor(t, "A's record on B", func() bool { return b.has(k) })
+			quiet(t, a, b)
+			future := time.Now().Add(time.Hour).UnixNano()
+			if tc == "copy" {
+				stale, _ := b.reg.Get(k)
+				stale.Addrs = []string{"http://10.255.0.1:7171"}
+				stale.DirtyTimestamp = future
+				if !b.reg.Import(stale) {
+					t.Fatal("setup: import")
+				}
+			} else if _, err := b.reg.Cancel(k, future); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+				t.Fatal(err)
+			}
+			want := "http://" + a.addr
+			if got, ok := a.reg.Get(k); !ok || len(got.Addrs) != 1 || got.Addrs[0] != want {
+				t.Fatalf("A's own record replaced or removed by anti-entropy: %v %v", ok, got.Addrs)
+			}
+			waitFor(t, "B holds A's real record again", func() bool {
+				got, ok := b.reg.Get(k)
+				return ok && len(got.Addrs) == 1 && got.Addrs[0] == want
+			})
+		})
+	}
+}

@@ -232,13 +232,7 @@ func (c *Cluster) handleResult(p *peer, op *Op, r OpResult) {
 			return
 		}
 		c.met.handshakes.WithLabelValues("409").Inc()
-		if *op.Key == c.selfKey() {
-			// Our own record: we are its authority (the peer's copy is from
-			// an earlier run on a clock ahead of ours). Register it again,
-			// newer than the peer's; never while leaving (it is cancelled).
-			if !c.stopping.Load() {
-				c.registerSelf(r.Instance.DirtyTimestamp + 1)
-			}
+		if c.ownRecord(*op.Key, r.Instance.DirtyTimestamp) {
 			return
 		}
 		c.reg.Import(*r.Instance)

@@ -122,6 +122,9 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 			return errResult(err)
 		}
 	case OpCancel:
+		if c.ownRecord(*op.Key, op.DirtyTimestamp) {
+			return OpResult{Code: CodeOK}
+		}
 		t, err := c.reg.Cancel(*op.Key, op.DirtyTimestamp)
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return errResult(err)

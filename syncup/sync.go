@@ -158,7 +158,7 @@ func (c *Cluster) mergeItem(it SnapshotItem) bool {
 		}
 		return c.importFresh(*it.Instance)
 	case it.Tombstone != nil:
-		if validKey(it.Tombstone.Key) != nil || it.Tombstone.At <= 0 {
+		if validKey(it.Tombstone.Key) != nil || it.Tombstone.At <= 0 || c.ownRecord(it.Tombstone.Key, it.Tombstone.At) {
 			return false
 		}
 		_, err := c.reg.Cancel(it.Tombstone.Key, it.Tombstone.At)
@@ -174,7 +174,7 @@ func (c *Cluster) importFresh(ins registry.Instance) bool {
 	if ins.RenewTimestamp > 0 && time.Since(time.Unix(0, ins.RenewTimestamp)) > c.staleAfter {
 		return false
 	}
-	if c.evictedVersion(ins) {
+	if c.evictedVersion(ins) || c.ownRecord(ins.Key(), ins.DirtyTimestamp) {
 		return false
 	}
 	return c.reg.Import(ins)
@@ -345,6 +345,25 @@ func (c *Cluster) registerSelf(minDirty int64) {
 		return
 	}
 	c.Register(stored, false)
+}
+
+// ownRecord handles a peer's version (dirty_timestamp, or tombstone time)
+// of this node's own record and reports whether k is that record. The node
+// is its authority, so a peer's copy or tombstone is never applied here
+// (it comes from an earlier run, maybe on a clock ahead of ours, maybe
+// with another address); when it is newer than ours the node registers
+// itself again, newer, which replicates. Nothing while leaving.
+func (c *Cluster) ownRecord(k registry.Key, dirty int64) bool {
+	if k != c.selfKey() {
+		return false
+	}
+	if c.stopping.Load() {
+		return true
+	}
+	if cur, ok := c.reg.Get(k); !ok || dirty > cur.DirtyTimestamp {
+		c.registerSelf(dirty + 1)
+	}
+	return true
 }
 
 // renewSelf renews the record (replicated) and re-registers it when the
