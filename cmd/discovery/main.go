@@ -6,6 +6,8 @@
 //	discovery version          print version, commit and Go version
 //	discovery health [--addr host:port] [--timeout 2s]
 //	                           exit 0 when the node's /readyz answers 200
+//	discovery bench SCENARIO [flags]
+//	                           load tool over real HTTP (see package loadgen)
 //
 // Configuration flags, environment variables and files are described in
 // package configs and in configs/discovery.yaml. Exit codes: 0 success,
@@ -56,6 +58,7 @@ func commands() []command {
 		{"config", "print the effective configuration as YAML", configCmd},
 		{"version", "print version, commit and Go version", versionCmd},
 		{"health", "exit 0 when a node's /readyz answers 200, else 1", healthCmd},
+		{"bench", "load tool: register, renew, fetchs, notify, replication, cross-notify", benchCmd},
 	}
 }
 
