@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/discovery-go/discovery/registry"
 )
@@ -53,6 +54,7 @@ func startHTTPNode(t testing.TB, join []*tnode, cfg func(*Config)) *tnode {
 	n := startNode(t, nodeOpt{http: true, addr: ln.Addr().String(), join: join, cfg: cfg})
 	h := n.c.Handler()
 	lh.h.Store(&h)
+	n.lh = lh
 	return n
 }
 
@@ -283,5 +285,39 @@ func TestEncodeSnapshot_Empty(t *testing.T) {
 	var s registry.Snapshot
 	if err := json.NewDecoder(io.LimitReader(&buf, 1<<20)).Decode(&s); err != nil {
 		t.Fatalf("%q: %v", buf.String(), err)
+	}
+}
+
+// Over HTTP a batch larger than the peer's max_body_bytes is refused with
+// HTTP 400 as a whole; the sender splits it and nothing is lost (a valid
+// configuration: max_body_bytes 64 KiB with batch_size 512).
+func TestHTTP_BatchOverPeerBodyLimitIsSplit(t *testing.T) {
+	a := startHTTPNode(t, nil, func(c *Config) { c.BatchSize = 512 })
+	b := startHTTPNode(t, []*tnode{a}, func(c *Config) { c.MaxBodyBytes = 64 << 10 })
+	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	quiet(t, a, b)
+	var keys []registry.Key
+	for range 400 { // about 100 KiB of JSON: over B's limit once batched
+		st, _, err := a.reg.Register(testInstance("demo.big", "z1"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, st.Key())
+	}
+	// B answers 503 (retried) while the ops queue up behind the first
+	// batch, so the next batch holds all the others.
+	h := b.lh.h.Swap(nil)
+	for _, k := range keys {
+		ins, _ := a.reg.Get(k)
+		a.c.Register(ins, true)
+	}
+	p := a.peerNamed(b.c.Name())
+	waitFor(t, "A's link to B failing", p.failing.Load)
+	b.lh.h.Store(h)
+	quiet(t, a, b)
+	for _, k := range keys {
+		if !b.has(k) {
+			t.Fatalf("op lost: %v (failed ops %v)", k, testutil.ToFloat64(a.c.met.failed))
+		}
 	}
 }

@@ -72,6 +72,7 @@ type tnode struct {
 	reg  *registry.Registry
 	addr string
 	prom *prometheus.Registry
+	lh   *lateHandler // HTTP nodes: the internal handler's switch
 }
 
 type nodeOpt struct {
