@@ -82,8 +82,20 @@ func (c Config) Validate() error {
 		withSection("http", c.HTTP.Validate()),
 		withSection("registry", c.Registry.Validate()),
 		withSection("cluster", c.Cluster.Validate()),
+		c.crossCheck(),
 	}
 	return errors.Join(errs...)
+}
+
+// crossCheck checks rules between sections.
+func (c Config) crossCheck() error {
+	// Peers evict the node's own infra.discovery record like any instance:
+	// at least two renews must fit in the eviction window, so one lost or
+	// late renew does not drop the node from every client's list.
+	if r, e := c.Cluster.RenewInterval, c.Registry.EvictAfter; r > 0 && e > 0 && 2*r > e {
+		return fmt.Errorf("cluster.renew_interval: must be at most half of registry.evict_after (%s), got %s", e, r)
+	}
+	return nil
 }
 
 // withSection prefixes each error of a section's Validate with the section

@@ -349,6 +349,7 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"http.advertise":             {"10.0.0.5:7171", "10.0.0.5:7171"},
 		"cluster.secret":             {"MDEyMzQ1Njc4OWFiY2RlZg==", "MDEyMzQ1Njc4OWFiY2RlZg=="},
 		"cluster.peer_timeout":       {"7s", 7 * time.Second},
+		"cluster.renew_interval":     {"40s", 40 * time.Second}, // at most half of registry.evict_after
 		"registry.evict_after":       {"2m", 2 * time.Minute},
 		"registry.protect_threshold": {"0.5", 0.5},
 		"log.level":                  {"debug", "debug"},
@@ -569,6 +570,8 @@ func TestLoad_InvalidValues(t *testing.T) {
 		{"validate registry", nil, []string{"DISCOVERY_REGISTRY_EVICT_AFTER=0s"}, []string{"registry.evict_after"}},
 		{"validate cluster", nil, []string{"DISCOVERY_CLUSTER_QUEUE_SIZE=0"}, []string{"cluster.queue_size"}},
 		{"validate node", nil, []string{"DISCOVERY_NODE_ZONE="}, []string{"node.zone"}},
+		// Cross-section: peers would evict the node's own record between renews.
+		{"renew slower than eviction", nil, []string{"DISCOVERY_CLUSTER_RENEW_INTERVAL=2m"}, []string{"cluster.renew_interval", "registry.evict_after"}},
 		{"validate node spaces", nil, []string{"DISCOVERY_NODE_ENV=my env"}, []string{"node.env"}},
 		{"validate log level", nil, []string{"DISCOVERY_LOG_LEVEL=verbose"}, []string{"log.level", "verbose"}},
 		{"validate log format", []string{"--log.format=xml"}, nil, []string{"log.format", "xml"}},
