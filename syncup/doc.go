@@ -26,7 +26,11 @@
 // (spec 7.2), on the queue of one link per remote zone. One sender per
 // queue batches up to batch_size ops per POST /discovery/internal/replicate
 // and retries with exponential backoff until the peer acknowledges or
-// gossip removes it. Per-op answers drive the renew handshake of spec 7.3.
+// gossip removes it; a batch the peer refuses as a whole (its limits may
+// be lower) is halved until it fits. Per-op answers drive the renew
+// handshake of spec 7.3. The node is the authority for its own
+// infra.discovery record: a peer's copy or tombstone of it is never
+// applied here; the node registers itself again, newer.
 //
 // Loop freedom is structural: ops sent to same-zone peers are marked
 // replication=true and receivers never forward those; ops sent to another
