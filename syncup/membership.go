@@ -359,8 +359,8 @@ func (c *Cluster) closeJoinDone() {
 	}
 }
 
-// Nodes lists the same-zone live members including self (spec 4.10.2):
-// alive → NodeUp; leaving, or our link to it failing → NodeLost; dead or
+// Nodes lists the same-zone live members including self, one per HTTP
+// address (spec 4.10.2): alive → NodeUp; leaving, or our link to it failing → NodeLost; dead or
 // left members are not listed. Addr is the member's advertised HTTP
 // host:port. The slice is a fresh copy, sorted by Addr.
 //
@@ -401,8 +401,21 @@ func (c *Cluster) Nodes() []Member {
 		}
 		out = append(out, mem)
 	}
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Addr, b.Addr) })
-	return out
+	// One entry per address: a node restarted under a new gossip name is
+	// two members until the old one is declared dead. Self first, then UP.
+	slices.SortFunc(out, func(a, b Member) int {
+		if d := strings.Compare(a.Addr, b.Addr); d != 0 {
+			return d
+		}
+		if a.Self != b.Self {
+			if a.Self {
+				return -1
+			}
+			return 1
+		}
+		return a.Status - b.Status
+	})
+	return slices.CompactFunc(out, func(a, b Member) bool { return a.Addr == b.Addr })
 }
 
 func (c *Cluster) selfMember() Member {

@@ -345,3 +345,26 @@ func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
 		})
 	}
 }
+
+// A node restarted on the same HTTP address under a new gossip name is, for
+// a few seconds, two gossip members (the old one not yet declared dead).
+// /discovery/nodes lists the address once.
+func TestMembership_NodesListsEachAddressOnce(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", nil)
+	a, b := nodes[0], nodes[1]
+	old := b.c.meta
+	a.c.memMu.Lock()
+	a.c.members["b-previous-run"] = memberState{meta: old, gossip: "127.0.0.1:1"}
+	a.c.memMu.Unlock()
+	ms := a.c.Nodes()
+	if len(ms) != 2 || ms[0].Addr == ms[1].Addr {
+		t.Fatalf("Nodes() = %+v, want each address once", ms)
+	}
+	if st := statusOf(ms, b.addr); st != NodeUp {
+		t.Fatalf("status of the restarted node %d, want UP", st)
+	}
+	a.c.memMu.Lock()
+	delete(a.c.members, "b-previous-run")
+	a.c.memMu.Unlock()
+}
