@@ -407,16 +407,24 @@ func TestReplication_PeerTimeoutBoundsEachRequest(t *testing.T) {
 	waitFor(t, "delivered once the peer answers", func() bool { return b.has(stored.Key()) })
 }
 
+// startUnevenLimits starts A (batches of 1024) and B (takes 16 ops per
+// request), joined, ready and quiet.
+func startUnevenLimits(t *testing.T, net *MemNetwork) (a, b *tnode) {
+	t.Helper()
+	a = startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
+	b = startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
+	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	quiet(t, a, b)
+	return a, b
+}
+
 // A peer refusing a batch as a whole (here: more ops than its
 // max_batch_ops; over HTTP also a body over its max_body_bytes) must not
 // cost the ops: the sender halves the batch until the peer takes it.
 // Nodes may run with different limits (a rolling config change).
 func TestReplication_RefusedBatchIsSplit(t *testing.T) {
 	net := NewMemNetwork()
-	a := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
-	b := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
-	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
-	quiet(t, a, b)
+	a, b := startUnevenLimits(t, net)
 
 	net.Partition(a.addr, b.addr) // ops pile up behind the first, failing batch
 	var keys []registry.Key

@@ -238,11 +238,7 @@ func TestAntiEntropy_DoesNotResurrectEvictedInstances(t *testing.T) {
 // Anti-entropy pushes within the peer's limits too (halving a refused
 // batch), so nodes with different limits still converge.
 func TestAntiEntropy_PushSplitsRefusedBatch(t *testing.T) {
-	net := NewMemNetwork()
-	a := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
-	b := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
-	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
-	quiet(t, a, b)
+	a, b := startUnevenLimits(t, NewMemNetwork())
 	fill(t, a, 200) // local only: anti-entropy must carry them
 	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 		t.Fatalf("anti-entropy round: %v", err)
