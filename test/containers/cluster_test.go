@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,9 @@ type cluster struct {
 	ports   map[string]int // node -> published HTTP port on 127.0.0.1
 	ids     map[string]string
 	extra   []func() // cleanups that must run before `down` (edge networks)
+
+	mu   sync.Mutex
+	apis map[string]*apiClient
 }
 
 // startCluster brings a cluster up and waits until all three nodes are
@@ -50,6 +54,7 @@ func startCluster(t *testing.T) *cluster {
 		project: projectName(t),
 		ports:   map[string]int{},
 		ids:     map[string]string{},
+		apis:    map[string]*apiClient{},
 	}
 	for _, n := range nodeNames {
 		c.ports[n] = freePort(t)
@@ -185,6 +190,11 @@ func (c *cluster) compose(timeout time.Duration, args ...string) ([]byte, error)
 }
 
 func (c *cluster) teardown() {
+	c.mu.Lock()
+	for _, a := range c.apis {
+		a.close()
+	}
+	c.mu.Unlock()
 	if c.t.Failed() {
 		c.dumpLogs()
 	}
@@ -334,8 +344,17 @@ func (c *cluster) partition(node string) (heal func()) {
 }
 
 // api returns an HTTP client of node through its published port.
+// One client per node, shared (it is safe for concurrent use); teardown
+// closes their idle connections.
 func (c *cluster) api(node string) *apiClient {
-	return newAPIClient(fmt.Sprintf("http://127.0.0.1:%d", c.ports[node]))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.apis[node]; a != nil {
+		return a
+	}
+	a := newAPIClient(fmt.Sprintf("http://127.0.0.1:%d", c.ports[node]))
+	c.apis[node] = a
+	return a
 }
 
 // eventually polls cond every interval until it holds or timeout passes,

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // suite holds what TestMain prepared for every test.
@@ -59,6 +61,11 @@ func runSuite(m *testing.M) int {
 
 	code := m.Run()
 	printFigures()
+	// Every loader, client reader and server the tests started is stopped
+	// by their cleanups; nothing may be left running.
+	if err := goleak.Find(); err != nil && code == 0 {
+		code = fail("leaked goroutines: %v", err)
+	}
 	fmt.Fprintf(os.Stderr, "containers: suite took %s\n", time.Since(start).Round(time.Second))
 	return code
 }

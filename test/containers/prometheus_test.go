@@ -223,14 +223,15 @@ func startPrometheus(t *testing.T, bin string, c *cluster) *prometheus {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start prometheus: %v", err)
 	}
+	p := &prometheus{base: "http://" + listen, hc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}}
 	t.Cleanup(func() {
+		p.hc.CloseIdleConnections()
 		cancel()
 		_ = cmd.Wait()
 		if t.Failed() {
 			t.Logf("derived prometheus.yml:\n%s\nprometheus log (tail):\n%s", cfg, tail(logs.String(), 8192))
 		}
 	})
-	p := &prometheus{base: "http://" + listen, hc: &http.Client{Timeout: 5 * time.Second}}
 	eventually(t, 60*time.Second, 200*time.Millisecond, "prometheus ready", func() (bool, string) {
 		resp, err := p.hc.Get(p.base + "/-/ready")
 		if err != nil {
