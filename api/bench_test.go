@@ -22,11 +22,28 @@ func benchServer(b *testing.B) (*Server, *registry.Registry) {
 	return srv, reg
 }
 
+// headWriter is a ResponseWriter that keeps the status and the first bytes
+// of the body, so benchmarks measure the server, not a recorder's copy.
+type headWriter struct {
+	h    http.Header
+	code int
+	head []byte
+}
+
+func (w *headWriter) Header() http.Header  { return w.h }
+func (w *headWriter) WriteHeader(code int) { w.code = code }
+func (w *headWriter) Write(p []byte) (int, error) {
+	if n := 16 - len(w.head); n > 0 {
+		w.head = append(w.head, p[:min(n, len(p))]...)
+	}
+	return len(p), nil
+}
+
 func serveOnce(b *testing.B, h http.Handler, req *http.Request) {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), `{"code":0`) {
-		b.Fatalf("%d %s", rec.Code, rec.Body)
+	w := &headWriter{h: http.Header{}, head: make([]byte, 0, 16)}
+	h.ServeHTTP(w, req)
+	if w.code != 200 || !strings.HasPrefix(string(w.head), `{"code":0`) {
+		b.Fatalf("%d %s", w.code, w.head)
 	}
 }
 
@@ -63,5 +80,54 @@ func BenchmarkPollsImmediate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		serveOnce(b, h, httptest.NewRequest(http.MethodGet, "/discovery/polls?"+q, nil))
+	}
+}
+
+// BenchmarkRegister: a kratos register (urlencoded body, metadata JSON)
+// cycling over 1 000 instances of 100 apps.
+func BenchmarkRegister(b *testing.B) {
+	srv, _ := benchServer(b)
+	h := srv.Handler()
+	bodies := make([]string, 1000)
+	for i := range bodies {
+		bodies[i] = regForm("bench.app-"+i64(int64(i%100)), z1, "host-"+i64(int64(i)),
+			"metadata", `{"weight":"10","color":"red"}`).Encode()
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/discovery/register", strings.NewReader(bodies[i%len(bodies)]))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		serveOnce(b, h, req)
+		i++
+	}
+}
+
+// BenchmarkFetchs: fetchs of 10 appids with 1 and 10 instances each, the
+// load tool's fetchs scenarios; nothing changes between requests.
+func BenchmarkFetchs(b *testing.B) {
+	for _, per := range []int{1, 10} {
+		b.Run("instances="+i64(int64(per)), func(b *testing.B) {
+			srv, reg := benchServer(b)
+			q := form("env", tEnv, "status", "3")
+			for a := range 10 {
+				appid := "bench.app-" + i64(int64(a))
+				q.Add("appid", appid)
+				for i := range per {
+					in := registry.Instance{Env: tEnv, AppID: appid, Zone: z1, Hostname: "host-" + i64(int64(i)),
+						Addrs: []string{"grpc://10.0.0.1:9000", "http://10.0.0.1:8000"}, Status: 1, Region: "sh",
+						Version: "v1", Metadata: map[string]string{"weight": "10", "color": "red"}}
+					if _, _, err := reg.Register(in, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			h := srv.Handler()
+			u := "/discovery/fetchs?" + q.Encode()
+			b.ReportAllocs()
+			for b.Loop() {
+				serveOnce(b, h, httptest.NewRequest(http.MethodGet, u, nil))
+			}
+		})
 	}
 }

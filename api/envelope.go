@@ -48,11 +48,30 @@ func codeOf(err error) int {
 	}
 }
 
-// appendJSONString appends s as a JSON string.
+// appendJSONString appends s as encoding/json encodes it. Plain printable
+// ASCII (nearly every appid and message) is copied directly; anything else
+// goes through encoding/json so the escaping stays identical.
 func appendJSONString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s) // a string always marshals
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
+
+// Constant framing and bodies, shared by every request (never modified).
+var (
+	// okDataPrefix frames a code-0 standard answer around a shared payload
+	// (fetch, poll): okDataPrefix + payload + closeBrace.
+	okDataPrefix = []byte(`{"code":0,"message":"0","ttl":1,"data":`)
+	closeBrace   = []byte{'}'}
+	// bodyNotFoundNullData is fetch's -404 (spec 4.6.1).
+	bodyNotFoundNullData = []byte(`{"code":-404,"message":"-404","ttl":1,"data":null}`)
+)
 
 // envelope builds the standard shape (spec 2.4): code, message, ttl and,
 // when data is non-nil, the pre-encoded data. message "" means the decimal
@@ -135,20 +154,38 @@ func replyPollNotFound(c echo.Context, appid string) error {
 // they are (nothing is copied or re-encoded per poller). The registry lists
 // each appid once.
 func pollsBody(res *registry.PollResult) [][]byte {
-	n := 64
-	for _, p := range res.Changed {
-		n += len(p.AppID) + 4
-	}
+	n := 0
 	for _, m := range res.Missing {
 		n += len(m) + 3
+	}
+	parts := appMapBody(`{"code":0,"message":"0","data":{`, res.Changed, `},"error":{"-404":[`)
+	last := make([]byte, 0, n+len(parts[len(parts)-1])+3)
+	last = append(last, parts[len(parts)-1]...)
+	for i, m := range res.Missing {
+		if i > 0 {
+			last = append(last, ',')
+		}
+		last = appendJSONString(last, m)
+	}
+	parts[len(parts)-1] = append(last, `]}}`...)
+	return parts
+}
+
+// appMapBody returns the parts of head + {"appid":payload,...} members +
+// tail: framing text interleaved with the shared payloads, which are never
+// copied. The framing is built in one buffer; the parts slice it.
+func appMapBody(head string, apps []registry.AppPayload, tail string) [][]byte {
+	n := len(head) + len(tail)
+	for _, p := range apps {
+		n += len(p.AppID) + 4
 	}
 	// frame never outgrows its capacity much; if it does, earlier parts keep
 	// pointing at the old array, whose bytes do not change.
 	frame := make([]byte, 0, n)
-	parts := make([][]byte, 0, 2*len(res.Changed)+1)
-	frame = append(frame, `{"code":0,"message":"0","data":{`...)
+	parts := make([][]byte, 0, 2*len(apps)+1)
+	frame = append(frame, head...)
 	start := 0
-	for i, p := range res.Changed {
+	for i, p := range apps {
 		if i > 0 {
 			frame = append(frame, ',')
 		}
@@ -157,13 +194,6 @@ func pollsBody(res *registry.PollResult) [][]byte {
 		parts = append(parts, frame[start:], p.JSON)
 		start = len(frame)
 	}
-	frame = append(frame, `},"error":{"-404":[`...)
-	for i, m := range res.Missing {
-		if i > 0 {
-			frame = append(frame, ',')
-		}
-		frame = appendJSONString(frame, m)
-	}
-	frame = append(frame, `]}}`...)
+	frame = append(frame, tail...)
 	return append(parts, frame[start:])
 }

@@ -31,9 +31,6 @@ func holdFor(pollHold time.Duration, header string) time.Duration {
 	return min(pollHold, time.Duration(ms)*time.Millisecond-bmspyMargin)
 }
 
-// pollPrefix frames a poll success around the shared payload (spec 4.8.2).
-const pollPrefix = `{"code":0,"message":"0","ttl":1,"data":`
-
 // poll: GET /discovery/poll (spec 4.8), one appid.
 func (s *Server) poll(c echo.Context) error {
 	v, err := s.form(c)
@@ -51,7 +48,7 @@ func (s *Server) poll(c echo.Context) error {
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
 		// Poll answers only when the one appid changed.
-		return writeBody(c, codeOK, []byte(pollPrefix), res.Changed[0].JSON, []byte{'}'})
+		return writeBody(c, codeOK, okDataPrefix, res.Changed[0].JSON, closeBrace)
 	})
 }
 

@@ -1,13 +1,16 @@
 package api
 
 import (
+	"slices"
+
 	"github.com/labstack/echo/v4"
 
 	"github.com/discovery-go/discovery/registry"
 )
 
 // fetch: GET /discovery/fetch (spec 4.6). Unknown app or zone: -404 with
-// "data":null.
+// "data":null. The InstanceInfo is the registry's shared encoding, written
+// as is between the envelope's framing (no copy, no per-request encode).
 func (s *Server) fetch(c echo.Context) error {
 	v, err := s.form(c)
 	if err != nil {
@@ -17,19 +20,16 @@ func (s *Server) fetch(c echo.Context) error {
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
-	info, err := s.reg.Fetch(p.Env, p.AppIDs[0], p.Zone, p.Status)
-	if err != nil {
-		code := codeOf(err)
-		if code != codeNotFound {
-			return s.replyWriteError(c, err)
-		}
-		return s.replyData(c, code, nil)
+	res := s.reg.FetchEncoded(p.Env, p.Zone, p.Status, p.AppIDs)
+	if len(res) == 0 {
+		return writeBody(c, codeNotFound, bodyNotFoundNullData)
 	}
-	return s.replyData(c, codeOK, normalizeInfo(info))
+	return writeBody(c, codeOK, okDataPrefix, res[0].JSON, closeBrace)
 }
 
 // fetchs: GET /discovery/fetchs (spec 4.7). Unknown appids are left out;
-// the code is 0 even when none is found ("data":{}).
+// the code is 0 even when none is found ("data":{}). Appids are answered
+// in sorted order, once each (as encoding/json orders a map).
 func (s *Server) fetchs(c echo.Context) error {
 	v, err := s.form(c)
 	if err != nil {
@@ -39,21 +39,10 @@ func (s *Server) fetchs(c echo.Context) error {
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
-	out := make(map[string]*registry.InstanceInfo, len(p.AppIDs))
-	for _, appid := range p.AppIDs {
-		if _, dup := out[appid]; dup {
-			continue
-		}
-		info, err := s.reg.Fetch(p.Env, appid, p.Zone, p.Status)
-		if err != nil {
-			if codeOf(err) == codeNotFound {
-				continue
-			}
-			return s.replyWriteError(c, err)
-		}
-		out[appid] = normalizeInfo(info)
-	}
-	return s.replyData(c, codeOK, out)
+	slices.Sort(p.AppIDs) // ours: parsed for this request
+	ids := slices.Compact(p.AppIDs)
+	res := s.reg.FetchEncoded(p.Env, p.Zone, p.Status, ids)
+	return writeBody(c, codeOK, appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, res, `}}`)...)
 }
 
 // fetchAll: GET /discovery/fetch/all (spec 4.5): appid → every instance of
@@ -84,21 +73,4 @@ func (s *Server) nodesHandler(c echo.Context) error {
 		list = []Node{}
 	}
 	return s.replyData(c, codeOK, list)
-}
-
-// normalizeInfo fills empty zone lists and instance fields so the JSON has
-// arrays and objects, never null (spec 3.1.3, 3.2.4, 4.6.3).
-func normalizeInfo(info *registry.InstanceInfo) *registry.InstanceInfo {
-	if info.Instances == nil {
-		info.Instances = map[string][]*registry.Instance{}
-	}
-	for zone, list := range info.Instances {
-		if list == nil {
-			info.Instances[zone] = []*registry.Instance{}
-		}
-		for _, in := range list {
-			normalize(in)
-		}
-	}
-	return info
 }

@@ -21,9 +21,11 @@
 //     request; a wake is a non-blocking send on a capacity-1 channel and
 //     marks the appid that caused it, so Repoll answers that appid whatever
 //     the client's latest_timestamp (spec 5.3.2).
-//   - The poll answer of one app version and zone filter is encoded once,
-//     outside the lock, and the same bytes go to every poller. A change drops
-//     the app's encoded answers; a scan drops those nobody asked for since
+//   - The answer (InstanceInfo JSON) of one app version, zone filter and
+//     status mask is encoded once, outside the lock, and the same bytes go to
+//     every poller and every fetch (FetchEncoded). A change drops the app's
+//     encoded answers; a renew makes fetch (which shows renew_timestamp)
+//     re-encode on its next call; a scan drops answers nobody asked for since
 //     the previous scan.
 //   - Memory: region, version and metadata are interned; zones of up to 8
 //     instances use a slice instead of a map; strings from requests are

@@ -66,7 +66,9 @@ type app struct {
 	tombs   map[hostKey]int64 // cancel time per key; nil when none
 
 	cmu   sync.Mutex // guards cache when mu is only read-locked
-	cache []*payload // encoded poll answers for the current latest, one per zone filter
+	cache []*payload // encoded answers for the current latest, one per (zone filter, status mask)
+	// renewGen counts renews of the app's instances (see payload).
+	renewGen atomic.Uint64
 }
 
 type hostKey struct{ zone, host string }
@@ -359,12 +361,13 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 // pollers, never moves a latest timestamp.
 func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) {
 	r.mu.RLock()
-	_, _, rc := r.find(k)
+	a, _, rc := r.find(k)
 	if rc == nil {
 		r.mu.RUnlock()
 		return Instance{}, ErrNotFound
 	}
 	rc.renew.Store(r.now())
+	a.renewGen.Add(1) // after the store: a fetch that sees the new gen sees the new time
 	r.renews.Add(1)
 	r.mu.RUnlock()
 	// rc is immutable apart from renew: copy it without holding writers off.

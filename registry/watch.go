@@ -1,78 +1,6 @@
 package registry
 
-import (
-	"encoding/json"
-	"strings"
-	"sync"
-	"sync/atomic"
-)
-
-// payload is one encoded poll answer (InstanceInfo JSON, UP only) of one app
-// version seen through one zone filter. It is created under mu.RLock from
-// immutable records and encoded at most once, outside mu, by whichever
-// poller asks first; every other poller of that version and filter gets the
-// same bytes. A change of the app drops the app's payloads (app.cache = nil),
-// so a payload is never served for a newer version than it was built for.
-type payload struct {
-	zone   string
-	env    string
-	appid  string
-	latest int64
-	groups []zoneGroup // consumed by the encode
-	used   atomic.Bool // served since the last Scan (unused payloads are dropped)
-
-	once sync.Once
-	b    []byte
-}
-
-// payloadFor returns the app's payload for a zone filter, creating it if
-// needed. Caller holds mu.RLock (cmu serialises concurrent pollers).
-func (a *app) payloadFor(zone string) *payload {
-	a.cmu.Lock()
-	defer a.cmu.Unlock()
-	for _, p := range a.cache {
-		if p.zone == zone {
-			p.used.Store(true)
-			return p
-		}
-	}
-	p := &payload{zone: zone, env: a.env, appid: a.id, latest: a.latest, groups: a.capture(zone, StatusUp)}
-	p.used.Store(true)
-	a.cache = append(a.cache, p)
-	return p
-}
-
-// trimCache drops payloads no poller asked for since the previous call, so
-// encoded answers of quiet apps do not stay in memory (they are about as big
-// as the instances themselves). Caller holds mu.Lock.
-func (a *app) trimCache() {
-	kept := a.cache[:0]
-	for _, p := range a.cache {
-		if p.used.Swap(false) {
-			kept = append(kept, p)
-		}
-	}
-	clear(a.cache[len(kept):])
-	a.cache = kept
-	if len(a.cache) == 0 {
-		a.cache = nil
-	}
-}
-
-func (p *payload) bytes(r *Registry) []byte {
-	p.once.Do(func() {
-		info := buildInfo(p.env, p.appid, p.groups, p.latest)
-		p.groups = nil
-		b, err := json.Marshal(info)
-		if err != nil {
-			// Unreachable: InstanceInfo has only strings, ints, slices and maps.
-			panic("registry: encode InstanceInfo: " + err.Error())
-		}
-		p.b = b
-		r.encodes.Add(1)
-	})
-	return p.b
-}
+import "strings"
 
 // Poll checks a long-poll request and, when nothing is answerable, arms a
 // waiter in the same critical section (no change can slip between the check
@@ -140,7 +68,7 @@ func (r *Registry) poll(req PollRequest, fired []bool) (res *PollResult, w *Wait
 			continue
 		}
 		if l < a.latest && a.upIn(req.Zone) > 0 {
-			changed = append(changed, hit{id, a.payloadFor(req.Zone)})
+			changed = append(changed, hit{id, a.payloadFor(req.Zone, StatusUp, false)})
 		}
 	}
 	if len(changed) == 0 {

@@ -1,0 +1,282 @@
+package registry
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// payload is one encoded InstanceInfo (spec 3.4) of one app version seen
+// through one zone filter and one status mask: the answer of polls (UP only)
+// and of fetch/fetchs. It is created under mu.RLock from immutable records
+// and encoded at most once, outside mu, by whichever reader asks first; every
+// other reader of that version, filter and mask gets the same bytes. A change
+// of the app drops the app's payloads (app.cache = nil), so a payload is
+// never served for a newer version than it was built for.
+//
+// renew_timestamp is not part of the version (a renew neither advances the
+// app latest_timestamp nor wakes pollers), so a payload records the app's
+// renew generation at capture: fetch, which must show the last heartbeat
+// (C20), rebuilds a payload older than the last renew; polls accept it.
+type payload struct {
+	zone   string
+	mask   uint32 // canonical: only statuses present in the filtered zones
+	gen    uint64 // app.renewGen when the records were captured
+	env    string
+	appid  string
+	latest int64
+	groups []zoneGroup // consumed by the encode
+	used   atomic.Bool // served since the last Scan (unused payloads are dropped)
+
+	once sync.Once
+	b    []byte
+}
+
+// statusesIn is the set (bit mask) of statuses the app has through a zone
+// filter. Masks are reduced to it, so that e.g. status=3 of an app whose
+// instances are all UP shares the UP-only payload of the pollers.
+func (a *app) statusesIn(zone string) uint32 {
+	up, n := a.up, a.count
+	if zone != "" {
+		b := a.bucket(zone)
+		if b == nil {
+			return 0
+		}
+		up, n = b.up, b.len()
+	}
+	var m uint32
+	if up > 0 {
+		m |= StatusUp
+	}
+	if n > up {
+		m |= StatusWaiting
+	}
+	return m
+}
+
+// payloadFor returns the app's payload for a zone filter and status mask,
+// creating it if needed. With fresh, a payload captured before the latest
+// renew of the app is replaced. Caller holds mu.RLock (cmu serialises
+// concurrent readers).
+func (a *app) payloadFor(zone string, mask uint32, fresh bool) *payload {
+	mask &= a.statusesIn(zone)
+	// Loaded before the records are captured: a renew that lands in between
+	// only makes the payload fresher than its gen says.
+	gen := a.renewGen.Load()
+	a.cmu.Lock()
+	defer a.cmu.Unlock()
+	for i, p := range a.cache {
+		if p.zone != zone || p.mask != mask {
+			continue
+		}
+		if !fresh || p.gen >= gen {
+			p.used.Store(true)
+			return p
+		}
+		np := a.newPayload(zone, mask, gen)
+		a.cache[i] = np
+		return np
+	}
+	np := a.newPayload(zone, mask, gen)
+	a.cache = append(a.cache, np)
+	return np
+}
+
+func (a *app) newPayload(zone string, mask uint32, gen uint64) *payload {
+	p := &payload{zone: zone, mask: mask, gen: gen, env: a.env, appid: a.id, latest: a.latest,
+		groups: a.capture(zone, mask)}
+	p.used.Store(true)
+	return p
+}
+
+// trimCache drops payloads nobody asked for since the previous call, so
+// encoded answers of quiet apps do not stay in memory (they are about as big
+// as the instances themselves). Caller holds mu.Lock.
+func (a *app) trimCache() {
+	kept := a.cache[:0]
+	for _, p := range a.cache {
+		if p.used.Swap(false) {
+			kept = append(kept, p)
+		}
+	}
+	clear(a.cache[len(kept):])
+	a.cache = kept
+	if len(a.cache) == 0 {
+		a.cache = nil
+	}
+}
+
+func (p *payload) bytes(r *Registry) []byte {
+	p.once.Do(func() {
+		p.b = appendInfo(nil, p.env, p.appid, p.groups, p.latest)
+		p.groups = nil
+		r.encodes.Add(1)
+	})
+	return p.b
+}
+
+// FetchEncoded answers fetch and fetchs (spec 4.6, 4.7): for each appid of
+// env that has an instance (in zone, when zone is not empty), its
+// InstanceInfo filtered by the status bit mask, encoded as JSON exactly like
+// encoding/json encodes the InstanceInfo that Fetch returns. Unknown appids
+// (or lacking the zone) are left out; a repeated appid is answered once; the
+// order is that of appids.
+//
+// The bytes are shared by every reader of the same (app version, zone
+// filter, mask) and MUST NOT be modified; they are encoded once per change
+// (and after a renew, since renew_timestamp is part of the answer).
+func (r *Registry) FetchEncoded(env, zone string, statusMask uint32, appids []string) []AppPayload {
+	ps := make([]*payload, 0, len(appids))
+	out := make([]AppPayload, 0, len(appids))
+	var seen map[string]struct{}
+	r.mu.RLock()
+	if es := r.envs[env]; es != nil {
+		for _, id := range appids {
+			a := es.apps[id]
+			if a == nil || a.count == 0 || (zone != "" && a.bucket(zone) == nil) {
+				continue
+			}
+			if dupPayload(out, &seen, id) {
+				continue
+			}
+			out = append(out, AppPayload{AppID: id})
+			ps = append(ps, a.payloadFor(zone, statusMask, true))
+		}
+	}
+	r.mu.RUnlock()
+	for i, p := range ps {
+		out[i].JSON = p.bytes(r)
+	}
+	return out
+}
+
+// dupPayload reports whether id is already answered; long lists switch to
+// a set.
+func dupPayload(out []AppPayload, seen *map[string]struct{}, id string) bool {
+	const linear = 16
+	if len(out) < linear {
+		for _, x := range out {
+			if x.AppID == id {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[string]struct{}, 2*linear)
+		for _, x := range out {
+			(*seen)[x.AppID] = struct{}{}
+		}
+	}
+	if _, ok := (*seen)[id]; ok {
+		return true
+	}
+	(*seen)[id] = struct{}{}
+	return false
+}
+
+// appendInfo encodes captured groups as the InstanceInfo JSON, byte for
+// byte what encoding/json makes of buildInfo's result (zones and metadata
+// keys sorted, instances sorted by hostname, metadata {} when empty) but
+// without building the copies. Runs outside mu.
+func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) []byte {
+	if b == nil {
+		n := 64
+		for _, g := range groups {
+			n += len(g.zone) + 8 + 320*len(g.recs)
+		}
+		b = make([]byte, 0, n)
+	}
+	slices.SortFunc(groups, func(x, y zoneGroup) int { return strings.Compare(x.zone, y.zone) })
+	b = append(b, `{"instances":{`...)
+	for i, g := range groups {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, g.zone)
+		b = append(b, ':', '[')
+		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
+		for j, rc := range g.recs {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = rc.appendJSON(b, env, appid, g.zone)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `},"latest_timestamp":`...)
+	b = strconv.AppendInt(b, latest, 10)
+	return append(b, '}')
+}
+
+// appendJSON encodes the record as an Instance (14 keys in struct order,
+// metadata {} when empty), like encoding/json does.
+func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
+	b = append(b, `{"region":`...)
+	b = appendJSONString(b, unintern(r.region))
+	b = append(b, `,"zone":`...)
+	b = appendJSONString(b, zone)
+	b = append(b, `,"env":`...)
+	b = appendJSONString(b, env)
+	b = append(b, `,"appid":`...)
+	b = appendJSONString(b, appid)
+	b = append(b, `,"hostname":`...)
+	b = appendJSONString(b, r.hostname)
+	b = append(b, `,"addrs":[`...)
+	for i, a := range r.addrs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, a)
+	}
+	b = append(b, `],"version":`...)
+	b = appendJSONString(b, unintern(r.version))
+	b = append(b, `,"metadata":{`...)
+	if r.meta != noHandle {
+		// Packed pairs are sorted by key, the order encoding/json uses.
+		s := r.meta.Value()
+		for first := true; len(s) > 0; first = false {
+			var k, v string
+			k, s = nextPacked(s)
+			v, s = nextPacked(s)
+			if !first {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, v)
+		}
+	}
+	b = append(b, `},"status":`...)
+	b = strconv.AppendUint(b, uint64(r.status), 10)
+	b = append(b, `,"reg_timestamp":`...)
+	b = strconv.AppendInt(b, r.reg, 10)
+	b = append(b, `,"up_timestamp":`...)
+	b = strconv.AppendInt(b, r.up, 10)
+	b = append(b, `,"renew_timestamp":`...)
+	b = strconv.AppendInt(b, r.renew.Load(), 10)
+	b = append(b, `,"dirty_timestamp":`...)
+	b = strconv.AppendInt(b, r.dirty, 10)
+	b = append(b, `,"latest_timestamp":`...)
+	b = strconv.AppendInt(b, r.latest, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as encoding/json encodes it (HTML-safe
+// escaping, invalid UTF-8 replaced). Plain printable ASCII, which is what
+// registries hold, is copied directly; anything else goes through
+// encoding/json so the output stays identical.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
