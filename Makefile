@@ -24,7 +24,7 @@ DISCO_NOFILE ?= $(shell n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -g
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 COMPOSE_CMD = DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
-.PHONY: help build image test test-deploy test-containers check-deploy \
+.PHONY: help build image test test-go test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean
 
 help: ## list targets
@@ -38,14 +38,16 @@ image: build ## container image discovery:dev (IMAGE=...), FROM scratch, no pull
 	docker build -f deploy/Dockerfile -t $(IMAGE) \
 		--build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) $(BUILD_DIR)
 
-test: ## unit and integration tests (the go test line of .ci/run)
-	$(GO) test -race -count=1 ./...
+test: test-go test-deploy test-containers ## the whole suite, exactly what .ci/run runs
 
-test-deploy: ## compose and Prometheus config tests (nested module test/deploy)
+test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (no Docker)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-deploy: ## compose and Prometheus config tests (nested module test/deploy; needs promtool)
 	cd test/deploy && GOFLAGS=-mod=mod $(GO) test -count=1 ./...
 
 test-containers: ## container suite: builds images, runs 3-node clusters (needs a Docker engine)
-	$(GO) test -tags containers -count=1 -timeout 15m ./test/containers/
+	$(GO) test -tags containers -count=1 -timeout 15m -v ./test/containers/
 
 check-deploy: ## promtool check of deploy/prometheus.yml and deploy/alerts.yml
 	deploy/check.sh
