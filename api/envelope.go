@@ -69,7 +69,7 @@ var (
 	// (fetch, poll): okDataPrefix + payload + closeBrace.
 	okDataPrefix = []byte(`{"code":0,"message":"0","ttl":1,"data":`)
 	closeBrace   = []byte{'}'}
-	// bodyNotFoundNullData is fetch's -404 (spec 4.6.1).
+	// bodyNotFoundNullData is the -404 of fetch and renew (spec 4.6.1, 4.2).
 	bodyNotFoundNullData = []byte(`{"code":-404,"message":"-404","ttl":1,"data":null}`)
 )
 
@@ -93,22 +93,60 @@ func envelope(code int, message string, data []byte) []byte {
 	return append(b, '}')
 }
 
+// fmtCode is the decimal text of a code (header value, metrics label).
+func fmtCode(code int) string { return strconv.Itoa(code) }
+
+// stdAnswer holds what every answer of one code shares: its
+// Kratos-Status-Code header value and its standard shape without data.
+// Built once; net/http and clients only read them.
+type stdAnswer struct {
+	code   int
+	header []string
+	body   []byte
+}
+
+var stdAnswers = func() []stdAnswer {
+	codes := []int{codeOK, codeNotModified, codeBadRequest, codeNotFound, codeConflict, codeUnavailable}
+	out := make([]stdAnswer, len(codes))
+	for i, c := range codes {
+		out[i] = stdAnswer{code: c, header: []string{fmtCode(c)}, body: envelope(c, "", nil)}
+	}
+	return out
+}()
+
+func stdAnswerOf(code int) *stdAnswer {
+	for i := range stdAnswers {
+		if stdAnswers[i].code == code {
+			return &stdAnswers[i]
+		}
+	}
+	return nil
+}
+
+// hdrContentTypeJSON is the shared Content-Type value of every answer.
+var hdrContentTypeJSON = []string{contentTypeJSON}
+
 // writeBody sends an envelope body: always HTTP 200 (spec 2.4.1) with the
-// Kratos-Status-Code header, and records the code for metrics and logs. The
-// body is the concatenation of parts, written one after the other rather
-// than joined, so poll answers pass the registry's shared payload bytes
-// through without a per-poller copy.
+// Kratos-Status-Code header, which is also what the metrics and access log
+// read as the answer's code. The body is the concatenation of parts, written
+// one after the other rather than joined, so answers pass the registry's
+// shared payload bytes through without a per-request copy.
 func writeBody(c echo.Context, code int, parts ...[]byte) error {
-	c.Set(ctxKeyCode, code)
 	n := 0
 	for _, p := range parts {
 		n += len(p)
 	}
 	w := c.Response()
 	h := w.Header()
-	h.Set(echo.HeaderContentType, contentTypeJSON)
-	h.Set(echo.HeaderContentLength, strconv.Itoa(n))
-	h.Set(headerKratosCode, strconv.Itoa(code))
+	// Direct map writes with canonical keys: no per-answer value slices for
+	// the constant headers.
+	h[echo.HeaderContentType] = hdrContentTypeJSON
+	h[echo.HeaderContentLength] = []string{strconv.Itoa(n)}
+	if sa := stdAnswerOf(code); sa != nil {
+		h[headerKratosCode] = sa.header
+	} else {
+		h[headerKratosCode] = []string{fmtCode(code)}
+	}
 	w.WriteHeader(http.StatusOK)
 	for _, p := range parts {
 		if _, err := w.Write(p); err != nil {
@@ -120,6 +158,9 @@ func writeBody(c echo.Context, code int, parts ...[]byte) error {
 
 // reply sends the standard shape without data.
 func reply(c echo.Context, code int) error {
+	if sa := stdAnswerOf(code); sa != nil {
+		return writeBody(c, code, sa.body)
+	}
 	return writeBody(c, code, envelope(code, "", nil))
 }
 
@@ -132,6 +173,19 @@ func (s *Server) replyData(c echo.Context, code int, v any) error {
 		return reply(c, codeUnavailable)
 	}
 	return writeBody(c, code, envelope(code, "", data))
+}
+
+// replyInstance sends the standard shape with one instance as data (renew),
+// encoded without reflection; addrs [] and metadata {} when empty.
+func replyInstance(c echo.Context, code int, in *registry.Instance) error {
+	b := make([]byte, 0, 512)
+	b = append(b, `{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"message":"`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `","ttl":1,"data":`...)
+	b = in.AppendJSON(b)
+	return writeBody(c, code, append(b, '}'))
 }
 
 // replyBadRequest sends -400 whose message names the parameter (spec 2.4).

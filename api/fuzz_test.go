@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/discovery-go/discovery/registry"
 )
@@ -63,7 +64,7 @@ func FuzzFormBinding(f *testing.F) {
 	l := fuzzLimits
 	f.Fuzz(func(t *testing.T, rawQuery string, body []byte) {
 		q, qerr := parseQuery(rawQuery)
-		b, berr := parseURLEncoded(body)
+		b, berr := parseURLEncoded(string(body))
 		if qerr != nil {
 			checkParamErr(t, "query", qerr)
 			return
@@ -191,7 +192,8 @@ func FuzzPollsPairs(f *testing.F) {
 // "metadata".
 func FuzzMetadata(f *testing.F) {
 	for _, s := range []string{"", "null", "{}", `{"weight":"10"}`, `{"weight":10}`, `{"a":true,"b":null}`,
-		`{"a":{"b":1}}`, `{"a":[1]}`, `"x"`, `{"a":"\u00e9\ud800"}`, `{"a":1e999}`, `{"a":"b","a":"c"}`} {
+		`{"a":{"b":1}}`, `{"a":[1]}`, `"x"`, `{"a":"\u00e9\ud800"}`, `{"a":1e999}`, `{"a":"b","a":"c"}`,
+		`{"a":"b","a":null}`, `{"a":null,"a":"b"}`, `{"a":"x","a":1}`, `{"\u003c":"\ud83d\ude00","k":"\u0000"}`, ` { "a" : "b" } `} {
 		f.Add(s)
 	}
 	l := fuzzLimits
@@ -206,6 +208,16 @@ func FuzzMetadata(f *testing.F) {
 		}
 		if len(s) > l.MaxMetadataBytes || len(md) > l.MaxMetadataKeys {
 			t.Fatalf("limits not enforced: %q -> %v", s, md)
+		}
+		// The fast path (an object of strings) agrees with the general one.
+		if s != "" {
+			slow, err := parseMetadataValues("metadata", s, l)
+			if err != nil {
+				t.Fatalf("general path refuses %q accepted by the fast path: %v", s, err)
+			}
+			if d := cmp.Diff(md, slow, cmpopts.EquateEmpty()); d != "" {
+				t.Fatalf("%q: fast and general paths differ (-fast +general):\n%s", s, d)
+			}
 		}
 		b, err := json.Marshal(md)
 		if err != nil {

@@ -1,7 +1,7 @@
 package api
 
 import (
-	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -10,9 +10,58 @@ import (
 
 // metrics are the HTTP layer's own metrics plus the registry gauges, which
 // are read from Registry.Stats() at scrape time (no second count is kept).
+//
+// The children of the request metrics are resolved once per (route, code)
+// and kept in fixed slots, so a request does not hash its label values
+// and take the vector's lock. A slot is filled on first use (not up front),
+// so only series that happened are exported.
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+
+	counters  [len(routeLabels)][len(codeLabels)]atomic.Pointer[prometheus.Counter]
+	observers [len(routeLabels)]atomic.Pointer[prometheus.Observer]
+}
+
+// codeLabels are the code label values that get a slot: every discovery
+// code and the HTTP statuses of the non-envelope routes. Others (rare HTTP
+// statuses) are looked up in the vector each time.
+var codeLabels = [...]string{"0", "-304", "-400", "-404", "-409", "-503", codeLabelCanceled,
+	"200", "400", "404", "405", "500", "503"}
+
+func codeIndex(code string) int {
+	for i, c := range codeLabels {
+		if c == code {
+			return i
+		}
+	}
+	return -1
+}
+
+// request returns the requests counter of (route index, code label).
+func (m *metrics) request(route int, code string) prometheus.Counter {
+	ci := codeIndex(code)
+	if ci < 0 {
+		return m.requests.WithLabelValues(routeLabels[route], code)
+	}
+	slot := &m.counters[route][ci]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	c := m.requests.WithLabelValues(routeLabels[route], code)
+	slot.Store(&c) // a racing request stores the same child
+	return c
+}
+
+// observer returns the latency histogram of a route index.
+func (m *metrics) observer(route int) prometheus.Observer {
+	slot := &m.observers[route]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	o := m.latency.WithLabelValues(routeLabels[route])
+	slot.Store(&o)
+	return o
 }
 
 func newMetrics(r prometheus.Registerer, reg *registry.Registry, parked func() int64) (*metrics, error) {
@@ -45,8 +94,6 @@ func newMetrics(r prometheus.Registerer, reg *registry.Registry, parked func() i
 	}
 	return m, nil
 }
-
-func fmtCode(code int) string { return strconv.Itoa(code) }
 
 // registryCollector exposes Registry.Stats() taken once per scrape.
 type registryCollector struct {

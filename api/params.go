@@ -50,8 +50,8 @@ func parseQuery(raw string) (url.Values, error) {
 }
 
 // parseURLEncoded parses an application/x-www-form-urlencoded body.
-func parseURLEncoded(body []byte) (url.Values, error) {
-	v, err := url.ParseQuery(string(body))
+func parseURLEncoded(body string) (url.Values, error) {
+	v, err := url.ParseQuery(body)
 	if err != nil {
 		return nil, perr("body", "malformed form body: %v", err)
 	}
@@ -171,7 +171,11 @@ func formTimestamp(v url.Values, name string) (int64, error) {
 // formBool follows spec 2.3.6: the strconv.ParseBool spellings of true are
 // true, everything else (including "yes") is false without error.
 func formBool(v url.Values, name string) bool {
-	b, err := strconv.ParseBool(v.Get(name))
+	s := v.Get(name)
+	if s == "" { // the usual case; ParseBool would allocate its error
+		return false
+	}
+	b, err := strconv.ParseBool(s)
 	return err == nil && b
 }
 
@@ -186,6 +190,23 @@ func parseMetadata(field, s string, l Limits) (map[string]string, error) {
 	if len(s) > l.MaxMetadataBytes {
 		return nil, perr(field, "longer than %d bytes", l.MaxMetadataBytes)
 	}
+	// Fast path: an object of strings (what kratos sends), null values
+	// becoming "" as below. Anything else is parsed value by value.
+	var strs map[string]string
+	if json.Unmarshal([]byte(s), &strs) == nil {
+		if len(strs) > l.MaxMetadataKeys {
+			return nil, perr(field, "more than %d keys", l.MaxMetadataKeys)
+		}
+		if strs == nil {
+			return nil, nil
+		}
+		return strs, nil
+	}
+	return parseMetadataValues(field, s, l)
+}
+
+// parseMetadataValues is parseMetadata's general path: value by value.
+func parseMetadataValues(field, s string, l Limits) (map[string]string, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &raw); err != nil {
 		return nil, perr(field, "not a JSON object: %v", err)

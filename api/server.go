@@ -7,11 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -166,43 +167,28 @@ func (s *Server) buildEcho(internal http.Handler) *echo.Echo {
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
 
-	// Outermost first: the access log / metrics middleware sees the final
-	// status (HandleError runs the error handler before logging); Recover
-	// sits inside it so a panic is still logged and counted.
-	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
-		HandleError:   true,
-		LogLatency:    true,
-		LogMethod:     true,
-		LogURIPath:    true,
-		LogRoutePath:  true,
-		LogRemoteIP:   true,
-		LogStatus:     true,
-		LogError:      true,
-		LogValuesFunc: s.observe,
-	}))
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
-		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			s.log.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
-			return err
-		},
-	}))
-	e.Use(rejectOptions)
+	// One middleware for every request (echo re-applies e.Use middleware
+	// per request, so each one costs a closure): recover, error rendering,
+	// metrics and the Debug access log, then the OPTIONS rule.
+	e.Use(s.instrument)
 
-	gated := func(h echo.HandlerFunc) echo.HandlerFunc { return s.readGate(h) }
+	// Route middleware is composed here once; echo would re-compose middleware
+	// passed to e.GET/e.POST on every request.
+	gated := s.readGate
 	bounded := s.boundRequest
 
-	e.POST(pathRegister, s.register, bounded)
-	e.POST(pathRenew, s.renew, bounded)
-	e.POST(pathCancel, s.cancel, bounded)
-	e.POST(pathSet, s.set, bounded)
-	e.GET(pathFetchAll, gated(s.fetchAll), bounded)
-	e.GET(pathFetch, gated(s.fetch), bounded)
-	e.GET(pathFetchs, gated(s.fetchs), bounded)
-	e.GET(pathNodes, gated(s.nodesHandler), bounded)
+	e.POST(pathRegister, bounded(s.register))
+	e.POST(pathRenew, bounded(s.renew))
+	e.POST(pathCancel, bounded(s.cancel))
+	e.POST(pathSet, bounded(s.set))
+	e.GET(pathFetchAll, bounded(gated(s.fetchAll)))
+	e.GET(pathFetch, bounded(gated(s.fetch)))
+	e.GET(pathFetchs, bounded(gated(s.fetchs)))
+	e.GET(pathNodes, bounded(gated(s.nodesHandler)))
 	// Long polls are bounded by their own hold, not RequestTimeout.
 	e.GET(pathPoll, gated(s.poll))
 	e.GET(pathPolls, gated(s.polls))
-	e.GET(pathTargets, s.targets, bounded)
+	e.GET(pathTargets, bounded(s.targets))
 
 	e.GET(pathMetrics, echo.WrapHandler(promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -242,15 +228,47 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// rejectOptions turns echo's automatic OPTIONS answer (204 + Allow) into 405
-// like every other method a route does not serve (spec 2.1.2).
-func rejectOptions(next echo.HandlerFunc) echo.HandlerFunc {
+// instrument wraps every request: a panic is recovered and logged at Error
+// with its stack; an error a handler returns is rendered by handleError;
+// then the request is counted, timed and (at Debug only) logged. echo's
+// automatic OPTIONS answer (204 + Allow) becomes 405 like every other method
+// a route does not serve (spec 2.1.2).
+func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		start := time.Now()
+		var err error
 		if c.Request().Method == http.MethodOptions && c.Get(echo.ContextKeyHeaderAllow) != nil {
-			return echo.ErrMethodNotAllowed
+			err = echo.ErrMethodNotAllowed
+		} else {
+			err = s.callRecover(next, c)
 		}
-		return next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		s.observe(c, start, err)
+		return err
 	}
+}
+
+// callRecover runs h, turning a panic into an error (http.ErrAbortHandler is
+// net/http's own signal and is passed on).
+func (s *Server) callRecover(h echo.HandlerFunc, c echo.Context) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		if err, _ = r.(error); err == nil {
+			err = fmt.Errorf("%v", r)
+		}
+		stack := make([]byte, 4<<10)
+		stack = stack[:runtime.Stack(stack, false)]
+		s.log.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
+	}()
+	return h(c)
 }
 
 // readGate answers -503 on read-gated routes while the node is not ready
@@ -264,16 +282,21 @@ func (s *Server) readGate(h echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// boundRequest bounds a non-poll request by RequestTimeout: its context
-// deadline, and the connection read deadline so a slow body cannot hold a
-// handler (ignored where the writer cannot set deadlines, e.g. recorders).
+// boundRequest bounds a non-poll request by RequestTimeout through the
+// connection read deadline, so a slow body cannot hold a handler (ignored
+// where the writer cannot set deadlines, e.g. recorders). These handlers
+// never wait on anything else (registry calls do not block, replication is
+// queued), so no context deadline is needed.
 func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		deadline := time.Now().Add(s.cfg.RequestTimeout)
-		_ = http.NewResponseController(c.Response().Writer).SetReadDeadline(deadline)
-		ctx, cancel := context.WithDeadline(c.Request().Context(), deadline)
-		defer cancel()
-		c.SetRequest(c.Request().WithContext(ctx))
+		// net/http's writer has the method; wrapped writers go through the
+		// controller (which unwraps), others cannot set deadlines.
+		w := c.Response().Writer
+		if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+			_ = d.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+		} else if _, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+		}
 		return next(c)
 	}
 }
@@ -319,53 +342,91 @@ func isEnvelopeRoute(route string) bool {
 	return false
 }
 
-// routeLabel bounds the route label to the registered paths.
-func routeLabel(route string) string {
+// Route labels of the metrics, one index each (routeIndex).
+var routeLabels = [...]string{pathRegister, pathRenew, pathCancel, pathSet, pathFetchAll, pathFetch,
+	pathFetchs, pathPoll, pathPolls, pathNodes, pathTargets, pathInternal, pathMetrics, pathHealthz,
+	pathReadyz, "other"}
+
+// routeIndex bounds the route label to the registered paths ("other" for
+// the rest: unknown paths, 405s).
+func routeIndex(route string) int {
 	switch route {
-	case pathTargets, pathInternal, pathMetrics, pathHealthz, pathReadyz:
-		return route
+	case pathRegister:
+		return 0
+	case pathRenew:
+		return 1
+	case pathCancel:
+		return 2
+	case pathSet:
+		return 3
+	case pathFetchAll:
+		return 4
+	case pathFetch:
+		return 5
+	case pathFetchs:
+		return 6
+	case pathPoll:
+		return 7
+	case pathPolls:
+		return 8
+	case pathNodes:
+		return 9
+	case pathTargets:
+		return 10
+	case pathInternal:
+		return 11
+	case pathMetrics:
+		return 12
+	case pathHealthz:
+		return 13
+	case pathReadyz:
+		return 14
 	}
-	if isEnvelopeRoute(route) {
-		return route
-	}
-	return "other"
+	return len(routeLabels) - 1
 }
 
 // observe is the access log and the request metrics. Access lines are Debug
 // (no line per renew at Info); real failures are logged where they happen
-// (handleError, Recover) at Error.
-func (s *Server) observe(c echo.Context, v middleware.RequestLoggerValues) error {
-	route := routeLabel(v.RoutePath)
-	code := ""
-	switch ec := c.Get(ctxKeyCode).(type) {
-	case int:
-		code = fmtCode(ec)
-	case string:
-		code = ec
-	default:
-		code = fmtCode(v.Status)
+// (handleError, callRecover) at Error. The code label is the discovery code
+// of the answer (its Kratos-Status-Code header), "canceled" for a poll whose
+// client left, else the HTTP status.
+func (s *Server) observe(c echo.Context, start time.Time, err error) {
+	latency := time.Since(start)
+	ri := routeIndex(c.Path())
+	res := c.Response()
+	var code string
+	if v := res.Header()[headerKratosCode]; len(v) > 0 {
+		code = v[0]
+	} else if v, ok := c.Get(ctxKeyCode).(string); ok {
+		code = v
+	} else {
+		code = strconv.Itoa(res.Status)
 	}
-	s.m.requests.WithLabelValues(route, code).Inc()
-	if route != pathPoll && route != pathPolls {
-		s.m.latency.WithLabelValues(route).Observe(v.Latency.Seconds())
+	s.m.request(ri, code).Inc()
+	if ri != routeIndex(pathPoll) && ri != routeIndex(pathPolls) {
+		s.m.observer(ri).Observe(latency.Seconds())
 	}
 	const level = slog.LevelDebug
 	ctx := c.Request().Context()
 	if !s.log.Enabled(ctx, level) {
-		return nil
+		return
+	}
+	req := c.Request()
+	path := req.URL.Path
+	if path == "" {
+		path = "/"
 	}
 	attrs := []slog.Attr{
-		slog.String("method", v.Method),
-		slog.String("path", v.URIPath),
-		slog.String("route", route),
-		slog.Int("status", v.Status),
+		slog.String("method", req.Method),
+		slog.String("path", path),
+		slog.String("route", routeLabels[ri]),
+		slog.Int("status", res.Status),
 		slog.String("code", code),
-		slog.Duration("latency", v.Latency),
-		slog.String("remote", v.RemoteIP),
+		slog.Duration("latency", latency),
+		slog.String("remote", c.RealIP()),
 	}
-	if v.Error != nil {
-		attrs = append(attrs, slog.String("err", v.Error.Error()))
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
 	}
 	s.log.LogAttrs(context.WithoutCancel(ctx), level, "http request", attrs...)
-	return nil
 }

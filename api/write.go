@@ -6,6 +6,8 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
+	"unsafe"
 
 	"github.com/labstack/echo/v4"
 
@@ -18,9 +20,12 @@ import (
 // (spec 2.2.3). Every failure is a *paramError.
 func (s *Server) form(c echo.Context) (url.Values, error) {
 	r := c.Request()
-	query, err := parseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, err
+	var query url.Values
+	if r.URL.RawQuery != "" { // kratos sends POST parameters in the body only
+		var err error
+		if query, err = parseQuery(r.URL.RawQuery); err != nil {
+			return nil, err
+		}
 	}
 	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
 		return query, nil
@@ -28,7 +33,8 @@ func (s *Server) form(c echo.Context) (url.Values, error) {
 	max := s.cfg.Limits.MaxBodyBytes
 	ct := r.Header.Get(echo.HeaderContentType)
 	mt := "application/x-www-form-urlencoded" // no Content-Type: assume a form
-	if ct != "" {
+	if ct != "" && ct != mt {                 // what kratos sends: no parameters to parse
+		var err error
 		if mt, _, err = mime.ParseMediaType(ct); err != nil {
 			return nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
 		}
@@ -37,7 +43,7 @@ func (s *Server) form(c echo.Context) (url.Values, error) {
 	var body url.Values
 	switch mt {
 	case "application/x-www-form-urlencoded":
-		b, err := io.ReadAll(r.Body)
+		b, err := readBody(r.Body, r.ContentLength, max)
 		if err != nil {
 			return nil, bodyReadError(err, max)
 		}
@@ -56,7 +62,39 @@ func (s *Server) form(c echo.Context) (url.Values, error) {
 		// Like net/http's ParseForm: other bodies carry no parameters.
 		return query, nil
 	}
+	if len(query) == 0 {
+		return body, nil
+	}
 	return mergeForm(body, query), nil
+}
+
+// readBody reads a whole (already bounded) body in one allocation when its
+// length is announced. The bytes are returned as a string without a copy:
+// the buffer is never written again, and the parameters parsed from it are
+// substrings of it.
+func readBody(body io.Reader, length, max int64) (string, error) {
+	n := 512
+	if length > 0 {
+		n = int(min(length, max)) + 1 // +1: room for the read that sees EOF
+	}
+	buf := make([]byte, 0, n)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, len(buf))
+		}
+		m, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	if len(buf) == 0 {
+		return "", nil
+	}
+	return unsafe.String(&buf[0], len(buf)), nil
 }
 
 func bodyReadError(err error, max int64) error {
@@ -108,11 +146,11 @@ func (s *Server) renew(c echo.Context) error {
 		if !p.Replication && s.repl != nil {
 			s.repl.Renew(ins, p.FromZone)
 		}
-		return s.replyData(c, codeOK, normalize(&ins))
+		return replyInstance(c, codeOK, &ins)
 	case codeConflict:
-		return s.replyData(c, codeConflict, normalize(&ins))
+		return replyInstance(c, codeConflict, &ins)
 	case codeNotFound:
-		return s.replyData(c, codeNotFound, nil)
+		return writeBody(c, codeNotFound, bodyNotFoundNullData)
 	default:
 		return s.replyWriteError(c, err)
 	}

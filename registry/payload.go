@@ -280,3 +280,59 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// AppendJSON appends the instance's wire JSON (14 keys, spec 3.1) as
+// encoding/json encodes it, except that nil addrs are [] and nil metadata is
+// {} (spec 3.1.3, 3.2.4): what answers carry. Metadata keys are sorted like
+// encoding/json sorts map keys.
+func (in *Instance) AppendJSON(b []byte) []byte {
+	b = append(b, `{"region":`...)
+	b = appendJSONString(b, in.Region)
+	b = append(b, `,"zone":`...)
+	b = appendJSONString(b, in.Zone)
+	b = append(b, `,"env":`...)
+	b = appendJSONString(b, in.Env)
+	b = append(b, `,"appid":`...)
+	b = appendJSONString(b, in.AppID)
+	b = append(b, `,"hostname":`...)
+	b = appendJSONString(b, in.Hostname)
+	b = append(b, `,"addrs":[`...)
+	for i, a := range in.Addrs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, a)
+	}
+	b = append(b, `],"version":`...)
+	b = appendJSONString(b, in.Version)
+	b = append(b, `,"metadata":{`...)
+	if len(in.Metadata) > 0 {
+		var arr [8]string
+		keys := arr[:0]
+		for k := range in.Metadata {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, in.Metadata[k])
+		}
+	}
+	b = append(b, `},"status":`...)
+	b = strconv.AppendUint(b, uint64(in.Status), 10)
+	b = append(b, `,"reg_timestamp":`...)
+	b = strconv.AppendInt(b, in.RegTimestamp, 10)
+	b = append(b, `,"up_timestamp":`...)
+	b = strconv.AppendInt(b, in.UpTimestamp, 10)
+	b = append(b, `,"renew_timestamp":`...)
+	b = strconv.AppendInt(b, in.RenewTimestamp, 10)
+	b = append(b, `,"dirty_timestamp":`...)
+	b = strconv.AppendInt(b, in.DirtyTimestamp, 10)
+	b = append(b, `,"latest_timestamp":`...)
+	b = strconv.AppendInt(b, in.LatestTimestamp, 10)
+	return append(b, '}')
+}

@@ -201,3 +201,34 @@ func TestFetchEncodedConcurrent(t *testing.T) {
 	wg.Wait()
 	<-done
 }
+
+// Instance.AppendJSON is encoding/json's output for the instance with nil
+// addrs/metadata replaced by empty ones.
+func TestInstanceAppendJSON(t *testing.T) {
+	odd := []string{"", "plain", "<a&b>", `q"\`, "\x00\x1f", "é\u2029", "\xfe"}
+	for i, s := range odd {
+		in := Instance{Region: s, Zone: "z" + s, Env: "e", AppID: s + "a", Hostname: "h",
+			Version: s, Status: uint32(i), RegTimestamp: int64(i) - 3, UpTimestamp: 1 << 62,
+			RenewTimestamp: 5, DirtyTimestamp: 6, LatestTimestamp: 7}
+		if i%2 == 0 {
+			in.Addrs = []string{s, "grpc://x:1"}
+		}
+		if i%3 != 0 {
+			in.Metadata = map[string]string{"weight": s, s: "v", "B": "", "a": s, "c1": "1", "c2": "2", "c3": "3", "c4": "4", "c5": "5"}
+		}
+		norm := in
+		if norm.Addrs == nil {
+			norm.Addrs = []string{}
+		}
+		if norm.Metadata == nil {
+			norm.Metadata = map[string]string{}
+		}
+		want, err := json.Marshal(&norm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := in.AppendJSON([]byte("x")); string(got) != "x"+string(want) {
+			t.Fatalf("%d:\n got %s\nwant x%s", i, got, want)
+		}
+	}
+}
