@@ -3,7 +3,9 @@ package api
 import (
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/discovery-go/discovery/registry"
@@ -129,5 +131,49 @@ func BenchmarkFetchs(b *testing.B) {
 				serveOnce(b, h, httptest.NewRequest(http.MethodGet, u, nil))
 			}
 		})
+	}
+}
+
+// BenchmarkPollsWake: 10 000 kratos polls parked through the handler on one
+// app of 10 instances; one op is a register that wakes them all and every
+// handler writing its answer (network excluded).
+func BenchmarkPollsWake(b *testing.B) {
+	const pollers = 10_000
+	srv, reg := benchServer(b)
+	h := srv.Handler()
+	add := func(i int) {
+		in := registry.Instance{Env: tEnv, AppID: appA, Zone: z1, Hostname: "h" + i64(int64(i)),
+			Addrs: []string{"grpc://10.0.0.1:9000"}, Status: 1}
+		if _, _, err := reg.Register(in, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		add(i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		info, err := reg.Fetch(tEnv, appA, "", 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		u := "/discovery/polls?" + pollsQuery(tEnv, "x", appA, info.LatestTimestamp).Encode()
+		var wg sync.WaitGroup
+		for range pollers {
+			wg.Go(func() {
+				w := &headWriter{h: http.Header{}}
+				h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, u, nil))
+				if w.code != 200 || !strings.HasPrefix(string(w.head), `{"code":0`) {
+					b.Errorf("%d %s", w.code, w.head)
+				}
+			})
+		}
+		for srv.parked.Load() != pollers {
+			runtime.Gosched()
+		}
+		b.StartTimer()
+		add(10 + i)
+		wg.Wait()
 	}
 }

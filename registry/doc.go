@@ -15,12 +15,15 @@
 //     records are immutable except the atomic renew_timestamp: a change
 //     installs a new record. So Renew needs only the shared lock, and copies
 //     and encodings are made after the lock is released.
-//   - Poll checks and arms its waiter under the shared lock; writers wake
-//     under the exclusive lock, so no change falls in between (spec 5.4.3).
-//     Waiters are indexed by (env, appid) in intrusive lists, one waiter per
-//     request; a wake is a non-blocking send on a capacity-1 channel and
-//     marks the appid that caused it, so Repoll answers that appid whatever
-//     the client's latest_timestamp (spec 5.3.2).
+//   - Poll checks and arms its waiter under the shared lock; writers detach
+//     the waiters to wake under the exclusive lock, so no change falls in
+//     between (spec 5.4.3). Waiters are indexed by (env, appid) in intrusive
+//     lists, one waiter per request; a wake marks the appid that caused it,
+//     so Repoll answers that appid whatever the client's latest_timestamp
+//     (spec 5.3.2), and is a send on a capacity-1 channel made after the
+//     writer released its locks: waking n waiters is O(n) once, and each
+//     woken request then works in O(1) without queueing behind the writer or
+//     each other (the shared answer is found without a lock).
 //   - The answer (InstanceInfo JSON) of one app version, zone filter and
 //     status mask is encoded once, outside the lock, and the same bytes go to
 //     every poller and every fetch (FetchEncoded). A change drops the app's

@@ -23,7 +23,7 @@ import (
 // nobody asked for since the previous scan are dropped.
 func (r *Registry) Scan() []Instance {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	now := r.now()
 
 	renews := r.renews.Swap(0)

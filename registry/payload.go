@@ -59,54 +59,76 @@ func (a *app) statusesIn(zone string) uint32 {
 
 // payloadFor returns the app's payload for a zone filter and status mask,
 // creating it if needed. With fresh, a payload captured before the latest
-// renew of the app is replaced. Caller holds mu.RLock (cmu serialises
-// concurrent readers).
+// renew of the app is replaced. Caller holds mu.RLock.
+//
+// The cache is an immutable slice behind an atomic pointer, so the common
+// case (the payload exists: every poller woken by one change but the first)
+// takes no lock; cmu only serialises creations.
 func (a *app) payloadFor(zone string, mask uint32, fresh bool) *payload {
 	mask &= a.statusesIn(zone)
 	// Loaded before the records are captured: a renew that lands in between
 	// only makes the payload fresher than its gen says.
 	gen := a.renewGen.Load()
+	if p := a.cachedPayload(zone, mask, fresh, gen); p != nil {
+		return p
+	}
 	a.cmu.Lock()
 	defer a.cmu.Unlock()
-	for i, p := range a.cache {
-		if p.zone != zone || p.mask != mask {
-			continue
-		}
-		if !fresh || p.gen >= gen {
-			p.used.Store(true)
-			return p
-		}
-		np := a.newPayload(zone, mask, gen)
-		a.cache[i] = np
-		return np
+	if p := a.cachedPayload(zone, mask, fresh, gen); p != nil {
+		return p // created meanwhile
 	}
-	np := a.newPayload(zone, mask, gen)
-	a.cache = append(a.cache, np)
+	np := &payload{zone: zone, mask: mask, gen: gen, env: a.env, appid: a.id, latest: a.latest,
+		groups: a.capture(zone, mask)}
+	np.used.Store(true)
+	var next []*payload
+	if old := a.cache.Load(); old != nil {
+		next = make([]*payload, 0, len(*old)+1)
+		for _, p := range *old {
+			if p.zone != zone || p.mask != mask { // drop the stale one np replaces
+				next = append(next, p)
+			}
+		}
+	}
+	next = append(next, np)
+	a.cache.Store(&next)
 	return np
 }
 
-func (a *app) newPayload(zone string, mask uint32, gen uint64) *payload {
-	p := &payload{zone: zone, mask: mask, gen: gen, env: a.env, appid: a.id, latest: a.latest,
-		groups: a.capture(zone, mask)}
-	p.used.Store(true)
-	return p
+func (a *app) cachedPayload(zone string, mask uint32, fresh bool, gen uint64) *payload {
+	c := a.cache.Load()
+	if c == nil {
+		return nil
+	}
+	for _, p := range *c {
+		if p.zone == zone && p.mask == mask && (!fresh || p.gen >= gen) {
+			if !p.used.Load() { // avoid writing a shared cache line on every hit
+				p.used.Store(true)
+			}
+			return p
+		}
+	}
+	return nil
 }
 
 // trimCache drops payloads nobody asked for since the previous call, so
 // encoded answers of quiet apps do not stay in memory (they are about as big
 // as the instances themselves). Caller holds mu.Lock.
 func (a *app) trimCache() {
-	kept := a.cache[:0]
-	for _, p := range a.cache {
+	c := a.cache.Load()
+	if c == nil {
+		return
+	}
+	var kept []*payload
+	for _, p := range *c {
 		if p.used.Swap(false) {
 			kept = append(kept, p)
 		}
 	}
-	clear(a.cache[len(kept):])
-	a.cache = kept
-	if len(a.cache) == 0 {
-		a.cache = nil
+	if len(kept) == 0 {
+		a.cache.Store(nil)
+		return
 	}
+	a.cache.Store(&kept)
 }
 
 func (p *payload) bytes(r *Registry) []byte {

@@ -68,7 +68,10 @@ func TestPayloadCacheTrimmedByScan(t *testing.T) {
 	cached := func() int {
 		r.mu.RLock()
 		defer r.mu.RUnlock()
-		return len(r.getApp(env, appA).cache)
+		if c := r.getApp(env, appA).cache.Load(); c != nil {
+			return len(*c)
+		}
+		return 0
 	}
 	r.answered(pollOf(appA))
 	r.Scan() // used since creation: kept

@@ -15,9 +15,10 @@ import (
 // that change an app (register, cancel, set, import, eviction) take it
 // exclusively; Renew only takes it shared (renew_timestamp is atomic, see
 // rec). The waiter index has its own mutex (wmu), always taken after mu, so
-// Poll can check and arm under mu.RLock while writers wake under mu.Lock:
-// no change can fall between a poll's check and its arming (spec 5.4.3).
-// Poll payloads are encoded outside mu (see payload).
+// Poll can check and arm under mu.RLock while writers detach the waiters to
+// wake under mu.Lock: no change can fall between a poll's check and its
+// arming (spec 5.4.3). The signals are sent after mu is released (unlock).
+// Answers are encoded outside mu (see payload).
 type Registry struct {
 	cfg   Config
 	clock Clock
@@ -40,6 +41,7 @@ type Registry struct {
 	wmu      sync.Mutex
 	waiters  map[AppKey]*waitList
 	nWaiters int
+	pending  []chan struct{} // signals of waiters woken under mu.Lock, sent by unlock
 
 	encodes atomic.Uint64 // poll payload encodings (tests prove sharing with it)
 }
@@ -65,8 +67,8 @@ type app struct {
 	emptyAt int64             // when count dropped to 0 (cleanup by Scan)
 	tombs   map[hostKey]int64 // cancel time per key; nil when none
 
-	cmu   sync.Mutex // guards cache when mu is only read-locked
-	cache []*payload // encoded answers for the current latest, one per (zone filter, status mask)
+	cmu   sync.Mutex                 // serialises cache creations when mu is only read-locked
+	cache atomic.Pointer[[]*payload] // encoded answers for the current latest, one per (zone filter, status mask); immutable slice
 	// renewGen counts renews of the app's instances (see payload).
 	renewGen atomic.Uint64
 }
@@ -278,7 +280,7 @@ func (r *Registry) lowerExpected() { r.expected = max(r.expected-2, 0) }
 // changed invalidates the app's encoded answers and wakes its waiters.
 // Called under mu.Lock after every advance of the app latest_timestamp.
 func (r *Registry) changed(a *app) {
-	a.cache = nil
+	a.cache.Store(nil)
 	r.wakeLocked(a)
 }
 
@@ -346,7 +348,7 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 	}
 	a.advance(max(now, clampFuture(latestHint, now)))
 	r.changed(a)
-	r.mu.Unlock()
+	r.unlock()
 	if cur != nil { // records are immutable: copy outside the lock
 		stored = cur.instance(in.Env, in.AppID, in.Zone, false)
 	}
@@ -408,7 +410,7 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 	}
 	at = max(at, 0)
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	now := r.now()
 	a, b, old := r.find(k)
 	if old == nil {
@@ -441,11 +443,11 @@ func (r *Registry) Evict(k Key) (Instance, error) {
 	r.mu.Lock()
 	a, b, rc := r.find(k)
 	if rc == nil {
-		r.mu.Unlock()
+		r.unlock()
 		return Instance{}, ErrNotFound
 	}
 	r.evictLocked(a, b, rc, r.now())
-	r.mu.Unlock()
+	r.unlock()
 	return rc.instance(k.Env, k.AppID, k.Zone, false), nil
 }
 
@@ -485,7 +487,7 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 	}
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	now := r.now()
 	ts := req.SetTimestamp
 	if ts == 0 {
@@ -587,7 +589,7 @@ func (r *Registry) Import(in Instance) (applied bool) {
 	}
 	nr := newRec(&in)
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	now := r.now()
 	nz := func(v int64) int64 {
 		if v == 0 {

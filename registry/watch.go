@@ -1,6 +1,9 @@
 package registry
 
-import "strings"
+import (
+	"strings"
+	"sync/atomic"
+)
 
 // Poll checks a long-poll request and, when nothing is answerable, arms a
 // waiter in the same critical section (no change can slip between the check
@@ -111,12 +114,21 @@ func dupID(ids []string, seen *map[string]struct{}, id string) bool {
 
 // Waiter is one parked long-poll request. Each request has its own waiter
 // (never shared by hostname).
+//
+// Wake-ups are built so that waking n waiters costs O(n) once and each woken
+// request then does O(1) work without contending for the registry's locks:
+// the writer detaches every waiter it wakes from all its lists while it
+// holds wmu anyway, and signals the channels only after releasing mu (see
+// unlock), so a woken request finds neither lock held by the writer, and
+// Repoll reads the fired marks without taking wmu (the marks are written
+// before detached is set, and detached before the signal).
 type Waiter struct {
-	r      *Registry
-	ch     chan struct{}
-	zone   string
-	links  []wlink // one per distinct appid; never reallocated (lists point into it)
-	closed bool    // guarded by r.wmu
+	r        *Registry
+	ch       chan struct{}
+	zone     string
+	links    []wlink     // one per distinct appid; never reallocated (lists point into it)
+	closed   bool        // unlinked, by Close or by a wake (guarded by r.wmu)
+	detached atomic.Bool // unlinked by a wake: links' fired marks are final
 }
 
 // wlink is a waiter's membership in one app's waiter list (intrusive doubly
@@ -125,7 +137,7 @@ type wlink struct {
 	w          *Waiter
 	list       *waitList
 	prev, next *wlink
-	fired      bool // this appid's change signalled w (guarded by r.wmu)
+	fired      bool // this appid's change signalled w (written under r.wmu before detached)
 }
 
 type waitList struct {
@@ -157,58 +169,57 @@ func (r *Registry) armLocked(env, zone string, ids []string) *Waiter {
 	return w
 }
 
-// wakeLocked signals every waiter of the app for which the app now has an
+// wakeLocked detaches every waiter of the app for which the app now has an
 // UP instance through the waiter's zone filter (a wake that could only
-// produce an empty answer is skipped, spec 5.5.1 / 5.3.3). Never blocks.
-// Caller holds mu.Lock.
+// produce an empty answer is skipped, spec 5.5.1 / 5.3.3), marks the appid
+// as the one that fired, and queues its signal for unlock. Caller holds
+// mu.Lock.
 func (r *Registry) wakeLocked(a *app) {
+	if a.up == 0 {
+		return
+	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	l := r.waiters[AppKey{Env: a.env, AppID: a.id}]
 	if l == nil {
 		return
 	}
-	anyUp := a.up > 0
-	if !anyUp {
-		return
-	}
-	for x := l.head; x != nil; x = x.next {
-		if x.w.zone != "" && a.upIn(x.w.zone) == 0 {
-			continue
+	for x := l.head; x != nil; {
+		next := x.next // x is unlinked below; a waiter has one link per list
+		w := x.w
+		if w.zone == "" || a.upIn(w.zone) > 0 {
+			x.fired = true
+			w.unlinkLocked()
+			w.detached.Store(true)
+			r.pending = append(r.pending, w.ch)
 		}
-		x.fired = true
+		x = next
+	}
+}
+
+// unlock releases mu.Lock, then signals the waiters woken under it. Writers
+// use it instead of mu.Unlock: a woken request that runs at once would
+// otherwise block on mu right away and be woken a second time.
+func (r *Registry) unlock() {
+	p := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	for _, ch := range p {
+		// Never blocks: a waiter is detached, hence signalled, once.
 		select {
-		case x.w.ch <- struct{}{}:
-		default: // already signalled
+		case ch <- struct{}{}:
+		default:
 		}
 	}
 }
 
-// C is signalled (non-blocking, capacity 1) when an app the waiter watches
-// changes.
-func (w *Waiter) C() <-chan struct{} { return w.ch }
-
-// Close disarms the waiter. Safe to call more than once.
-func (w *Waiter) Close() { w.close() }
-
-// close disarms the waiter and reports, per link, whether that appid's
-// change signalled it (nil when none did or when already closed).
-func (w *Waiter) close() (fired []bool) {
+// unlinkLocked removes w from every list. Caller holds r.wmu and w is not
+// closed.
+func (w *Waiter) unlinkLocked() {
 	r := w.r
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if w.closed {
-		return nil
-	}
 	w.closed = true
 	for i := range w.links {
 		x := &w.links[i]
-		if x.fired {
-			if fired == nil {
-				fired = make([]bool, len(w.links))
-			}
-			fired[i] = true
-		}
 		l := x.list
 		if x.prev != nil {
 			x.prev.next = x.next
@@ -224,5 +235,40 @@ func (w *Waiter) close() (fired []bool) {
 		}
 	}
 	r.nWaiters--
+}
+
+// C is signalled (non-blocking, capacity 1) when an app the waiter watches
+// changes.
+func (w *Waiter) C() <-chan struct{} { return w.ch }
+
+// Close disarms the waiter. Safe to call more than once.
+func (w *Waiter) Close() { w.close() }
+
+// close disarms the waiter and reports, per link, whether that appid's
+// change signalled it (nil when none did or when already closed by Close).
+func (w *Waiter) close() (fired []bool) {
+	if !w.detached.Load() {
+		r := w.r
+		r.wmu.Lock()
+		if !w.closed {
+			w.unlinkLocked()
+			r.wmu.Unlock()
+			return nil // not detached by a wake: nothing fired
+		}
+		r.wmu.Unlock()
+		if !w.detached.Load() {
+			return nil // closed before
+		}
+	}
+	// Detached by a wake: the marks are final and visible (detached was
+	// stored after them). A second close reports them again, harmlessly.
+	for i := range w.links {
+		if w.links[i].fired {
+			if fired == nil {
+				fired = make([]bool, len(w.links))
+			}
+			fired[i] = true
+		}
+	}
 	return fired
 }

@@ -428,3 +428,76 @@ func TestRepollAnswersTriggeringApp(t *testing.T) {
 	}
 	w4.Close()
 }
+
+// A wake detaches the woken waiters under the writer's locks and signals
+// them only after both locks are released: a woken request finds mu and wmu
+// free (no convoy behind the writer), the wake costs the waiters nothing
+// more than their own Repoll, which takes no waiter lock and still reports
+// the appid that fired (spec 5.3.2).
+func TestWakeSignalsAfterUnlockAndDetaches(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	r.reg(inst(appB, z1, "h1"))
+	la, lb := r.latest(appA), r.latest(appB)
+	// Ahead of the app counter: only the fired mark makes appA answerable.
+	req := PollRequest{Env: env, AppIDs: []string{appB, appA}, Latest: []int64{lb, la + 1000}}
+	const n = 100
+	ws := make([]*Waiter, n)
+	for i := range ws {
+		ws[i] = r.armed(req)
+	}
+	other := r.armed(PollRequest{Env: env, Zone: z2, AppIDs: []string{appA}, Latest: []int64{la}})
+	if st := r.Stats(); st.Waiters != n+1 {
+		t.Fatalf("%d waiters armed", st.Waiters)
+	}
+
+	locksFree := make(chan bool, 1)
+	go func() {
+		<-ws[0].C()
+		free := r.mu.TryRLock()
+		if free {
+			r.mu.RUnlock()
+		}
+		wfree := r.wmu.TryLock()
+		if wfree {
+			r.wmu.Unlock()
+		}
+		locksFree <- free && wfree
+	}()
+	r.reg(inst(appA, z1, "h2"))
+	if !<-locksFree {
+		t.Fatal("a woken waiter found the writer's locks still held")
+	}
+	// Every woken waiter is already unlinked; the zone-filtered one (no UP
+	// instance in its zone) stays armed.
+	if st := r.Stats(); st.Waiters != 1 {
+		t.Fatalf("%d waiters still armed after the wake, want 1", st.Waiters)
+	}
+	for i, w := range ws[1:] {
+		if !signalled(w) {
+			t.Fatalf("waiter %d not signalled", i+1)
+		}
+		res, next := r.Repoll(req, w)
+		if next != nil {
+			next.Close()
+			t.Fatalf("waiter %d: woken but nothing answered", i+1)
+		}
+		if got := changedIDs(res); len(got) != 1 || got[0] != appA {
+			t.Fatalf("waiter %d answered %v, want [%s]", i+1, got, appA)
+		}
+		w.Close() // a late Close (timeout racing the wake) is harmless
+	}
+	ws[0].Close()
+	if signalled(other) {
+		t.Fatal("zone-filtered waiter woken by a change outside its zone")
+	}
+	other.Close()
+	if st := r.Stats(); st.Waiters != 0 {
+		t.Fatalf("%d waiters left", st.Waiters)
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if len(r.waiters) != 0 {
+		t.Fatalf("waiter index not empty: %v", r.waiters)
+	}
+}
