@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,6 +103,12 @@ type Server struct {
 	baseStop context.CancelFunc
 
 	parked atomic.Int64 // polls currently held
+
+	// newConns are connections that have not sent a request yet
+	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves
+	// such a connection (e.g. a peer's spare keep-alive dial) open for 5 s.
+	connMu   sync.Mutex
+	newConns map[net.Conn]struct{}
 }
 
 // New builds the HTTP API (echo v4) and registers its metrics.
@@ -155,8 +162,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		// its -304; non-poll requests are bounded separately (boundRequest).
 		WriteTimeout: cfg.PollHold + cfg.RequestTimeout,
 		BaseContext:  func(net.Listener) context.Context { return s.baseCtx },
+		ConnState:    s.connState,
 		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	s.newConns = make(map[net.Conn]struct{})
 	return s, nil
 }
 
@@ -220,12 +229,51 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown answers every parked poll at once (-304), stops accepting new
-// connections and waits (bounded by ctx) for in-flight requests.
+// connections and waits (bounded by ctx) for in-flight requests. Idle
+// keep-alive connections, and connections that never sent a request, are
+// closed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.pollStop() // first: parked polls answer -304 and finish
-	err := s.srv.Shutdown(ctx)
-	s.baseStop()
-	return err
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Shutdown(ctx) }()
+	// net/http closes idle connections but waits 5 s for those in
+	// StateNew; close them until Shutdown is done (a connection accepted
+	// just before the listener closed may appear after the first pass).
+	tick := time.NewTicker(shutdownConnPoll)
+	defer tick.Stop()
+	for {
+		s.closeNewConns()
+		select {
+		case err := <-errc:
+			s.baseStop()
+			return err
+		case <-tick.C:
+		}
+	}
+}
+
+// shutdownConnPoll is how often Shutdown closes connections that have not
+// sent a request; net/http re-checks its connections at most every 500 ms.
+const shutdownConnPoll = 20 * time.Millisecond
+
+// connState tracks the connections in StateNew (http.Server.ConnState).
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	if st == http.StateNew {
+		s.newConns[c] = struct{}{}
+	} else {
+		delete(s.newConns, c)
+	}
+	s.connMu.Unlock()
+}
+
+func (s *Server) closeNewConns() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for c := range s.newConns {
+		_ = c.Close() // its serving goroutine sees the error and ends
+		delete(s.newConns, c)
+	}
 }
 
 // instrument wraps every request: a panic is recovered and logged at Error
