@@ -133,7 +133,12 @@ func (a *app) trimCache() {
 
 func (p *payload) bytes(r *Registry) []byte {
 	p.once.Do(func() {
-		p.b = appendInfo(nil, p.env, p.appid, p.groups, p.latest)
+		b := appendInfo(nil, p.env, p.appid, p.groups, p.latest)
+		if cap(b)-len(b) > len(b)/32 {
+			// Cached until the next change: do not keep the estimate's slack.
+			b = append(make([]byte, 0, len(b)), b...)
+		}
+		p.b = b
 		p.groups = nil
 		r.encodes.Add(1)
 	})
@@ -208,7 +213,10 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 	if b == nil {
 		n := 64
 		for _, g := range groups {
-			n += len(g.zone) + 8 + 320*len(g.recs)
+			n += len(g.zone) + 8
+			for _, rc := range g.recs {
+				n += rc.jsonSizeHint(len(env) + len(appid) + len(g.zone))
+			}
 		}
 		b = make([]byte, 0, n)
 	}
@@ -232,6 +240,32 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 	b = append(b, `},"latest_timestamp":`...)
 	b = strconv.AppendInt(b, latest, 10)
 	return append(b, '}')
+}
+
+// jsonSizeHint is appendJSON's length when nothing needs escaping and the
+// timestamps have 19 digits (2001-2286), given the length of env, appid and
+// zone together: 196 bytes of keys and punctuation, the status digit, five
+// timestamps, the strings and their quotes and separators.
+func (r *rec) jsonSizeHint(keyLen int) int {
+	n := 196 + 1 + 5*19 + keyLen + len(r.hostname)
+	for _, a := range r.addrs {
+		n += len(a) + 3
+	}
+	if r.region != noHandle {
+		n += len(r.region.Value())
+	}
+	if r.version != noHandle {
+		n += len(r.version.Value())
+	}
+	if r.meta != noHandle {
+		for s := r.meta.Value(); len(s) > 0; {
+			var k, v string
+			k, s = nextPacked(s)
+			v, s = nextPacked(s)
+			n += len(k) + len(v) + 6
+		}
+	}
+	return n
 }
 
 // appendJSON encodes the record as an Instance (14 keys in struct order,

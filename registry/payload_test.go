@@ -116,6 +116,9 @@ func TestFetchEncodedShared(t *testing.T) {
 	}
 	base := r.encodes.Load()
 	first := r.fetchEncodedOne(appA, "", 3)
+	if slack := cap(first) - len(first); slack > len(first)/32 {
+		t.Fatalf("cached answer keeps %d bytes of slack for %d", slack, len(first))
+	}
 	for range 10 {
 		if got := r.fetchEncodedOne(appA, "", 3); &got[0] != &first[0] {
 			t.Fatal("fetch got its own encoding")
