@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +132,7 @@ type Cluster struct {
 	failed  map[string]failedMember        // members that failed without leaving
 	evicted map[registry.Key]evictedRecord // their infra.discovery records we evicted
 	gossip  string                         // our advertised gossip host:port
+	bound   string                         // our bound gossip host:port
 
 	evMu  sync.Mutex
 	evq   []memberEvent
@@ -280,8 +284,19 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var nt *memberlist.NetTransport
+	if mc.Transport == nil { // tests may bring their own (Deps.Memberlist)
+		if nt, err = c.netTransport(mc); err != nil {
+			c.mlLog.close()
+			return fmt.Errorf("syncup: gossip: %w", err)
+		}
+		mc.Transport = nt
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if nt != nil {
+			_ = nt.Shutdown()
+		}
 		c.mlLog.close()
 		return fmt.Errorf("syncup: gossip: %w", err)
 	}
@@ -292,6 +307,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.ml = ml
 	c.gossip = ml.LocalNode().Address()
+	c.bound = net.JoinHostPort(mc.BindAddr, strconv.Itoa(mc.BindPort))
 	c.startAt = time.Now()
 	c.log.Info("gossip listening", "gossip", c.gossip, "http", c.self.HTTPAddr, "zone", c.self.Zone)
 
@@ -357,8 +373,53 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	return mc, nil
 }
 
+// netTransport binds gossip (TCP and UDP on one port) and settles the
+// ports memberlist will use. We bind it ourselves because memberlist, when
+// it binds port 0 itself, overwrites AdvertisePort with the bound port and
+// so ignores cluster.advertise (memberlist.go, v0.7.0): behind NAT or a
+// proxy, peers would then dial a port that leads nowhere.
+func (c *Cluster) netTransport(mc *memberlist.Config) (*memberlist.NetTransport, error) {
+	ntc := &memberlist.NetTransportConfig{
+		BindAddrs: []string{mc.BindAddr},
+		BindPort:  mc.BindPort,
+		Logger:    mc.Logger,
+	}
+	if ntc.Logger == nil {
+		ntc.Logger = log.New(mc.LogOutput, "", log.LstdFlags)
+	}
+	// Port 0 picks a TCP port, then binds UDP on the same number, which
+	// another socket may hold: retry like memberlist does.
+	tries := 1
+	if mc.BindPort == 0 {
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		if nt, err = memberlist.NewNetTransport(ntc); err == nil {
+			if mc.BindPort == 0 {
+				// memberlist uses BindPort as the default port of a seed
+				// given without one; keep its meaning (our own port).
+				mc.BindPort = nt.GetAutoBindPort()
+			}
+			if c.cfg.Advertise == "" {
+				mc.AdvertisePort = mc.BindPort
+			}
+			return nt, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
 // GossipAddr is the advertised gossip host:port (after Start).
 func (c *Cluster) GossipAddr() string { return c.gossip }
+
+// GossipBindAddr is the host:port gossip is bound to (after Start); it
+// differs from GossipAddr when cluster.advertise is set.
+func (c *Cluster) GossipBindAddr() string { return c.bound }
 
 // Ready reports whether the startup sync (or init-protect) phase has ended;
 // reads are gated until then (spec 6.5, 7.4.1).

@@ -368,3 +368,41 @@ func TestMembership_NodesListsEachAddressOnce(t *testing.T) {
 	delete(a.c.members, "b-previous-run")
 	a.c.memMu.Unlock()
 }
+
+// cluster.advertise is what peers learn even when cluster.bind asks for
+// port 0: memberlist, binding port 0 itself, replaced the advertised port
+// with the bound one.
+func TestMembership_AdvertiseWithBindPortZero(t *testing.T) {
+	// A port that is certainly not the one gossip binds: we hold it.
+	hold, err := stdnet.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	adv := hold.Addr().String()
+
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = "127.0.0.1:0"; c.Advertise = adv }})
+	if got := a.c.GossipAddr(); got != adv {
+		t.Fatalf("GossipAddr() = %s, want the advertised %s", got, adv)
+	}
+	bound := a.c.GossipBindAddr()
+	if _, port, _ := stdnet.SplitHostPort(bound); port == "0" || bound == adv || !strings.HasPrefix(bound, "127.0.0.1:") {
+		t.Fatalf("GossipBindAddr() = %s, want 127.0.0.1:<bound port>", bound)
+	}
+	// A peer reaching the bound address learns the advertised one.
+	b := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Join = []string{bound} }})
+	waitFor(t, "b knows a", func() bool {
+		for _, ms := range b.c.memberTable() {
+			if ms.meta.HTTPAddr == a.addr {
+				return true
+			}
+		}
+		return false
+	})
+	for name, ms := range b.c.memberTable() {
+		if ms.meta.HTTPAddr == a.addr && ms.gossip != adv {
+			t.Fatalf("peer learnt gossip address %s for %s, want the advertised %s", ms.gossip, name, adv)
+		}
+	}
+}

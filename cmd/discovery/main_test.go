@@ -194,6 +194,8 @@ type node struct {
 	err    error // Wait's result, after done
 	HTTP   string
 	Gossip string
+	// Bound addresses (differ from HTTP/Gossip when advertise is set).
+	HTTPListen, GossipBind string
 }
 
 type syncBuffer struct {
@@ -260,6 +262,7 @@ func startNode(t *testing.T, env ...string) *node {
 		return true, ""
 	})
 	n.HTTP, n.Gossip = addrs.HTTP, addrs.Gossip
+	n.HTTPListen, n.GossipBind = addrs.HTTPListen, addrs.GossipBind
 	return n
 }
 
@@ -420,6 +423,54 @@ func startPair(t *testing.T, bEnv ...string) (a, b *node) {
 		return strings.Contains(h, "node-a"), h
 	})
 	return a, b
+}
+
+// TestServe_AdvertiseWithPortZeroBinds: cluster.advertise is what the node
+// publishes even when cluster.bind asks for port 0 (memberlist used to
+// replace the advertised gossip port with the bound one), and --addr-file
+// reports the advertised and the bound addresses. A peer joining through
+// the bound gossip address learns and dials the advertised one.
+func TestServe_AdvertiseWithPortZeroBinds(t *testing.T) {
+	// A port certainly different from the one gossip binds: we hold it.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	adv := held.Addr().String()
+	a := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-a", "DISCOVERY_CLUSTER_ADVERTISE="+adv)
+	if a.Gossip != adv {
+		t.Fatalf("addr file advertises gossip %s, want %s", a.Gossip, adv)
+	}
+	if h, p, err := net.SplitHostPort(a.GossipBind); err != nil || h != "127.0.0.1" || p == "0" || a.GossipBind == adv {
+		t.Fatalf("addr file gossip_bind %q, want 127.0.0.1:<bound port>", a.GossipBind)
+	}
+	if a.HTTPListen != a.HTTP { // no http.advertise: the bound address is advertised
+		t.Fatalf("addr file http_listen %q, http %q", a.HTTPListen, a.HTTP)
+	}
+	if log := a.stderr.String(); !strings.Contains(log, "gossip="+adv) {
+		t.Errorf("no log line with the advertised gossip address %s:\n%s", adv, log)
+	}
+	waitReady(t, a)
+
+	// b reaches a's bound gossip port and learns a's advertised address: its
+	// failure detector dials it (UDP finds nobody there, then the TCP
+	// fallback ping reaches the port we hold). Before the fix b only ever
+	// dialled the bound port.
+	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.GossipBind)
+	waitFor(t, 30*time.Second, "a in b's /discovery/nodes", func() (bool, string) {
+		_, body := get(t, "http://"+b.HTTP+"/discovery/nodes")
+		return strings.Contains(body, `"addr":"`+a.HTTP+`"`), body
+	})
+	gl := held.(*net.TCPListener)
+	if err := gl.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := gl.Accept()
+	if err != nil {
+		t.Fatalf("nobody dialled a's advertised gossip address %s: %v", adv, err)
+	}
+	conn.Close()
 }
 
 // TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord: a node that joins a
@@ -585,14 +636,14 @@ func TestServe_ListenErrorExits1(t *testing.T) {
 func TestWriteAddrFile_Atomic(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a.json")
-	if err := writeAddrFile(p, listenAddrs{HTTP: "127.0.0.1:1", Gossip: "127.0.0.1:2"}); err != nil {
+	if err := writeAddrFile(p, listenAddrs{HTTP: "127.0.0.1:1", Gossip: "127.0.0.1:2", HTTPListen: "0.0.0.0:1", GossipBind: "0.0.0.0:3"}); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSpace(string(data)) != `{"http":"127.0.0.1:1","gossip":"127.0.0.1:2"}` {
+	if strings.TrimSpace(string(data)) != `{"http":"127.0.0.1:1","gossip":"127.0.0.1:2","http_listen":"0.0.0.0:1","gossip_bind":"0.0.0.0:3"}` {
 		t.Fatalf("content %q", data)
 	}
 	entries, _ := os.ReadDir(dir)

@@ -34,7 +34,7 @@ func serveCmd(args, environ []string, _, stderr io.Writer) int {
 	defer signal.Stop(sigc)
 
 	fs := newFlagSet("serve", stderr)
-	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<host:port>"} to this file (atomically)`)
+	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<advertised host:port>","http_listen":"<bound host:port>","gossip_bind":"<bound host:port>"} to this file (atomically)`)
 	cfg, code, ok := parseConfig(fs, args, environ, stderr)
 	if !ok {
 		return code
@@ -180,7 +180,10 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 		"env", cfg.Node.Env, "zone", cfg.Node.Zone, "hostname", cfg.Node.Hostname, "node", cluster.Name(), "version", version)
 
 	if opt.addrFile != "" {
-		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: advertise, Gossip: cluster.GossipAddr()}); err != nil {
+		if err := writeAddrFile(opt.addrFile, listenAddrs{
+			HTTP: advertise, Gossip: cluster.GossipAddr(),
+			HTTPListen: ln.Addr().String(), GossipBind: cluster.GossipBindAddr(),
+		}); err != nil {
 			return fmt.Errorf("--addr-file: %w", err)
 		}
 		defer func() { _ = os.Remove(opt.addrFile) }()
@@ -275,10 +278,14 @@ func apiNodes(ms []syncup.Member) []api.Node {
 	return out
 }
 
-// listenAddrs is the --addr-file content.
+// listenAddrs is the --addr-file content: the advertised addresses (what
+// peers and clients use) and the bound ones (they differ behind a proxy or
+// NAT, with http.advertise / cluster.advertise).
 type listenAddrs struct {
-	HTTP   string `json:"http"`
-	Gossip string `json:"gossip"`
+	HTTP       string `json:"http"`
+	Gossip     string `json:"gossip"`
+	HTTPListen string `json:"http_listen"`
+	GossipBind string `json:"gossip_bind"`
 }
 
 // writeAddrFile writes a into path atomically (temporary file + rename), so

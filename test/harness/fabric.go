@@ -49,6 +49,7 @@ type Fabric struct {
 
 	mu      sync.Mutex
 	closed  bool
+	done    chan struct{} // closed by Close
 	ends    []*endpoint
 	blocked map[[2]*endpoint]bool
 	wg      sync.WaitGroup
@@ -56,7 +57,7 @@ type Fabric struct {
 
 // NewFabric returns an empty fabric; Close releases it.
 func NewFabric() *Fabric {
-	return &Fabric{blocked: map[[2]*endpoint]bool{}, debug: os.Getenv("DISCOVERY_TEST_FABRIC_DEBUG") == "1"}
+	return &Fabric{blocked: map[[2]*endpoint]bool{}, done: make(chan struct{}), debug: os.Getenv("DISCOVERY_TEST_FABRIC_DEBUG") == "1"}
 }
 
 // endpoint is one node's place in the fabric: its proxies and what is known
@@ -71,6 +72,9 @@ type endpoint struct {
 
 	gossip *proxy // TCP and UDP on one port, like memberlist
 	http   *proxy // TCP
+
+	known     chan struct{} // closed once the upstreams are set
+	knownOnce sync.Once
 }
 
 type proxy struct {
@@ -99,7 +103,7 @@ func (f *Fabric) addEndpoint(name string) (*endpoint, error) {
 		return nil, errors.New("fabric closed")
 	}
 	f.mu.Unlock()
-	ep := &endpoint{f: f, name: name}
+	ep := &endpoint{f: f, name: name, known: make(chan struct{})}
 	var err error
 	if ep.gossip, err = f.newProxy(ep, true); err != nil {
 		return nil, err
@@ -153,16 +157,49 @@ func (p *proxy) start() {
 	}
 }
 
-// setUpstreams records the node's real listeners and process id. The
-// harness calls it right after starting the process, before the node can
-// open a connection, so every connection can be attributed to it.
-func (ep *endpoint) setUpstreams(pid int, httpAddr, gossipAddr netip.AddrPort) {
+// setPID records the node's process id. The harness calls it right after
+// starting the process, before the node can open a connection, so every
+// TCP connection can be attributed to it.
+func (ep *endpoint) setPID(pid int) {
 	ep.f.mu.Lock()
 	defer ep.f.mu.Unlock()
+	ep.pid = pid
+}
+
+// setUpstreams records the node's process id and real listeners (which the
+// node picks itself, port 0, and reports in its address file). Connections
+// that reached the proxies earlier wait for them (see upstreamOf); UDP
+// packets that arrived earlier were dropped, like on a network where the
+// node is not up yet. Nodes only ever get blocked after the harness knows
+// their listeners, so no packet of theirs crosses a cut unattributed.
+func (ep *endpoint) setUpstreams(pid int, httpAddr, gossipAddr netip.AddrPort) {
+	ep.f.mu.Lock()
 	ep.pid = pid
 	ep.gossipBound = gossipAddr
 	ep.gossip.upstream = gossipAddr
 	ep.http.upstream = httpAddr
+	ep.f.mu.Unlock()
+	ep.knownOnce.Do(func() { close(ep.known) })
+}
+
+// upstreamWait bounds how long a connection waits for its node's listeners.
+const upstreamWait = 30 * time.Second
+
+// upstreamOf waits until the owner's listeners are known and returns the
+// proxy's upstream (invalid if the fabric closes or the wait times out).
+func (p *proxy) upstreamOf() netip.AddrPort {
+	t := time.NewTimer(upstreamWait)
+	defer t.Stop()
+	select {
+	case <-p.owner.known:
+	case <-p.f.done:
+		return netip.AddrPort{}
+	case <-t.C:
+		return netip.AddrPort{}
+	}
+	p.f.mu.Lock()
+	defer p.f.mu.Unlock()
+	return p.upstream
 }
 
 // Block cuts all traffic between a and b (both directions) until Heal.
@@ -284,6 +321,7 @@ func (f *Fabric) Close() {
 		return
 	}
 	f.closed = true
+	close(f.done)
 	ends := f.ends
 	f.mu.Unlock()
 	for _, ep := range ends {
@@ -351,9 +389,7 @@ func (p *proxy) serve(c net.Conn) {
 		c.Close()
 		return
 	}
-	p.f.mu.Lock()
-	up := p.upstream
-	p.f.mu.Unlock()
+	up := p.upstreamOf()
 	if !up.IsValid() {
 		c.Close()
 		return

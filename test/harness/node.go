@@ -119,10 +119,13 @@ type Node struct {
 	stopping atomic.Bool
 }
 
-// addrFile is what the binary writes to --addr-file once it listens.
+// addrFile is what the binary writes to --addr-file once it listens: the
+// advertised addresses and the bound ones.
 type addrFile struct {
-	HTTP   string `json:"http"`
-	Gossip string `json:"gossip"`
+	HTTP       string `json:"http"`
+	Gossip     string `json:"gossip"`
+	HTTPListen string `json:"http_listen"`
+	GossipBind string `json:"gossip_bind"`
 }
 
 // StartNode starts one node (standalone, or joining opts.Join) and waits
@@ -151,17 +154,7 @@ func startNode(tb testing.TB, bin string, opts Options, fab *Fabric) (*Node, err
 			return nil, fmt.Errorf("node %s: fault proxies: %w", opts.Hostname, err)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		n, err := startOnce(tb, bin, opts, ep)
-		if err != nil && n != nil && ep != nil && attempt < 4 && !n.Running() &&
-			strings.Contains(n.Logs(), "address already in use") {
-			// A reserved port was taken between our probe and the node's
-			// bind (see reservePorts): try again with new ones.
-			n.stopping.Store(true)
-			continue
-		}
-		return n, err
-	}
+	return startOnce(tb, bin, opts, ep)
 }
 
 func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, error) {
@@ -186,17 +179,9 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		"DISCOVERY_NODE_REGION":   opts.Region,
 		"DISCOVERY_LOG_LEVEL":     "debug",
 	}
-	var httpAP, gossipAP netip.AddrPort
 	if ep != nil {
-		// Peers must only ever learn the proxy addresses. The node's own
-		// listeners get fixed ports chosen here, because memberlist replaces
-		// an advertised port with the bound one when it binds port 0.
-		var err error
-		if httpAP, gossipAP, err = reservePorts(); err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.Name, err)
-		}
-		env["DISCOVERY_HTTP_ADDR"] = httpAP.String()
-		env["DISCOVERY_CLUSTER_BIND"] = gossipAP.String()
+		// Peers must only ever learn the proxy addresses; the node binds
+		// its own listeners (port 0) and reports them in its address file.
 		n.AdvertisedHTTP = ep.http.addr()
 		n.AdvertisedGossip = ep.gossip.addr()
 		env["DISCOVERY_HTTP_ADVERTISE"] = n.AdvertisedHTTP
@@ -220,7 +205,7 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		return nil, fmt.Errorf("node %s: start: %w", n.Name, err)
 	}
 	if ep != nil {
-		ep.setUpstreams(cmd.Process.Pid, httpAP, gossipAP)
+		ep.setPID(cmd.Process.Pid)
 	}
 	go func() {
 		n.exitErr = cmd.Wait()
@@ -236,7 +221,17 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		return n, err
 	}
 	if ep != nil {
-		n.HTTP, n.Gossip = httpAP.String(), gossipAP.String()
+		if af.HTTP != n.AdvertisedHTTP || af.Gossip != n.AdvertisedGossip {
+			return n, fmt.Errorf("node %s advertises %s, %s instead of its proxies %s, %s",
+				n.Name, af.HTTP, af.Gossip, n.AdvertisedHTTP, n.AdvertisedGossip)
+		}
+		h, err1 := dialable(af.HTTPListen)
+		g, err2 := dialable(af.GossipBind)
+		if err := errors.Join(err1, err2); err != nil {
+			return n, fmt.Errorf("node %s: address file %+v: %w", n.Name, af, err)
+		}
+		ep.setUpstreams(cmd.Process.Pid, h, g)
+		n.HTTP, n.Gossip = h.String(), g.String()
 	} else {
 		// The file holds the advertised addresses. When the node listens on
 		// all interfaces, the test dials loopback at the same port rather
@@ -256,32 +251,6 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 	return n, n.waitReady(deadline)
 }
 
-// reservePorts picks a free TCP port for HTTP and a port free for both TCP
-// and UDP for gossip, on 127.0.0.1, and releases them for the node to bind.
-// Another process could take one in between; startNode then retries.
-func reservePorts() (httpAP, gossipAP netip.AddrPort, err error) {
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return httpAP, gossipAP, err
-	}
-	defer hl.Close()
-	httpAP = hl.Addr().(*net.TCPAddr).AddrPort()
-	for range 20 {
-		gl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return httpAP, gossipAP, err
-		}
-		ap := gl.Addr().(*net.TCPAddr).AddrPort()
-		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-		gl.Close()
-		if err == nil {
-			pc.Close()
-			return httpAP, ap, nil
-		}
-	}
-	return httpAP, gossipAP, errors.New("no port free for both TCP and UDP")
-}
-
 func (n *Node) waitAddrFile(path string, deadline time.Time) (addrFile, error) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -290,7 +259,7 @@ func (n *Node) waitAddrFile(path string, deadline time.Time) (addrFile, error) {
 		b, err := os.ReadFile(path)
 		if err == nil {
 			var af addrFile
-			if err = json.Unmarshal(b, &af); err == nil && af.HTTP != "" && af.Gossip != "" {
+			if err = json.Unmarshal(b, &af); err == nil && af.HTTP != "" && af.Gossip != "" && af.HTTPListen != "" && af.GossipBind != "" {
 				return af, nil
 			}
 			if err == nil {
