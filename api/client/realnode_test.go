@@ -3,60 +3,26 @@ package client_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/discovery-go/discovery/api"
+	"github.com/discovery-go/discovery/api/apitest"
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/registry"
 )
 
-// realNode is one real discovery node in process: registry + HTTP API on
-// 127.0.0.1:0 (standalone: no cluster, no self-registration).
-type realNode struct {
-	addr string
-	reg  *registry.Registry
-}
-
-func startRealNode(t testing.TB) *realNode {
+// startRealNode runs one real standalone node in process.
+func startRealNode(t testing.TB) *apitest.Node {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	reg, err := registry.New(registry.DefaultConfig(), nil, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := api.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(cfg, api.Deps{Registry: reg, Logger: logger,
-		Self: api.Node{Addr: ln.Addr().String(), Zone: testZone}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &realNode{addr: ln.Addr().String(), reg: reg}
+	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: api.Node{Zone: testZone}}})
 }
 
-func realConfig(nodes ...*realNode) client.Config {
+func realConfig(nodes ...*apitest.Node) client.Config {
 	cfg := testConfig()
 	for _, n := range nodes {
-		cfg.Nodes = append(cfg.Nodes, n.addr)
+		cfg.Nodes = append(cfg.Nodes, n.Addr)
 	}
 	return cfg
 }
@@ -132,11 +98,11 @@ func TestRealNode_EvictedInstanceIsRegisteredAgain(t *testing.T) {
 	}
 	defer cancel()
 	key := registry.Key{Env: testEnv, AppID: "real.svc", Zone: testZone, Hostname: testHost}
-	if _, err := n.reg.Evict(key); err != nil {
+	if _, err := n.Registry.Evict(key); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "re-registration after -404", func() (bool, string) {
-		_, ok := n.reg.Get(key)
+		_, ok := n.Registry.Get(key)
 		return ok, ""
 	})
 }

@@ -20,12 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discovery-go/discovery/api"
+	"github.com/discovery-go/discovery/api/apitest"
 	"github.com/discovery-go/discovery/registry"
 )
 
 type testNode struct {
-	addr string
-	reg  *registry.Registry
+	*apitest.Node
 	prom *prometheus.Registry
 }
 
@@ -33,35 +33,12 @@ type testNode struct {
 // held 1 s, so the bench's re-poll on -304 is exercised too.
 func startNode(t *testing.T, repl api.Replicator) *testNode {
 	t.Helper()
-	reg, err := registry.New(registry.DefaultConfig(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	prom := prometheus.NewRegistry()
 	cfg := api.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
 	cfg.PollHold = time.Second
-	srv, err := api.New(cfg, api.Deps{Registry: reg, Replicator: repl, Metrics: prom, Gatherer: prom})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &testNode{addr: ln.Addr().String(), reg: reg, prom: prom}
+	n := apitest.StartNode(t, apitest.Options{Config: &cfg,
+		Deps: api.Deps{Replicator: repl, Metrics: prom, Gatherer: prom}})
+	return &testNode{Node: n, prom: prom}
 }
 
 // requests returns discovery_http_requests_total for route and code.
@@ -148,7 +125,7 @@ func wantLatency(t *testing.T, r Result) {
 
 func TestE2E_Register(t *testing.T) {
 	n := startNode(t, nil)
-	rep, code, stderr := bench(t, t.Context(), "register", "--nodes", n.addr, "--concurrency", "8",
+	rep, code, stderr := bench(t, t.Context(), "register", "--nodes", n.Addr, "--concurrency", "8",
 		"--count", "400", "--appids", "4", "--instances", "100", "--env", "e2e", "--zone", "z1")
 	wantClean(t, rep, code, stderr)
 	r := result(t, rep, "register")
@@ -156,13 +133,13 @@ func TestE2E_Register(t *testing.T) {
 		t.Fatalf("register result %+v", r)
 	}
 	wantLatency(t, r)
-	st := n.reg.Stats()
+	st := n.Registry.Stats()
 	if st.Instances["e2e"] != 100 || st.Apps["e2e"] != 4 {
 		t.Fatalf("registry holds %v instances / %v apps, want 100 / 4", st.Instances, st.Apps)
 	}
 	n.wantRequests(t, "/discovery/register", "0", 400)
 	// The registered instance carries what a kratos client sends.
-	in, ok := n.reg.Get(registry.Key{Env: "e2e", AppID: "bench.app.1", Zone: "z1", Hostname: "bench-5"})
+	in, ok := n.Registry.Get(registry.Key{Env: "e2e", AppID: "bench.app.1", Zone: "z1", Hostname: "bench-5"})
 	if !ok {
 		t.Fatal("bench-5 not stored")
 	}
@@ -173,7 +150,7 @@ func TestE2E_Register(t *testing.T) {
 
 func TestE2E_RenewWithCleanup(t *testing.T) {
 	n := startNode(t, nil)
-	rep, code, stderr := bench(t, t.Context(), "renew", "--nodes", n.addr, "--concurrency", "4",
+	rep, code, stderr := bench(t, t.Context(), "renew", "--nodes", n.Addr, "--concurrency", "4",
 		"--count", "300", "--appids", "3", "--instances", "30", "--cleanup")
 	wantClean(t, rep, code, stderr)
 	r := result(t, rep, "renew")
@@ -183,14 +160,14 @@ func TestE2E_RenewWithCleanup(t *testing.T) {
 	wantLatency(t, r)
 	n.wantRequests(t, "/discovery/renew", "0", 300)
 	n.wantRequests(t, "/discovery/register", "0", 30) // setup
-	if st := n.reg.Stats(); st.Instances["bench"] != 0 {
+	if st := n.Registry.Stats(); st.Instances["bench"] != 0 {
 		t.Fatalf("--cleanup left %v instances", st.Instances)
 	}
 }
 
 func TestE2E_Fetchs(t *testing.T) {
 	n := startNode(t, nil)
-	rep, code, stderr := bench(t, t.Context(), "fetchs", "--nodes", n.addr, "--concurrency", "4",
+	rep, code, stderr := bench(t, t.Context(), "fetchs", "--nodes", n.Addr, "--concurrency", "4",
 		"--count", "200", "--appids", "12", "--batch", "10", "--instances", "36")
 	wantClean(t, rep, code, stderr)
 	r := result(t, rep, "fetchs")
@@ -207,11 +184,11 @@ func TestE2E_ErrorsByCode(t *testing.T) {
 	n := startNode(t, nil)
 	// Register into one env, renew in another: every renew is -404.
 	cfg := DefaultConfig()
-	cfg.Scenario, cfg.Nodes, cfg.Count, cfg.Instances, cfg.AppIDs, cfg.Concurrency = ScenarioRenew, []string{n.addr}, 20, 5, 1, 2
+	cfg.Scenario, cfg.Nodes, cfg.Count, cfg.Instances, cfg.AppIDs, cfg.Concurrency = ScenarioRenew, []string{n.Addr}, 20, 5, 1, 2
 	r := &runner{cfg: cfg, c: newClient(4, cfg.Timeout, cfg.PollTimeout), progress: &bytes.Buffer{}, rep: &Report{Params: map[string]int64{}}}
 	defer r.c.close()
 	lr, err := r.runOps(t.Context(), 20, 0, 0, &r.errs, func(ctx context.Context, seq int64) error {
-		_, err := r.c.call(ctx, r.c.renewReq(n.addr, r.inst(int(seq%5)), "nowhere", "z", "r"))
+		_, err := r.c.call(ctx, r.c.renewReq(n.Addr, r.inst(int(seq%5)), "nowhere", "z", "r"))
 		return err
 	})
 	if err != nil || lr.ok != 0 || lr.failed != 20 {
@@ -235,7 +212,7 @@ func TestE2E_ErrorsByCode(t *testing.T) {
 
 func TestE2E_Notify(t *testing.T) {
 	n := startNode(t, nil)
-	rep, code, stderr := bench(t, t.Context(), "notify", "--nodes", n.addr, "--pollers", "40",
+	rep, code, stderr := bench(t, t.Context(), "notify", "--nodes", n.Addr, "--pollers", "40",
 		"--concurrency", "8", "--count", "2", "--settle", "20s", "--poll-timeout", "5s")
 	wantClean(t, rep, code, stderr)
 	r := result(t, rep, "notify")
@@ -267,12 +244,12 @@ func (f *fanout) Set(registry.SetRequest, bool)   {}
 func TestE2E_ReplicationAndCrossNotify(t *testing.T) {
 	b := startNode(t, nil)
 	c := startNode(t, nil)
-	a := startNode(t, &fanout{peers: []*registry.Registry{b.reg, c.reg}})
-	nodes := strings.Join([]string{a.addr, b.addr, c.addr}, ",")
+	a := startNode(t, &fanout{peers: []*registry.Registry{b.Registry, c.Registry}})
+	nodes := strings.Join([]string{a.Addr, b.Addr, c.Addr}, ",")
 
 	rep, code, stderr := bench(t, t.Context(), "replication", "--nodes", nodes, "--count", "15", "--poll-timeout", "5s")
 	wantClean(t, rep, code, stderr)
-	for _, name := range []string{"lag " + b.addr, "lag " + c.addr, "lag max"} {
+	for _, name := range []string{"lag " + b.Addr, "lag " + c.Addr, "lag max"} {
 		r := result(t, rep, name)
 		if r.OK != 15 || r.Expected != 15 {
 			t.Fatalf("%s: %+v", name, r)
@@ -311,7 +288,7 @@ func TestE2E_Interrupted(t *testing.T) {
 	done := make(chan outcome, 1)
 	go func() {
 		var out, errb bytes.Buffer
-		code := Main(ctx, []string{"register", "--nodes", n.addr, "--duration", "1m", "--concurrency", "4", "--instances", "50", "--json"}, &out, &errb)
+		code := Main(ctx, []string{"register", "--nodes", n.Addr, "--duration", "1m", "--concurrency", "4", "--instances", "50", "--json"}, &out, &errb)
 		var rep Report
 		_ = json.Unmarshal(out.Bytes(), &rep)
 		done <- outcome{&rep, code}
@@ -348,7 +325,7 @@ func TestE2E_ParkedMetricName(t *testing.T) {
 	n := startNode(t, nil)
 	c := newClient(2, 5*time.Second, 5*time.Second)
 	defer c.close()
-	v, err := c.metric(t.Context(), n.addr, parkedMetric, "")
+	v, err := c.metric(t.Context(), n.Addr, parkedMetric, "")
 	if err != nil || v != 0 {
 		t.Fatalf("%s = %v, %v", parkedMetric, v, err)
 	}

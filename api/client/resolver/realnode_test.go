@@ -1,9 +1,6 @@
 package resolver_test
 
 import (
-	"context"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -12,39 +9,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/discovery-go/discovery/api"
+	"github.com/discovery-go/discovery/api/apitest"
 	"github.com/discovery-go/discovery/api/client"
 	dresolver "github.com/discovery-go/discovery/api/client/resolver"
-	"github.com/discovery-go/discovery/registry"
 )
 
-// startRealNode runs a real standalone node (registry + HTTP API) on
-// 127.0.0.1:0 and returns its address.
+// startRealNode runs a real standalone node in process and returns its
+// address.
 func startRealNode(t *testing.T) string {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	reg, err := registry.New(registry.DefaultConfig(), nil, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := api.DefaultConfig()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Addr = ln.Addr().String()
-	srv, err := api.New(cfg, api.Deps{Registry: reg, Logger: logger, Self: api.Node{Addr: cfg.Addr, Zone: testZone}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return cfg.Addr
+	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: api.Node{Zone: testZone}}}).Addr
 }
 
 func TestGRPC_RealNodeRoundRobin(t *testing.T) {
