@@ -3,9 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -91,26 +88,6 @@ func TestFetchs_AnswerSharesPayloadBytes(t *testing.T) {
 	h := e.srv.Handler()
 	one := with(q, "appid", "app-3")
 	for _, u := range []string{"/discovery/fetchs?" + q.Encode(), "/discovery/fetch?" + one.Encode()} {
-		serve := func() *discardWriter {
-			w := &discardWriter{h: http.Header{}}
-			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, u, nil))
-			return w
-		}
-		first := serve() // encodes each app once
-		if first.code != http.StatusOK || first.n < 100_000 || first.h.Get("Content-Length") != strconv.Itoa(first.n) {
-			t.Fatalf("%s: HTTP %d, %d bytes, Content-Length %q", u, first.code, first.n, first.h.Get("Content-Length"))
-		}
-		const n = 20
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range n {
-			serve()
-		}
-		runtime.ReadMemStats(&after)
-		if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(first.n)/8 {
-			t.Errorf("%s: %d bytes allocated per answer of %d bytes: the answer is copied or encoded per request", u, per, first.n)
-		} else {
-			t.Logf("%s: %d bytes allocated per answer of %d bytes", u, per, first.n)
-		}
+		wantSharedAnswer(t, h, u, 100_000)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -602,4 +603,44 @@ func (e *tenv) metric(name string, labels ...string) float64 {
 		}
 	}
 	return -1
+}
+
+// discardWriter is a ResponseWriter that keeps only the body length.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+
+// wantSharedAnswer serves GET u through h, wants an answer of at least
+// minBytes with its exact Content-Length, then fails if serving it again
+// allocates more than an eighth of the answer per request: the answer must
+// be the registry's shared encoded bytes, not a per-request copy or encode.
+func wantSharedAnswer(t *testing.T, h http.Handler, u string, minBytes int) {
+	t.Helper()
+	serve := func() *discardWriter {
+		w := &discardWriter{h: http.Header{}}
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, u, nil))
+		return w
+	}
+	first := serve() // encodes the answer once
+	if first.code != http.StatusOK || first.n < minBytes || first.h.Get("Content-Length") != strconv.Itoa(first.n) {
+		t.Fatalf("%s: HTTP %d, %d bytes, Content-Length %q", u, first.code, first.n, first.h.Get("Content-Length"))
+	}
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		serve()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(first.n)/8 {
+		t.Errorf("%s: %d bytes allocated per answer of %d bytes: the answer is copied or encoded per request", u, per, first.n)
+	} else {
+		t.Logf("%s: %d bytes allocated per answer of %d bytes", u, per, first.n)
+	}
 }

@@ -4,12 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -389,17 +385,6 @@ func TestPolls_WakeIncludesTriggeringAppid(t *testing.T) {
 	}
 }
 
-// discardWriter is a ResponseWriter that keeps only the body length.
-type discardWriter struct {
-	h    http.Header
-	code int
-	n    int
-}
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) WriteHeader(code int)        { d.code = code }
-func (d *discardWriter) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
-
 // When many pollers get the same app version, their answers share the
 // registry's encoded payload: answering one more poller allocates far less
 // than the payload itself (no per-poller copy of the instance list), for
@@ -417,27 +402,7 @@ func TestPolls_AnswerSharesPayloadBytes(t *testing.T) {
 	h := e.srv.Handler()
 	for _, path := range []string{"/discovery/polls", "/discovery/poll"} {
 		u := path + "?" + pollsQuery(tEnv, "x", appA, 0).Encode()
-		serve := func() *discardWriter {
-			w := &discardWriter{h: http.Header{}}
-			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, u, nil))
-			return w
-		}
-		first := serve() // encodes the payload once
-		if first.code != http.StatusOK || first.n < 200_000 || first.h.Get("Content-Length") != strconv.Itoa(first.n) {
-			t.Fatalf("%s: HTTP %d, %d bytes, Content-Length %q", path, first.code, first.n, first.h.Get("Content-Length"))
-		}
-		const n = 20
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range n {
-			serve()
-		}
-		runtime.ReadMemStats(&after)
-		if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(first.n)/8 {
-			t.Errorf("%s: %d bytes allocated per answer of %d bytes: the payload is copied per poller", path, per, first.n)
-		} else {
-			t.Logf("%s: %d bytes allocated per answer of %d bytes", path, per, first.n)
-		}
+		wantSharedAnswer(t, h, u, 200_000)
 	}
 }
 
