@@ -225,11 +225,11 @@ func entryHash(zone, host string, kind byte, v int64) uint64 {
 	for i := 0; i < len(zone); i++ {
 		h = (h ^ uint64(zone[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // a 0 separator byte, so that ("ab", "c") and ("a", "bc") differ
 	for i := 0; i < len(host); i++ {
 		h = (h ^ uint64(host[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // separator
 	h = (h ^ uint64(kind)) * prime
 	for i := range 8 {
 		h = (h ^ uint64(byte(uint64(v)>>(8*i)))) * prime

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -35,5 +34,3 @@ func hostsOf(s *client.Instances) []string {
 	slices.Sort(out)
 	return out
 }
-
-func fmtHosts(s *client.Instances) string { return fmt.Sprint(hostsOf(s)) }

@@ -193,7 +193,7 @@ func TestKratos_RegisterWatchFetchCancel(t *testing.T) {
 	// kratos drops an app's update when its list is empty and keeps the
 	// last non-empty list (spec 5.5.2), so "a is gone" is only visible to a
 	// watcher while another instance remains: b keeps the list non-empty.
-	i, _ = waitEvent(t, watcher, i+1, 5*time.Second, "watcher sees a gone", instancesOf(app, "kratos-b"))
+	waitEvent(t, watcher, i+1, 5*time.Second, "watcher sees a gone", instancesOf(app, "kratos-b"))
 
 	// Cancel b with SIGTERM: now the server knows no instance of the app
 	// (C21: fetch -404). The watcher legitimately keeps [kratos-b].
