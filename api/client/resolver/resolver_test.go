@@ -130,6 +130,25 @@ func waitState(t *testing.T, cc *fakeCC, want ...string) resolver.State {
 	}
 }
 
+// waitErrors waits until the resolver has reported errors that satisfy
+// ok, and returns them.
+func waitErrors(t *testing.T, cc *fakeCC, what string, ok func(errs []error) bool) []error {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, errs := cc.snapshot(); ok(errs) {
+			return errs
+		}
+		if time.Now().After(deadline) {
+			_, errs := cc.snapshot()
+			t.Fatalf("%s: errors = %v", what, errs)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func anyErr(errs []error) bool { return len(errs) > 0 }
+
 func TestBuilder_SchemeAndTargets(t *testing.T) {
 	store := clienttest.NewStore()
 	n := clienttest.NewNode(t, store)
@@ -232,19 +251,9 @@ func TestResolver_ReportsErrorsAndKeepsTheLastGoodList(t *testing.T) {
 	// Node failures are reported, and still no empty list is pushed.
 	n.SetFault(clienttest.Down)
 	store.Put(ins("other", testZone, "o2", nil, "grpc://127.0.0.1:9998")) // ends the held poll
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, errs := cc.snapshot()
-		if len(errs) > 0 {
-			if !strings.Contains(errs[0].Error(), "svc") {
-				t.Errorf("reported error does not name the appid: %v", errs[0])
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no error reported while the node is down")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+	errs := waitErrors(t, cc, "no error reported while the node is down", anyErr)
+	if !strings.Contains(errs[0].Error(), "svc") {
+		t.Errorf("reported error does not name the appid: %v", errs[0])
 	}
 	states, _ := cc.snapshot()
 	for _, s := range states {
@@ -267,16 +276,7 @@ func TestResolver_ErrorBeforeAnyList(t *testing.T) {
 	n.SetFault(clienttest.Down)
 	c := newClient(t, n)
 	cc := build(t, c, "discovery:///svc")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, errs := cc.snapshot(); len(errs) > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no error reported")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+	waitErrors(t, cc, "no error reported", anyErr)
 }
 
 func TestResolver_OnlyNonGRPCInstancesIsAnError(t *testing.T) {
@@ -285,22 +285,12 @@ func TestResolver_OnlyNonGRPCInstancesIsAnError(t *testing.T) {
 	c := newClient(t, n)
 	store.Put(ins("svc", testZone, "a1", nil, "http://127.0.0.1:8001"))
 	cc := build(t, c, "discovery:///svc")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		states, errs := cc.snapshot()
-		if len(states) > 0 {
-			t.Fatalf("pushed %v for an app without grpc addrs", states)
-		}
-		if len(errs) > 0 {
-			if !strings.Contains(fmt.Sprint(errs[0]), "grpc") {
-				t.Errorf("error = %v", errs[0])
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no error reported")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+	errs := waitErrors(t, cc, "no error reported", anyErr)
+	if states, _ := cc.snapshot(); len(states) > 0 {
+		t.Fatalf("pushed %v for an app without grpc addrs", states)
+	}
+	if !strings.Contains(fmt.Sprint(errs[0]), "grpc") {
+		t.Errorf("error = %v", errs[0])
 	}
 }
 
@@ -314,17 +304,9 @@ func TestResolver_ClientClosedEndsTheResolver(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, errs := cc.snapshot()
-		if len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), "closed") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("errors = %v, want the client-closed error", errs)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+	waitErrors(t, cc, "want the client-closed error", func(errs []error) bool {
+		return len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), "closed")
+	})
 	r.Close() // must not hang although the watch already ended
 	if _, err := dresolver.NewBuilder(c).Build(target(t, "discovery:///svc"), cc, resolver.BuildOptions{}); err == nil {
 		t.Error("Build on a closed client succeeded")
