@@ -1,6 +1,6 @@
 // Package loadgen is the load generator behind `discovery bench`: it drives
 // one or more discovery nodes over real HTTP (the wire protocol of
-// /work/shared/spec/discovery-protocol.md sections 2, 4 and 5, exactly as
+// the wire contract (../shared/spec/discovery-protocol.md) sections 2, 4 and 5, exactly as
 // kratos clients send it) and reports throughput and latency percentiles.
 //
 // Scenarios:
