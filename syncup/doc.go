@@ -27,7 +27,11 @@
 // queue batches up to batch_size ops per POST /discovery/internal/replicate
 // and retries with exponential backoff until the peer acknowledges or
 // gossip removes it; a batch the peer refuses as a whole (its limits may
-// be lower) is halved until it fits. Per-op answers drive the renew
+// be lower) is halved until it fits. The same op value sits in every
+// queue, and its JSON is encoded once and shared by all senders. Replicate
+// batches and snapshots are encoded and decoded by hand (codec.go): same
+// wire format, with encoding/json as the fallback for anything the fast
+// decoder does not take. Per-op answers drive the renew
 // handshake of spec 7.3. The node is the authority for its own
 // infra.discovery record: a peer's copy or tombstone of it is never
 // applied here; the node registers itself again, newer.
@@ -108,7 +112,11 @@
 // init_protect only a sync from a ready peer or init_protect_timeout ends
 // the phase. Every anti_entropy_interval (±25 % jitter), and when a member
 // joins, the node exchanges per-app digests with one peer, merges the
-// peer's state of the apps that differ and pushes its own.
+// peer's state of the apps that differ and pushes its own. Rounds start
+// once the node is ready (then first with the peers that joined meanwhile),
+// and a node still syncing answers digest requests 503: otherwise a joining
+// node would receive the whole registry three times, by its sync, by its
+// own round and by each peer's round.
 //
 // # Testing
 //

@@ -10,8 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/discovery-go/discovery/registry"
@@ -103,13 +105,90 @@ func (t *HTTPTransport) post(ctx context.Context, addr, path string, in, out any
 	return nil
 }
 
-// Replicate implements Transport.
+// Replicate implements Transport. The body is req.wire when the sender
+// built it (ops encoded once for every peer), else encoded here; both
+// directions use the hand-written codec (codec.go).
 func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *ReplicateRequest) (*ReplicateResponse, error) {
-	var out ReplicateResponse
-	if err := t.post(ctx, addr, PathReplicate, req, &out); err != nil {
+	body := req.wire
+	if body == nil {
+		bp := getBuf()
+		defer putBuf(bp)
+		*bp = appendReplicateRequest((*bp)[:0], req)
+		body = *bp
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+PathReplicate, bytes.NewReader(body))
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	hreq.Header[contentType] = jsonType
+	resp, err := t.client.Do(hreq)
+	if err != nil {
 		return nil, err
 	}
-	return &out, nil
+	defer drainClose(resp.Body)
+	if err := statusError(resp); err != nil {
+		return nil, err
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	if *bp, err = readAll((*bp)[:0], resp.Body, resp.ContentLength, t.max); err != nil {
+		return nil, fmt.Errorf("read answer of %s%s: %w", addr, PathReplicate, err)
+	}
+	out, err := decodeReplicateResponse(*bp)
+	if err != nil {
+		return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
+	}
+	return out, nil
+}
+
+// Header values shared by every request and answer (never modified).
+var (
+	contentType = http.CanonicalHeaderKey("Content-Type")
+	jsonType    = []string{"application/json"}
+)
+
+// Buffers for bodies, reused across requests. Buffers that grew large are
+// dropped rather than kept.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= 1<<20 {
+		bufPool.Put(b)
+	}
+}
+
+// errTooLarge: a body or answer over its limit.
+type errTooLarge struct{ limit int64 }
+
+func (e errTooLarge) Error() string { return fmt.Sprintf("larger than %d bytes", e.limit) }
+
+// readAll appends r's content to b, at most limit bytes (errTooLarge
+// beyond). size, when known (Content-Length), sizes the buffer once.
+func readAll(b []byte, r io.Reader, size, limit int64) ([]byte, error) {
+	if size > limit {
+		return b, errTooLarge{limit}
+	}
+	if size > 0 && int64(cap(b)-len(b)) < size+1 {
+		b = slices.Grow(b, int(size)+1) // +1: room to see EOF without growing
+	}
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, max(cap(b), 4<<10))
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return b, errTooLarge{limit}
+		}
+		if errors.Is(err, io.EOF) {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // Digest implements Transport.
@@ -159,34 +238,35 @@ func drainClose(rc io.ReadCloser) {
 
 // encodeSnapshot writes a snapshot stream: {"instances":[...],"tombstones":[...]}.
 // produce hands every item to its sink; items must come instances
-// first (as serveSnapshot produces them).
+// first (as serveSnapshot produces them). Items are encoded by hand
+// (codec.go), one per line.
 func encodeSnapshot(w *bufio.Writer, produce func(sink func(SnapshotItem) error) error) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
 	if _, err := w.WriteString(`{"instances":[`); err != nil {
 		return err
 	}
 	inTombs, first := false, true
+	buf := make([]byte, 0, 1024)
 	err := produce(func(it SnapshotItem) error {
+		buf = buf[:0]
 		if it.Tombstone != nil && !inTombs {
 			inTombs, first = true, true
-			if _, err := w.WriteString(`],"tombstones":[`); err != nil {
-				return err
-			}
+			buf = append(buf, `],"tombstones":[`...)
 		}
 		if !first {
-			if err := w.WriteByte(','); err != nil {
-				return err
-			}
+			buf = append(buf, ',')
 		}
 		first = false
-		if it.Tombstone != nil {
-			return enc.Encode(it.Tombstone)
-		}
-		if inTombs {
+		switch {
+		case it.Tombstone != nil:
+			buf = appendTombstone(buf, it.Tombstone)
+		case inTombs:
 			return errors.New("snapshot: instance after tombstones")
+		default:
+			buf = it.Instance.AppendJSON(buf)
 		}
-		return enc.Encode(it.Instance)
+		buf = append(buf, '\n')
+		_, err := w.Write(buf)
+		return err
 	})
 	if err != nil {
 		return err
@@ -204,31 +284,55 @@ func encodeSnapshot(w *bufio.Writer, produce func(sink func(SnapshotItem) error)
 
 // DecodeSnapshot reads a snapshot stream written by the snapshot endpoint
 // and hands each element to sink. Unknown keys are skipped; malformed
-// input is an error, never a panic.
+// input is an error, never a panic. Instances are decoded by the fast
+// codec (codec.go) into slabs, so sink may keep the pointers it gets.
 func DecodeSnapshot(r io.Reader, sink func(SnapshotItem) error) error {
-	dec := json.NewDecoder(r)
-	if err := expectDelim(dec, '{'); err != nil {
+	v := newValueReader(r, 256<<10, maxSnapshotItem)
+	if err := expectByte(v, '{'); err != nil {
 		return err
 	}
-	for dec.More() {
-		tok, err := dec.Token()
+	if c, err := v.peek(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	} else if c == '}' {
+		v.off++
+		return nil
+	}
+	var slab []registry.Instance
+	for {
+		raw, err := v.value()
 		if err != nil {
 			return fmt.Errorf("snapshot: %w", err)
 		}
-		key, _ := tok.(string)
+		var key string
+		if err := json.Unmarshal(raw, &key); err != nil {
+			return fmt.Errorf("snapshot: key: %w", err)
+		}
+		if err := expectByte(v, ':'); err != nil {
+			return err
+		}
 		switch key {
 		case "instances", "tombstones":
-			if err := expectDelim(dec, '['); err != nil {
+			if err := expectByte(v, '['); err != nil {
 				return err
 			}
-			for dec.More() {
+			c, err := v.peek()
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", key, err)
+			}
+			if c == ']' { // empty
+				v.off++
+			}
+			for c != ']' {
 				var it SnapshotItem
 				if key == "instances" {
-					it.Instance = new(registry.Instance)
-					err = dec.Decode(it.Instance)
+					if len(slab) == 0 {
+						slab = make([]registry.Instance, 256)
+					}
+					it.Instance, slab = &slab[0], slab[1:]
+					err = v.instance(it.Instance)
 				} else {
 					it.Tombstone = new(registry.Tombstone)
-					err = dec.Decode(it.Tombstone)
+					err = v.tombstone(it.Tombstone)
 				}
 				if err != nil {
 					return fmt.Errorf("snapshot %s: %w", key, err)
@@ -236,27 +340,47 @@ func DecodeSnapshot(r io.Reader, sink func(SnapshotItem) error) error {
 				if err := sink(it); err != nil {
 					return err
 				}
-			}
-			if err := expectDelim(dec, ']'); err != nil {
-				return err
+				if c, err = v.next(); err != nil {
+					return fmt.Errorf("snapshot %s: %w", key, err)
+				}
+				if c != ',' && c != ']' {
+					return fmt.Errorf("snapshot %s: expected ',' or ']', got %q", key, c)
+				}
 			}
 		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
+			raw, err := v.value()
+			if err != nil {
 				return fmt.Errorf("snapshot: %w", err)
 			}
+			if !json.Valid(raw) {
+				return fmt.Errorf("snapshot: invalid value of %q", key)
+			}
+		}
+		c, err := v.next()
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		switch c {
+		case ',':
+		case '}':
+			return nil
+		default:
+			return fmt.Errorf("snapshot: expected ',' or '}', got %q", c)
 		}
 	}
-	return expectDelim(dec, '}')
 }
 
-func expectDelim(dec *json.Decoder, d json.Delim) error {
-	tok, err := dec.Token()
+// maxSnapshotItem bounds one element of a snapshot stream (an instance is a
+// few hundred bytes; limits allow 16 KiB of metadata and 64 KiB of addrs).
+const maxSnapshotItem = 16 << 20
+
+func expectByte(v *valueReader, want byte) error {
+	c, err := v.next()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	if got, ok := tok.(json.Delim); !ok || got != d {
-		return fmt.Errorf("snapshot: expected %q, got %v", d, tok)
+	if c != want {
+		return fmt.Errorf("snapshot: expected %q, got %q", want, c)
 	}
 	return nil
 }
@@ -271,7 +395,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch path {
 	case PathReplicate:
-		servePost(h, w, r, h.c.serveReplicate)
+		h.replicate(w, r)
 	case PathDigest:
 		servePost(h, w, r, h.c.serveDigest)
 	case PathSnapshot:
@@ -289,6 +413,51 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		httpError(w, http.StatusNotFound, "unknown internal endpoint "+r.URL.Path)
+	}
+}
+
+// replicate serves the replicate endpoint: the body is read whole (bounded
+// by max_body_bytes), decoded by the fast codec (encoding/json when it
+// gives up, with the same errors as servePost) and answered by hand.
+func (h *handler) replicate(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	body, err := readAll((*bp)[:0], r.Body, r.ContentLength, h.c.cfg.MaxBodyBytes)
+	*bp = body
+	var tl errTooLarge
+	switch {
+	case errors.As(err, &tl):
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", tl.limit))
+		return
+	case err != nil:
+		httpError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	var req ReplicateRequest
+	if !fastReplicateRequest(body, &req) {
+		req = ReplicateRequest{}
+		if !h.decodeBytes(w, body, &req) {
+			return
+		}
+	}
+	resp, err := h.c.serveReplicate(r.Context(), &req)
+	if err != nil {
+		h.answer(w, nil, err)
+		return
+	}
+	out := getBuf()
+	defer putBuf(out)
+	*out = appendReplicateResponse((*out)[:0], resp)
+	*out = append(*out, '\n')
+	hdr := w.Header()
+	hdr[contentType] = jsonType
+	hdr["Content-Length"] = []string{strconv.Itoa(len(*out))}
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(*out); err != nil {
+		h.c.log.Debug("write answer", "err", err)
 	}
 }
 
@@ -316,7 +485,15 @@ func allow(w http.ResponseWriter, r *http.Request, method string) bool {
 }
 
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	body := http.MaxBytesReader(w, r.Body, h.c.cfg.MaxBodyBytes)
+	return h.decodeFrom(w, http.MaxBytesReader(w, r.Body, h.c.cfg.MaxBodyBytes), v)
+}
+
+// decodeBytes is decode for a body already read.
+func (h *handler) decodeBytes(w http.ResponseWriter, body []byte, v any) bool {
+	return h.decodeFrom(w, bytes.NewReader(body), v)
+}
+
+func (h *handler) decodeFrom(w http.ResponseWriter, body io.Reader, v any) bool {
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -337,8 +514,11 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func (h *handler) answer(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, errBadRequest) {
+		switch {
+		case errors.Is(err, errBadRequest):
 			code = http.StatusBadRequest
+		case errors.Is(err, errNotReady):
+			code = http.StatusServiceUnavailable
 		}
 		httpError(w, code, strings.TrimPrefix(err.Error(), errBadRequest.Error()+"\n"))
 		return

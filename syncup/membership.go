@@ -209,7 +209,7 @@ func (c *Cluster) reconcile() []*peer {
 // round with it and for a startup-sync retry.
 func (c *Cluster) onPeerJoined(p *peer) {
 	if ins, ok := c.reg.Get(c.selfKey()); ok {
-		p.enqueue(&Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: &ins})
+		p.enqueue(newOutOp(Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: &ins}))
 	}
 	select {
 	case c.syncSig <- struct{}{}:

@@ -3,16 +3,29 @@ package syncup
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 )
 
-// queued is one op waiting for one peer.
-type queued struct {
-	op  *Op
-	enq time.Time
+// outOp is one op on its way to one or more peers. The same value sits in
+// the queue of every peer it was put on (ops are never modified once
+// built), so its wire form is encoded once, by the first sender that
+// needs it, and shared.
+type outOp struct {
+	Op
+	enq  time.Time // when it was queued (lag metric)
+	once sync.Once
+	wire []byte
+}
+
+func newOutOp(op Op) *outOp { return &outOp{Op: op, enq: time.Now()} }
+
+func (o *outOp) json() []byte {
+	o.once.Do(func() { o.wire = appendOp(nil, &o.Op) })
+	return o.wire
 }
 
 // peer is the replication link to one target: a same-zone member (by gossip
@@ -26,7 +39,7 @@ type peer struct {
 	zone string // non-empty for a remote-zone link
 
 	addr atomic.Pointer[string] // current HTTP host:port
-	q    chan *queued
+	q    chan *outOp
 	// pending counts ops enqueued and not yet acked/failed/dropped; it is
 	// raised before the op is visible in q, so "all pending zero" means the
 	// whole cluster is quiet (tests use it).
@@ -39,18 +52,26 @@ type peer struct {
 
 	// rotate, for zone links, moves to the next candidate node after a failure.
 	rotate func()
+
+	// Owned by the sender goroutine, reused for every batch.
+	ops  []Op
+	body []byte
+	bo   *backoff.ExponentialBackOff
 }
 
 func (c *Cluster) newPeer(name, zone, addr string) *peer {
 	ctx, cancel := context.WithCancel(c.peerCtx)
 	p := &peer{
 		c: c, name: name, zone: zone,
-		q:      make(chan *queued, c.cfg.QueueSize),
+		q:      make(chan *outOp, c.cfg.QueueSize),
 		ctx:    ctx,
 		cancel: cancel,
 		drain:  make(chan struct{}),
 	}
 	p.addr.Store(&addr)
+	p.bo = backoff.NewExponentialBackOff()
+	p.bo.InitialInterval = 50 * time.Millisecond
+	p.bo.MaxInterval = c.cfg.RetryMaxBackoff
 	return p
 }
 
@@ -62,10 +83,10 @@ func (p *peer) start() {
 func (p *peer) getAddr() string { return *p.addr.Load() }
 
 // enqueue never blocks.
-func (p *peer) enqueue(op *Op) {
+func (p *peer) enqueue(op *outOp) {
 	p.pending.Add(1)
 	select {
-	case p.q <- &queued{op: op, enq: time.Now()}:
+	case p.q <- op:
 	default:
 		p.pending.Add(-1)
 		p.c.met.dropped.WithLabelValues(dropOverflow).Inc()
@@ -103,7 +124,7 @@ func (p *peer) run() {
 			p.dropAll(reason)
 		}
 	}()
-	batch := make([]*queued, 0, p.c.cfg.BatchSize)
+	batch := make([]*outOp, 0, p.c.cfg.BatchSize)
 	for {
 		select {
 		case q := <-p.q:
@@ -137,39 +158,31 @@ func (p *peer) run() {
 // acknowledged, the peer is removed (membership declared it dead) or the
 // cluster stops. Each attempt is bounded by peer_timeout. A batch the peer
 // refuses as a whole is split in halves.
-func (p *peer) send(batch []*queued) {
+func (p *peer) send(batch []*outOp) {
 	c := p.c
-	req := &ReplicateRequest{From: c.name, Ops: make([]Op, len(batch))}
-	for i, q := range batch {
-		req.Ops[i] = *q.op
+	// Over HTTP the request body is the ops' shared encodings, framed; Ops
+	// are what other transports (MemNetwork) take.
+	ops := p.ops[:0]
+	for _, q := range batch {
+		ops = append(ops, q.Op)
 	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 50 * time.Millisecond
-	bo.MaxInterval = c.cfg.RetryMaxBackoff
-	attempt := func() (*ReplicateResponse, error) {
-		ctx, cancel := context.WithTimeout(p.ctx, c.cfg.PeerTimeout)
-		defer cancel()
-		addr := p.getAddr()
-		resp, err := c.tr.Replicate(ctx, addr, req)
-		if err == nil && len(resp.Results) != len(req.Ops) {
-			err = &PermanentError{Err: errors.New("peer answered a wrong number of results")}
-		}
-		if err != nil {
-			p.failing.Store(true)
-			if p.rotate != nil {
-				p.rotate()
+	req := &ReplicateRequest{From: c.name, Ops: ops}
+	if _, ok := c.tr.(*HTTPTransport); ok {
+		b := appendRequestHead(p.body[:0], c.name)
+		for i, q := range batch {
+			if i > 0 {
+				b = append(b, ',')
 			}
-			c.log.Debug("replicate failed", "peer", p.name, "addr", addr, "ops", len(req.Ops), "err", err)
-			var perm *PermanentError
-			if errors.As(err, &perm) {
-				return nil, backoff.Permanent(err)
-			}
-			return nil, err
+			b = append(b, q.json()...)
 		}
-		p.failing.Store(false)
-		return resp, nil
+		req.wire = appendRequestTail(b)
 	}
-	resp, err := backoff.Retry(p.ctx, attempt, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(0))
+	resp, err := p.deliver(req)
+	clear(ops) // drop references to the ops for the GC
+	p.ops = ops[:0]
+	if cap(req.wire) <= 4<<20 { // keep the buffer unless a huge batch grew it
+		p.body = req.wire[:0]
+	}
 	n := int64(len(batch))
 	var perm *PermanentError
 	if errors.As(err, &perm) && len(batch) > 1 {
@@ -199,9 +212,69 @@ func (p *peer) send(batch []*queued) {
 	for i, r := range resp.Results {
 		q := batch[i]
 		c.met.lag.Observe(now.Sub(q.enq).Seconds())
-		c.handleResult(p, q.op, r)
+		c.handleResult(p, &q.Op, r)
 	}
 	p.pending.Add(-n)
+}
+
+// deliver sends req until it is acknowledged, refused for good (a
+// *PermanentError) or p stops; between failures it waits with exponential
+// backoff. The first attempt needs no timer or allocation beyond the
+// request itself.
+func (p *peer) deliver(req *ReplicateRequest) (*ReplicateResponse, error) {
+	p.bo.Reset()
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		resp, err := p.attempt(req)
+		if err == nil {
+			return resp, nil
+		}
+		var perm *PermanentError
+		if errors.As(err, &perm) {
+			return nil, err
+		}
+		if p.ctx.Err() != nil {
+			return nil, p.ctx.Err()
+		}
+		wait := p.bo.NextBackOff()
+		if t == nil {
+			t = time.NewTimer(wait)
+		} else {
+			t.Reset(wait)
+		}
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			return nil, p.ctx.Err()
+		}
+	}
+}
+
+// attempt is one request, bounded by peer_timeout.
+func (p *peer) attempt(req *ReplicateRequest) (*ReplicateResponse, error) {
+	c := p.c
+	ctx, cancel := context.WithTimeout(p.ctx, c.cfg.PeerTimeout)
+	defer cancel()
+	addr := p.getAddr()
+	resp, err := c.tr.Replicate(ctx, addr, req)
+	if err == nil && len(resp.Results) != len(req.Ops) {
+		err = &PermanentError{Err: errors.New("peer answered a wrong number of results")}
+	}
+	if err != nil {
+		p.failing.Store(true)
+		if p.rotate != nil {
+			p.rotate()
+		}
+		c.log.Debug("replicate failed", "peer", p.name, "addr", addr, "ops", len(req.Ops), "err", err)
+		return nil, err
+	}
+	p.failing.Store(false)
+	return resp, nil
 }
 
 // handleResult applies the renew handshake of spec 7.3 to one answer.
@@ -221,7 +294,7 @@ func (c *Cluster) handleResult(p *peer, op *Op, r OpResult) {
 			return
 		}
 		c.met.handshakes.WithLabelValues("404").Inc()
-		p.enqueue(&Op{Kind: OpRegister, Replication: op.Replication, FromZone: op.FromZone, Instance: &ins})
+		p.enqueue(newOutOp(Op{Kind: OpRegister, Replication: op.Replication, FromZone: op.FromZone, Instance: &ins}))
 	case CodeConflict:
 		c.met.sent.Inc()
 		if op.Kind != OpRenew || r.Instance == nil {

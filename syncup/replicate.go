@@ -54,7 +54,7 @@ func (c *Cluster) Set(req registry.SetRequest, fromZone bool) {
 // check and the enqueues happen under one read lock, so Shutdown's drain
 // sees every op accepted before it closed.
 func (c *Cluster) forward(op Op, crossZone bool) {
-	same := op
+	same := newOutOp(op)
 	same.Replication, same.FromZone = true, true
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -62,20 +62,25 @@ func (c *Cluster) forward(op Op, crossZone bool) {
 		return
 	}
 	for _, p := range c.peers {
-		p.enqueue(&same)
+		p.enqueue(same)
 	}
 	if !crossZone || len(c.zones) == 0 {
 		return
 	}
-	cross := op
+	cross := newOutOp(op)
 	cross.Replication, cross.FromZone = false, true
 	for _, p := range c.zones {
-		p.enqueue(&cross)
+		p.enqueue(cross)
 	}
 }
 
 // errBadRequest marks a payload a peer should not resend (HTTP 400).
 var errBadRequest = errors.New("bad request")
+
+// errNotReady refuses an anti-entropy round while the startup sync runs
+// (HTTP 503, retried at the peer's next round): the sync brings the state,
+// and the peer would otherwise push its whole registry beside it.
+var errNotReady = errors.New("not ready: startup sync in progress")
 
 // serveReplicate applies a batch from a peer, op by op. A replicated op is
 // applied and never forwarded. An "original" op from another zone is
@@ -188,6 +193,9 @@ func (c *Cluster) serveSnapshot(ctx context.Context, sink func(SnapshotItem) err
 // that differ (present on one side only, or different versions) with our
 // state of them.
 func (c *Cluster) serveDigest(_ context.Context, req *DigestRequest) (*DigestResponse, error) {
+	if !c.Ready() {
+		return nil, errNotReady
+	}
 	theirs := make(map[registry.AppKey]uint64, len(req.Digests))
 	for i, d := range req.Digests {
 		if d.Env == "" || d.AppID == "" {

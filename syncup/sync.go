@@ -196,9 +196,19 @@ func (c *Cluster) triggerAE(peer string) {
 
 // antiEntropyLoop compares digests with one random peer every
 // anti_entropy_interval (±25 % jitter) and right after a member joins.
+//
+// Rounds start once the node is ready: until its startup sync is done all
+// of its digests differ, so a round would copy the whole registry again
+// beside the sync. Peers that joined meanwhile are remembered; the first
+// round after readiness goes to them.
 func (c *Cluster) antiEntropyLoop() {
 	defer c.loops.Done()
 	ctx := c.loopCtx
+	select {
+	case <-c.readyCh:
+	case <-ctx.Done():
+		return
+	}
 	for {
 		iv := c.cfg.AntiEntropyInterval
 		jitter := time.Duration(rand.Int64N(int64(iv)/2+1)) - iv/4

@@ -2,6 +2,8 @@ package syncup
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,5 +247,54 @@ func TestAntiEntropy_PushSplitsRefusedBatch(t *testing.T) {
 	}
 	if got, want := instanceCount(b), instanceCount(a); got != want {
 		t.Fatalf("B holds %d instances after the push, want %d", got, want)
+	}
+}
+
+// A joining node receives the registry once, by its startup sync: while it
+// is not ready it runs no anti-entropy round (which would pull every app
+// again, as its digests are all missing) and refuses peers' rounds (which
+// would push every instance again), competing with the sync for CPU. Once
+// ready it reconciles with the peers that joined.
+func TestStartupSync_NoAntiEntropyBeforeReady(t *testing.T) {
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net})
+	fill(t, a, 300)
+	bAddr := nextHTTPAddr()
+	var bNode atomic.Pointer[tnode]
+	aDigestedB := make(chan struct{})
+	var once sync.Once
+	var earlyDigests atomic.Int32
+	net.SetHook(func(from, to, call string) error {
+		switch {
+		case call == "digest" && from == bAddr && (bNode.Load() == nil || !bNode.Load().c.Ready()):
+			earlyDigests.Add(1)
+		case call == "digest" && from == a.addr && to == bAddr:
+			once.Do(func() { close(aDigestedB) })
+		case call == "snapshot" && from == bAddr:
+			// Hold b's startup sync until a has tried its round with b
+			// (a triggers it as soon as b joins).
+			select {
+			case <-aDigestedB:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return nil
+	})
+	b := startNode(t, nodeOpt{net: net, addr: bAddr, join: []*tnode{a}})
+	bNode.Store(b)
+	waitFor(t, "b ready", b.c.Ready)
+	waitFor(t, "b's round with a after ready", func() bool { return testutil.ToFloat64(b.c.met.aeRounds.WithLabelValues("ok")) >= 1 })
+	quiet(t, a, b)
+	if n := net.Delivered(b.addr, OpImport, true); n != 0 {
+		t.Errorf("anti-entropy pushed %d instances to the syncing node", n)
+	}
+	if n := earlyDigests.Load(); n != 0 {
+		t.Errorf("the syncing node ran %d anti-entropy rounds before it was ready", n)
+	}
+	if r := testutil.ToFloat64(b.c.met.aeRepairs); r != 0 {
+		t.Errorf("b's round after the sync repaired %v items, want 0", r)
+	}
+	if got, want := instanceCount(b), instanceCount(a); got != want {
+		t.Fatalf("b holds %d instances, a %d", got, want)
 	}
 }

@@ -117,10 +117,16 @@ type OpResult struct {
 }
 
 // ReplicateRequest is the body of POST /discovery/internal/replicate.
+// Transports must not keep it (or its Ops) after Replicate returns: the
+// sender reuses them.
 type ReplicateRequest struct {
 	// From is the sender's node name (logs only).
 	From string `json:"from,omitempty"`
 	Ops  []Op   `json:"ops"`
+
+	// wire, when set, is this request's JSON, built by the sender from
+	// per-op encodings shared between peers (HTTPTransport sends it as is).
+	wire []byte
 }
 
 // ReplicateResponse answers a ReplicateRequest: Results[i] belongs to Ops[i].
