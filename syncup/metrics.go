@@ -9,6 +9,8 @@ import (
 type metrics struct {
 	sent       prometheus.Counter
 	failed     prometheus.Counter
+	received   *prometheus.CounterVec // op, origin
+	recv       map[OpKind][2]prometheus.Counter
 	dropped    *prometheus.CounterVec // reason: overflow, peer_gone, shutdown
 	handshakes *prometheus.CounterVec // code: 404, 409 (renew handshake reactions)
 	lag        prometheus.Histogram
@@ -30,6 +32,10 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 			Name: "discovery_replication_ops_sent_total",
 			Help: "Replicated operations acknowledged by a peer (any per-op code).",
 		}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_replication_ops_received_total",
+			Help: "Operations received from other nodes' replicate requests, by op and origin: peer (a same-zone copy, applied and never forwarded) or zone (an original write from another zone, applied and forwarded inside this zone only).",
+		}, []string{"op", "origin"}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "discovery_replication_ops_failed_total",
 			Help: "Replicated operations a peer refused (-400/-500 or a rejected batch).",
@@ -66,13 +72,21 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		membersDesc: prometheus.NewDesc("discovery_cluster_members",
 			"Same-zone gossip members (self included) by state: alive, leaving (announced), suspect (our replication link to it fails; memberlist v0.7.0 does not expose its own suspicion).", []string{"state"}, nil),
 		queueDesc: prometheus.NewDesc("discovery_replication_queue_depth",
-			"Operations waiting in a peer's replication queue.", []string{"peer"}, nil),
+			"Operations queued for a peer and not acknowledged yet (waiting, in flight or being retried).", []string{"peer"}, nil),
 		readyDesc: prometheus.NewDesc("discovery_cluster_ready",
 			"1 once the startup sync / init-protect phase has ended.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
+	for _, c := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
+		}
+	}
+	// Children resolved once: the hot path does no label lookup.
+	m.recv = map[OpKind][2]prometheus.Counter{}
+	for _, k := range []OpKind{OpRegister, OpRenew, OpCancel, OpSet, OpImport} {
+		m.recv[k] = [2]prometheus.Counter{
+			m.received.WithLabelValues(string(k), "peer"),
+			m.received.WithLabelValues(string(k), "zone"),
 		}
 	}
 	m.aeRounds.WithLabelValues("ok")
@@ -81,6 +95,18 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		m.dropped.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+// countReceived counts one op taken from a peer (validated: a known kind,
+// and replication or from_zone set).
+func (m *metrics) countReceived(op *Op) {
+	origin := 0 // peer
+	if !op.Replication {
+		origin = 1 // zone
+	}
+	if c, ok := m.recv[op.Kind]; ok {
+		c[origin].Inc()
+	}
 }
 
 // Reasons for dropped ops.
@@ -114,7 +140,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.membersDesc, prometheus.GaugeValue, float64(n), s)
 	}
 	for _, p := range m.c.allPeers() {
-		ch <- prometheus.MustNewConstMetric(m.queueDesc, prometheus.GaugeValue, float64(len(p.q)), p.name)
+		ch <- prometheus.MustNewConstMetric(m.queueDesc, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
 	}
 	r := 0.0
 	if m.c.Ready() {

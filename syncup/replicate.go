@@ -92,6 +92,7 @@ func (c *Cluster) serveReplicate(_ context.Context, req *ReplicateRequest) (*Rep
 	}
 	resp := &ReplicateResponse{Results: make([]OpResult, len(req.Ops))}
 	for i := range req.Ops {
+		c.met.countReceived(&req.Ops[i])
 		resp.Results[i] = c.applyOp(&req.Ops[i])
 	}
 	return resp, nil

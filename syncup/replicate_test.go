@@ -233,6 +233,17 @@ func TestReplication_CrossZoneNoLoops(t *testing.T) {
 		}
 	}
 
+	// discovery_replication_ops_received_total{op,origin} counts the same.
+	recv := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, n := range all {
+			for _, origin := range []string{"peer", "zone"} {
+				out[n.addr+" "+origin] = testutil.ToFloat64(n.c.met.received.WithLabelValues(string(OpRegister), origin))
+			}
+		}
+		return out
+	}
+	before := recv()
 	stored := a1.clientRegister(t, testInstance("demo.zone", "za"))
 	k := stored.Key()
 	expect("register", map[key]int{
@@ -240,6 +251,19 @@ func TestReplication_CrossZoneNoLoops(t *testing.T) {
 		{b1.addr, OpRegister, false}: 1, // other zone, original from-zone
 		{b2.addr, OpRegister, true}:  1, // forwarded inside zb only
 	})
+	after := recv()
+	for _, n := range all {
+		for _, origin := range []string{"peer", "zone"} {
+			want := 0.0
+			switch {
+			case origin == "peer" && (n == a2 || n == b2), origin == "zone" && n == b1:
+				want = 1
+			}
+			if d := after[n.addr+" "+origin] - before[n.addr+" "+origin]; d != want {
+				t.Errorf("%s received %v register ops from origin %s, want %v", n.addr, d, origin, want)
+			}
+		}
+	}
 	for _, n := range all {
 		if got, ok := n.reg.Get(k); !ok || got.DirtyTimestamp != stored.DirtyTimestamp {
 			t.Fatalf("node %s: %v %v", n.addr, ok, got.DirtyTimestamp)

@@ -33,6 +33,9 @@
 //	DISCOVERY_TEST_LOG_DIR=dir   copy every node log to dir
 //	DISCOVERY_TEST_FABRIC_DEBUG=1  print every fault-proxy decision
 //
+// Relay gives a test an address before the node behind it exists (e.g.
+// cross-zone seeds, which each zone needs of the other).
+//
 // Partitions: see Fabric. Nodes started with Options.Faults advertise proxy
 // addresses for gossip (UDP and TCP on one port) and peer HTTP; the proxies
 // attribute each packet or connection to the node that sent it (UDP by its

@@ -387,3 +387,20 @@ func TestFabric_RefusesUnknownSenders(t *testing.T) {
 		t.Fatalf("test process: %v", err)
 	}
 }
+
+// A relay refuses (accepts and closes) until pointed, then forwards; Close
+// cuts what is open.
+func TestRelay_RefusesUntilPointed(t *testing.T) {
+	r := NewRelay(t)
+	if err := tcpPing(r.Addr()); err == nil {
+		t.Fatal("an unpointed relay forwarded a connection")
+	}
+	r.Point(echoServer(t).String())
+	if err := tcpPing(r.Addr()); err != nil {
+		t.Fatalf("pointed relay: %v", err)
+	}
+	r.Close()
+	if err := tcpPing(r.Addr()); err == nil {
+		t.Fatal("a closed relay forwarded a connection")
+	}
+}
