@@ -31,7 +31,9 @@
 // queue, and its JSON is encoded once and shared by all senders. Replicate
 // batches and snapshots are encoded and decoded by hand (codec.go): same
 // wire format, with encoding/json as the fallback for anything the fast
-// decoder does not take. Per-op answers drive the renew
+// decoder does not take. A sender writes its request and reads the answer
+// itself on a kept-alive connection (peerconn.go), without net/http's
+// per-connection goroutines. Per-op answers drive the renew
 // handshake of spec 7.3. The node is the authority for its own
 // infra.discovery record: a peer's copy or tombstone of it is never
 // applied here; the node registers itself again, newer.

@@ -47,8 +47,13 @@ type HTTPTransportConfig struct {
 // HTTPTransport is the production Transport: JSON over HTTP/1.1 to the
 // peers' internal endpoints, through one shared keep-alive client.
 type HTTPTransport struct {
-	client *http.Client
-	max    int64
+	client  *http.Client
+	max     int64
+	timeout time.Duration
+	// raw: replicate requests use pool (peerconn.go) rather than client;
+	// only when the client is our own.
+	raw  bool
+	pool connPool
 }
 
 var _ Transport = (*HTTPTransport)(nil)
@@ -61,8 +66,10 @@ func NewHTTPTransport(cfg HTTPTransportConfig) *HTTPTransport {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 1 << 30
 	}
-	cl := cfg.Client
-	if cl == nil {
+	t := &HTTPTransport{max: cfg.MaxResponseBytes, timeout: cfg.Timeout, client: cfg.Client}
+	if t.client == nil {
+		t.raw = true
+		t.pool.dialer = net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
 		tr := &http.Transport{
 			Proxy:                 nil, // peers are reached directly
 			DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -72,13 +79,17 @@ func NewHTTPTransport(cfg HTTPTransportConfig) *HTTPTransport {
 			ResponseHeaderTimeout: cfg.Timeout,
 			ExpectContinueTimeout: time.Second,
 		}
-		cl = &http.Client{Transport: tr}
+		t.client = &http.Client{Transport: tr}
 	}
-	return &HTTPTransport{client: cl, max: cfg.MaxResponseBytes}
+	return t
 }
 
-// CloseIdleConnections closes kept-alive connections (at shutdown).
-func (t *HTTPTransport) CloseIdleConnections() { t.client.CloseIdleConnections() }
+// CloseIdleConnections closes kept-alive connections; meant for shutdown:
+// replicate connections are not kept any more afterwards.
+func (t *HTTPTransport) CloseIdleConnections() {
+	t.client.CloseIdleConnections()
+	t.pool.close()
+}
 
 func (t *HTTPTransport) post(ctx context.Context, addr, path string, in, out any) error {
 	body, err := json.Marshal(in)
@@ -115,6 +126,18 @@ func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *Replica
 		defer putBuf(bp)
 		*bp = appendReplicateRequest((*bp)[:0], req)
 		body = *bp
+	}
+	if t.raw {
+		bp := getBuf()
+		defer putBuf(bp)
+		if err := t.replicateConn(ctx, addr, body, bp); err != nil {
+			return nil, err
+		}
+		out, err := decodeReplicateResponse(*bp)
+		if err != nil {
+			return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
+		}
+		return out, nil
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+PathReplicate, bytes.NewReader(body))
 	if err != nil {
