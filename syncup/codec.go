@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/discovery-go/discovery/registry"
@@ -341,9 +342,30 @@ func (s *scanner) escapedStr(start int) (string, bool) {
 	return "", false
 }
 
-// key reads an object key; only plain ASCII keys (what our encoders write)
-// take the fast path.
-func (s *scanner) key() ([]byte, bool) {
+// kind reads an op kind; the known ones without an allocation.
+func (s *scanner) kind() (OpKind, bool) {
+	start := s.i
+	if k, ok := s.key0(); ok {
+		switch string(k) {
+		case string(OpRegister):
+			return OpRegister, true
+		case string(OpRenew):
+			return OpRenew, true
+		case string(OpCancel):
+			return OpCancel, true
+		case string(OpSet):
+			return OpSet, true
+		case string(OpImport):
+			return OpImport, true
+		}
+	}
+	s.i = start
+	v, ok := s.str()
+	return OpKind(v), ok
+}
+
+// key0 reads a plain ASCII string (no escapes) as bytes.
+func (s *scanner) key0() ([]byte, bool) {
 	s.ws()
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
 		return nil, false
@@ -353,15 +375,22 @@ func (s *scanner) key() ([]byte, bool) {
 		case c == '"':
 			k := s.b[s.i+1 : j]
 			s.i = j + 1
-			if !s.eat(':') {
-				return nil, false
-			}
 			return k, true
 		case c == '\\' || c < 0x20 || c >= 0x80:
 			return nil, false
 		}
 	}
 	return nil, false
+}
+
+// key reads an object key; only plain ASCII keys (what our encoders write)
+// take the fast path.
+func (s *scanner) key() ([]byte, bool) {
+	k, ok := s.key0()
+	if !ok || !s.eat(':') {
+		return nil, false
+	}
+	return k, true
 }
 
 // digits reads -?(0|[1-9][0-9]*) not followed by a fraction or exponent and
@@ -480,7 +509,7 @@ func (s *scanner) array(elem func() bool) bool {
 }
 
 func (s *scanner) strings() ([]string, bool) {
-	out := []string{} // encoding/json makes [] an empty, non-nil slice
+	out := make([]string, 0, 2) // [] is an empty, non-nil slice, as with encoding/json
 	ok := s.array(func() bool {
 		v, ok := s.str()
 		out = append(out, v)
@@ -662,10 +691,9 @@ func (s *scanner) op(op *Op) bool {
 		var ok bool
 		switch string(k) {
 		case "op":
-			var v string
-			ok = once(seen, 0)
-			v, ok = s.strIf(ok)
-			op.Kind = OpKind(v)
+			if once(seen, 0) {
+				op.Kind, ok = s.kind()
+			}
 		case "replication":
 			if once(seen, 1) {
 				op.Replication, ok = s.boolean()
@@ -700,7 +728,11 @@ func (s *scanner) op(op *Op) bool {
 // fastReplicateRequest decodes a whole replicate request body; false means
 // "use encoding/json" (req may then hold partial data and must be reset).
 func fastReplicateRequest(b []byte, req *ReplicateRequest) bool {
-	s := scanner{b: b}
+	return fastReplicateRequestIntern(b, req, nil)
+}
+
+func fastReplicateRequestIntern(b []byte, req *ReplicateRequest, intern map[string]string) bool {
+	s := scanner{b: b, intern: intern}
 	ok := s.object(func(k []byte, seen *uint32) bool {
 		var ok bool
 		switch string(k) {
@@ -720,6 +752,20 @@ func fastReplicateRequest(b []byte, req *ReplicateRequest) bool {
 	})
 	return ok && s.end()
 }
+
+// decodeReplicateRequest is fastReplicateRequest with the strings that
+// repeat across ops (env, zone, appid, version, metadata) shared through a
+// pooled intern table.
+func decodeReplicateRequest(b []byte, req *ReplicateRequest) bool {
+	ip := internPool.Get().(*map[string]string)
+	defer internPool.Put(ip)
+	return fastReplicateRequestIntern(b, req, *ip)
+}
+
+// internPool holds intern tables for replicate requests. A table keeps its
+// strings between requests (they are immutable and mostly the same ones);
+// it stops growing at maxInterned.
+var internPool = sync.Pool{New: func() any { m := map[string]string{}; return &m }}
 
 // fastReplicateResponse decodes a whole replicate answer.
 func fastReplicateResponse(b []byte, resp *ReplicateResponse) bool {

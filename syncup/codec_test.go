@@ -223,3 +223,29 @@ func TestDecodeSnapshot_ByteAtATime(t *testing.T) {
 		}
 	}
 }
+
+// Decoding a replicate batch as peers send it (32 registers).
+//
+//	go test -run '^$' -bench FastReplicateRequest -benchmem ./syncup/
+func BenchmarkFastReplicateRequest(b *testing.B) {
+	ops := make([]Op, 32)
+	for i := range ops {
+		in := testInstance("bench.decode", "z1")
+		ops[i] = Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: &in}
+	}
+	body := appendReplicateRequest(nil, &ReplicateRequest{From: "n1", Ops: ops})
+	for _, bc := range []struct {
+		name string
+		dec  func([]byte, *ReplicateRequest) bool
+	}{{"interned", decodeReplicateRequest}, {"plain", fastReplicateRequest}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				var req ReplicateRequest
+				if !bc.dec(body, &req) || len(req.Ops) != 32 {
+					b.Fatal("decode")
+				}
+			}
+		})
+	}
+}

@@ -460,7 +460,7 @@ func (h *handler) replicate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req ReplicateRequest
-	if !fastReplicateRequest(body, &req) {
+	if !decodeReplicateRequest(body, &req) {
 		req = ReplicateRequest{}
 		if !h.decodeBytes(w, body, &req) {
 			return
