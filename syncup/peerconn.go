@@ -28,6 +28,7 @@ type connPool struct {
 	mu     sync.Mutex
 	idle   map[string][]*peerConn
 	closed bool
+	swept  time.Time
 }
 
 type peerConn struct {
@@ -63,9 +64,13 @@ func (p *connPool) get(addr string) *peerConn {
 }
 
 func (p *connPool) put(addr string, c *peerConn) {
-	c.used = time.Now()
+	now := time.Now()
+	c.used = now
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if now.Sub(p.swept) > idleReuse {
+		p.sweepLocked(now)
+	}
 	if p.closed || len(p.idle[addr]) >= maxIdlePerAddr {
 		c.conn.Close()
 		return
@@ -74,6 +79,31 @@ func (p *connPool) put(addr string, c *peerConn) {
 		p.idle = map[string][]*peerConn{}
 	}
 	p.idle[addr] = append(p.idle[addr], c)
+}
+
+// sweepLocked closes connections idle for longer than idleReuse, also
+// those to addresses no longer used (a restarted peer has a new port):
+// get only looks at the address it is asked for. Senders return
+// connections at least every renew_interval (the node's own renew), so
+// sweeps keep happening on a quiet node.
+func (p *connPool) sweepLocked(now time.Time) {
+	p.swept = now
+	for addr, l := range p.idle {
+		keep := l[:0]
+		for _, c := range l {
+			if now.Sub(c.used) < idleReuse {
+				keep = append(keep, c)
+			} else {
+				c.conn.Close()
+			}
+		}
+		clear(l[len(keep):])
+		if len(keep) == 0 {
+			delete(p.idle, addr)
+		} else {
+			p.idle[addr] = keep
+		}
+	}
 }
 
 // drop closes the idle connections to addr (after one of them turned out
