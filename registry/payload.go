@@ -226,7 +226,7 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, g.zone)
+		b = AppendJSONString(b, g.zone)
 		b = append(b, ':', '[')
 		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
 		for j, rc := range g.recs {
@@ -272,24 +272,24 @@ func (r *rec) jsonSizeHint(keyLen int) int {
 // metadata {} when empty), like encoding/json does.
 func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	b = append(b, `{"region":`...)
-	b = appendJSONString(b, unintern(r.region))
+	b = AppendJSONString(b, unintern(r.region))
 	b = append(b, `,"zone":`...)
-	b = appendJSONString(b, zone)
+	b = AppendJSONString(b, zone)
 	b = append(b, `,"env":`...)
-	b = appendJSONString(b, env)
+	b = AppendJSONString(b, env)
 	b = append(b, `,"appid":`...)
-	b = appendJSONString(b, appid)
+	b = AppendJSONString(b, appid)
 	b = append(b, `,"hostname":`...)
-	b = appendJSONString(b, r.hostname)
+	b = AppendJSONString(b, r.hostname)
 	b = append(b, `,"addrs":[`...)
 	for i, a := range r.addrs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, a)
+		b = AppendJSONString(b, a)
 	}
 	b = append(b, `],"version":`...)
-	b = appendJSONString(b, unintern(r.version))
+	b = AppendJSONString(b, unintern(r.version))
 	b = append(b, `,"metadata":{`...)
 	if r.meta != noHandle {
 		// Packed pairs are sorted by key, the order encoding/json uses.
@@ -301,9 +301,9 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 			if !first {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = AppendJSONString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, v)
+			b = AppendJSONString(b, v)
 		}
 	}
 	b = append(b, `},"status":`...)
@@ -321,11 +321,11 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	return append(b, '}')
 }
 
-// appendJSONString appends s as encoding/json encodes it (HTML-safe
+// AppendJSONString appends s as encoding/json encodes it (HTML-safe
 // escaping, invalid UTF-8 replaced). Plain printable ASCII, which is what
 // registries hold, is copied directly; anything else goes through
 // encoding/json so the output stays identical.
-func appendJSONString(b []byte, s string) []byte {
+func AppendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			q, _ := json.Marshal(s) // a string always marshals
@@ -343,24 +343,24 @@ func appendJSONString(b []byte, s string) []byte {
 // encoding/json sorts map keys.
 func (in *Instance) AppendJSON(b []byte) []byte {
 	b = append(b, `{"region":`...)
-	b = appendJSONString(b, in.Region)
+	b = AppendJSONString(b, in.Region)
 	b = append(b, `,"zone":`...)
-	b = appendJSONString(b, in.Zone)
+	b = AppendJSONString(b, in.Zone)
 	b = append(b, `,"env":`...)
-	b = appendJSONString(b, in.Env)
+	b = AppendJSONString(b, in.Env)
 	b = append(b, `,"appid":`...)
-	b = appendJSONString(b, in.AppID)
+	b = AppendJSONString(b, in.AppID)
 	b = append(b, `,"hostname":`...)
-	b = appendJSONString(b, in.Hostname)
+	b = AppendJSONString(b, in.Hostname)
 	b = append(b, `,"addrs":[`...)
 	for i, a := range in.Addrs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, a)
+		b = AppendJSONString(b, a)
 	}
 	b = append(b, `],"version":`...)
-	b = appendJSONString(b, in.Version)
+	b = AppendJSONString(b, in.Version)
 	b = append(b, `,"metadata":{`...)
 	if len(in.Metadata) > 0 {
 		var arr [8]string
@@ -373,9 +373,9 @@ func (in *Instance) AppendJSON(b []byte) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = AppendJSONString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, in.Metadata[k])
+			b = AppendJSONString(b, in.Metadata[k])
 		}
 	}
 	b = append(b, `},"status":`...)

@@ -31,20 +31,6 @@ import (
 // or the error it always did. FuzzFastDecode checks that the fast path
 // never disagrees with encoding/json.
 
-// appendString appends s as a JSON string, exactly as encoding/json
-// writes it (HTML-safe escaping, invalid UTF-8 replaced).
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
 func appendBool(b []byte, v bool) []byte {
 	if v {
 		return append(b, "true"...)
@@ -54,13 +40,13 @@ func appendBool(b []byte, v bool) []byte {
 
 func appendKey(b []byte, k *registry.Key) []byte {
 	b = append(b, `{"env":`...)
-	b = appendString(b, k.Env)
+	b = registry.AppendJSONString(b, k.Env)
 	b = append(b, `,"appid":`...)
-	b = appendString(b, k.AppID)
+	b = registry.AppendJSONString(b, k.AppID)
 	b = append(b, `,"zone":`...)
-	b = appendString(b, k.Zone)
+	b = registry.AppendJSONString(b, k.Zone)
 	b = append(b, `,"hostname":`...)
-	b = appendString(b, k.Hostname)
+	b = registry.AppendJSONString(b, k.Hostname)
 	return append(b, '}')
 }
 
@@ -78,20 +64,20 @@ func appendStringMap(b []byte, m map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, k)
+		b = registry.AppendJSONString(b, k)
 		b = append(b, ':')
-		b = appendString(b, m[k])
+		b = registry.AppendJSONString(b, m[k])
 	}
 	return append(b, '}')
 }
 
 func appendSetOp(b []byte, s *SetOp) []byte {
 	b = append(b, `{"env":`...)
-	b = appendString(b, s.Env)
+	b = registry.AppendJSONString(b, s.Env)
 	b = append(b, `,"appid":`...)
-	b = appendString(b, s.AppID)
+	b = registry.AppendJSONString(b, s.AppID)
 	b = append(b, `,"zone":`...)
-	b = appendString(b, s.Zone)
+	b = registry.AppendJSONString(b, s.Zone)
 	b = append(b, `,"hostnames":`...)
 	if s.Hostnames == nil {
 		b = append(b, "null"...)
@@ -101,7 +87,7 @@ func appendSetOp(b []byte, s *SetOp) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, h)
+			b = registry.AppendJSONString(b, h)
 		}
 		b = append(b, ']')
 	}
@@ -134,7 +120,7 @@ func appendSetOp(b []byte, s *SetOp) []byte {
 // its omitempty rules).
 func appendOp(b []byte, op *Op) []byte {
 	b = append(b, `{"op":`...)
-	b = appendString(b, string(op.Kind))
+	b = registry.AppendJSONString(b, string(op.Kind))
 	b = append(b, `,"replication":`...)
 	b = appendBool(b, op.Replication)
 	b = append(b, `,"from_zone":`...)
@@ -164,7 +150,7 @@ func appendRequestHead(b []byte, from string) []byte {
 	b = append(b, '{')
 	if from != "" {
 		b = append(b, `"from":`...)
-		b = appendString(b, from)
+		b = registry.AppendJSONString(b, from)
 		b = append(b, ',')
 	}
 	return append(b, `"ops":[`...)
@@ -177,7 +163,7 @@ func appendReplicateRequest(b []byte, req *ReplicateRequest) []byte {
 		b = append(b, '{')
 		if req.From != "" {
 			b = append(b, `"from":`...)
-			b = appendString(b, req.From)
+			b = registry.AppendJSONString(b, req.From)
 			b = append(b, ',')
 		}
 		return append(b, `"ops":null}`...)
@@ -206,7 +192,7 @@ func appendReplicateResponse(b []byte, resp *ReplicateResponse) []byte {
 		b = strconv.AppendInt(b, int64(r.Code), 10)
 		if r.Message != "" {
 			b = append(b, `,"message":`...)
-			b = appendString(b, r.Message)
+			b = registry.AppendJSONString(b, r.Message)
 		}
 		if r.Applied {
 			b = append(b, `,"applied":true`...)

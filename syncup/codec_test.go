@@ -39,8 +39,8 @@ func codecOps() []Op {
 func TestCodec_EncodersMatchEncodingJSON(t *testing.T) {
 	for _, s := range []string{"", "plain", "<a&b>", "quote\"back\\", "ctl\x01\n", "utf8 é 中", "bad \xff\xfe", "\u2028\u2029"} {
 		want, _ := json.Marshal(s)
-		if got := appendString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		if got := registry.AppendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("AppendJSONString(%q) = %s, want %s", s, got, want)
 		}
 	}
 	req := &ReplicateRequest{From: "node-1", Ops: codecOps()}
