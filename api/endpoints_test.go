@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // C22: register without zone/env/appid/hostname/addrs or with status 0 →
@@ -324,13 +326,13 @@ func TestNodes(t *testing.T) {
 	e := newEnv(t)
 	e.get("/discovery/nodes", nil).wantBody(`{"code":0,"message":"0","ttl":1,"data":[{"addr":"127.0.0.1:7171","status":0,"zone":"sh001"}]}`)
 	e2 := newEnv(t, options{deps: func(d *Deps) {
-		d.Nodes = func() []Node {
-			return []Node{{Addr: "10.1.0.1:7171", Status: 0, Zone: z1}, {Addr: "10.1.0.2:7171", Status: 1, Zone: z1}}
+		d.Nodes = func() []wire.Node {
+			return []wire.Node{{Addr: "10.1.0.1:7171", Status: 0, Zone: z1}, {Addr: "10.1.0.2:7171", Status: 1, Zone: z1}}
 		}
 	}})
 	e2.get("/discovery/nodes", nil).wantBody(`{"code":0,"message":"0","ttl":1,"data":[` +
 		`{"addr":"10.1.0.1:7171","status":0,"zone":"sh001"},{"addr":"10.1.0.2:7171","status":1,"zone":"sh001"}]}`)
-	e3 := newEnv(t, options{deps: func(d *Deps) { d.Nodes = func() []Node { return nil } }})
+	e3 := newEnv(t, options{deps: func(d *Deps) { d.Nodes = func() []wire.Node { return nil } }})
 	if r := e3.get("/discovery/nodes", nil).wantCode(0); !strings.Contains(string(r.Body), `"data":[]`) {
 		t.Fatalf("empty node list: %s", r.Body)
 	}

@@ -8,23 +8,13 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
-// Discovery error codes (spec 2.5). These are the only codes the server
-// emits on protocol routes.
 const (
-	codeOK          = 0
-	codeNotModified = -304
-	codeBadRequest  = -400
-	codeNotFound    = -404
-	codeConflict    = -409
-	codeUnavailable = -503
-)
-
-const (
-	contentTypeJSON   = "application/json; charset=utf-8"
-	headerKratosCode  = "Kratos-Status-Code"
+	contentTypeJSON   = wire.ContentTypeJSON
+	headerKratosCode  = wire.KratosStatusHeader
 	headerBmTimeout   = "X1-Bmspy-Timeout"
 	ctxKeyCode        = "discovery.code"
 	codeLabelCanceled = "canceled" // poll whose client went away: nothing written
@@ -36,31 +26,16 @@ const (
 func codeOf(err error) int {
 	switch {
 	case err == nil:
-		return codeOK
+		return wire.CodeOK
 	case errors.Is(err, registry.ErrInvalid):
-		return codeBadRequest
+		return wire.CodeBadRequest
 	case errors.Is(err, registry.ErrNotFound):
-		return codeNotFound
+		return wire.CodeNotFound
 	case errors.Is(err, registry.ErrConflict):
-		return codeConflict
+		return wire.CodeConflict
 	default:
-		return codeUnavailable
+		return wire.CodeUnavailable
 	}
-}
-
-// appendJSONString appends s as encoding/json encodes it. Plain printable
-// ASCII (nearly every appid and message) is copied directly; anything else
-// goes through encoding/json so the escaping stays identical.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // Constant framing and bodies, shared by every request (never modified).
@@ -73,24 +48,10 @@ var (
 	bodyNotFoundNullData = []byte(`{"code":-404,"message":"-404","ttl":1,"data":null}`)
 )
 
-// envelope builds the standard shape (spec 2.4): code, message, ttl and,
-// when data is non-nil, the pre-encoded data. message "" means the decimal
-// code.
+// envelope builds the standard shape (spec 2.4): code, message ("" means
+// the decimal code), ttl and, when data is non-nil, the pre-encoded data.
 func envelope(code int, message string, data []byte) []byte {
-	if message == "" {
-		message = strconv.Itoa(code)
-	}
-	b := make([]byte, 0, 48+len(message)+len(data))
-	b = append(b, `{"code":`...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, `,"message":`...)
-	b = appendJSONString(b, message)
-	b = append(b, `,"ttl":1`...)
-	if data != nil {
-		b = append(b, `,"data":`...)
-		b = append(b, data...)
-	}
-	return append(b, '}')
+	return wire.AppendEnvelope(make([]byte, 0, 48+len(message)+len(data)), code, message, data)
 }
 
 // fmtCode is the decimal text of a code (header value, metrics label).
@@ -106,7 +67,7 @@ type stdAnswer struct {
 }
 
 var stdAnswers = func() []stdAnswer {
-	codes := []int{codeOK, codeNotModified, codeBadRequest, codeNotFound, codeConflict, codeUnavailable}
+	codes := []int{wire.CodeOK, wire.CodeNotModified, wire.CodeBadRequest, wire.CodeNotFound, wire.CodeConflict, wire.CodeUnavailable}
 	out := make([]stdAnswer, len(codes))
 	for i, c := range codes {
 		out[i] = stdAnswer{code: c, header: []string{fmtCode(c)}, body: envelope(c, "", nil)}
@@ -170,7 +131,7 @@ func (s *Server) replyData(c echo.Context, code int, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		s.log.Error("encode answer", "route", c.Path(), "err", err)
-		return reply(c, codeUnavailable)
+		return reply(c, wire.CodeUnavailable)
 	}
 	return writeBody(c, code, envelope(code, "", data))
 }
@@ -190,7 +151,7 @@ func replyInstance(c echo.Context, code int, in *registry.Instance) error {
 
 // replyBadRequest sends -400 whose message names the parameter (spec 2.4).
 func replyBadRequest(c echo.Context, err error) error {
-	return writeBody(c, codeBadRequest, envelope(codeBadRequest, err.Error(), nil))
+	return writeBody(c, wire.CodeBadRequest, envelope(wire.CodeBadRequest, err.Error(), nil))
 }
 
 // replyPollNotFound is the map shape of a poll on an unknown appid (spec
@@ -198,9 +159,9 @@ func replyBadRequest(c echo.Context, err error) error {
 func replyPollNotFound(c echo.Context, appid string) error {
 	b := make([]byte, 0, 48+len(appid))
 	b = append(b, `{"code":-404,"message":`...)
-	b = appendJSONString(b, appid+" not found")
+	b = wire.AppendString(b, appid+" not found")
 	b = append(b, '}')
-	return writeBody(c, codeNotFound, b)
+	return writeBody(c, wire.CodeNotFound, b)
 }
 
 // pollsBody builds the polls map shape (spec 4.9.2) for writeBody: the
@@ -219,7 +180,7 @@ func pollsBody(res *registry.PollResult) [][]byte {
 		if i > 0 {
 			last = append(last, ',')
 		}
-		last = appendJSONString(last, m)
+		last = wire.AppendString(last, m)
 	}
 	parts[len(parts)-1] = append(last, `]}}`...)
 	return parts
@@ -243,7 +204,7 @@ func appMapBody(head string, apps []registry.AppPayload, tail string) [][]byte {
 		if i > 0 {
 			frame = append(frame, ',')
 		}
-		frame = appendJSONString(frame, p.AppID)
+		frame = wire.AppendString(frame, p.AppID)
 		frame = append(frame, ':')
 		parts = append(parts, frame[start:], p.JSON)
 		start = len(frame)

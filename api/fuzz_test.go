@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -304,7 +305,7 @@ func FuzzHandlers(f *testing.F) {
 		if !slices.Contains(allowedCodes, *env.Code) || rec.Header().Get(headerKratosCode) != fmtCode(*env.Code) {
 			t.Fatalf("%s %s: code %d (header %q)", rt.method, rt.path, *env.Code, rec.Header().Get(headerKratosCode))
 		}
-		if *env.Code == codeBadRequest {
+		if *env.Code == wire.CodeBadRequest {
 			if !slices.ContainsFunc(knownFields, func(f string) bool { return strings.HasPrefix(*env.Message, f+":") }) {
 				t.Fatalf("%s %s: -400 message %q names no field", rt.method, rt.path, *env.Message)
 			}

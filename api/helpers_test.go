@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -159,7 +160,7 @@ func newEnv(t *testing.T, opt ...options) *tenv {
 		Registry:   reg,
 		Replicator: e.repl,
 		Ready:      e.ready.Load,
-		Self:       Node{Addr: "127.0.0.1:7171", Status: 0, Zone: z1},
+		Self:       wire.Node{Addr: "127.0.0.1:7171", Status: 0, Zone: z1},
 		Logger:     logger,
 		Metrics:    e.prom,
 		Gatherer:   e.prom,

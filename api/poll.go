@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -48,7 +49,7 @@ func (s *Server) poll(c echo.Context) error {
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
 		// Poll answers only when the one appid changed.
-		return writeBody(c, codeOK, okDataPrefix, res.Changed[0].JSON, closeBrace)
+		return writeBody(c, wire.CodeOK, okDataPrefix, res.Changed[0].JSON, closeBrace)
 	})
 }
 
@@ -63,7 +64,7 @@ func (s *Server) polls(c echo.Context) error {
 		return replyBadRequest(c, err)
 	}
 	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
-		return writeBody(c, codeOK, pollsBody(res)...)
+		return writeBody(c, wire.CodeOK, pollsBody(res)...)
 	})
 }
 
@@ -93,12 +94,12 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 		if !parked {
 			if hold <= 0 || s.pollCtx.Err() != nil {
 				w.Close()
-				return reply(c, codeNotModified)
+				return reply(c, wire.CodeNotModified)
 			}
 			if s.parked.Add(1) > int64(s.cfg.MaxPollers) {
 				s.parked.Add(-1)
 				w.Close()
-				return reply(c, codeUnavailable)
+				return reply(c, wire.CodeUnavailable)
 			}
 			parked = true
 			timer = time.NewTimer(hold)
@@ -110,10 +111,10 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 			res, w = s.reg.Repoll(req, w)
 		case <-timer.C:
 			w.Close()
-			return reply(c, codeNotModified)
+			return reply(c, wire.CodeNotModified)
 		case <-s.pollCtx.Done():
 			w.Close()
-			return reply(c, codeNotModified)
+			return reply(c, wire.CodeNotModified)
 		case <-ctx.Done():
 			w.Close()
 			c.Set(ctxKeyCode, codeLabelCanceled)

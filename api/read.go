@@ -5,6 +5,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -22,9 +23,9 @@ func (s *Server) fetch(c echo.Context) error {
 	}
 	res := s.reg.FetchEncoded(p.Env, p.Zone, p.Status, p.AppIDs)
 	if len(res) == 0 {
-		return writeBody(c, codeNotFound, bodyNotFoundNullData)
+		return writeBody(c, wire.CodeNotFound, bodyNotFoundNullData)
 	}
-	return writeBody(c, codeOK, okDataPrefix, res[0].JSON, closeBrace)
+	return writeBody(c, wire.CodeOK, okDataPrefix, res[0].JSON, closeBrace)
 }
 
 // fetchs: GET /discovery/fetchs (spec 4.7). Unknown appids are left out;
@@ -42,7 +43,7 @@ func (s *Server) fetchs(c echo.Context) error {
 	slices.Sort(p.AppIDs) // ours: parsed for this request
 	ids := slices.Compact(p.AppIDs)
 	res := s.reg.FetchEncoded(p.Env, p.Zone, p.Status, ids)
-	return writeBody(c, codeOK, appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, res, `}}`)...)
+	return writeBody(c, wire.CodeOK, appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, res, `}}`)...)
 }
 
 // fetchAll: GET /discovery/fetch/all (spec 4.5): appid → every instance of
@@ -57,20 +58,20 @@ func (s *Server) fetchAll(c echo.Context) error {
 			normalize(in)
 		}
 	}
-	return s.replyData(c, codeOK, all)
+	return s.replyData(c, wire.CodeOK, all)
 }
 
 // nodesHandler: GET /discovery/nodes (spec 4.10): same-zone nodes, self
 // included.
 func (s *Server) nodesHandler(c echo.Context) error {
-	var list []Node
+	var list []wire.Node
 	if s.nodes != nil {
 		list = s.nodes()
 	} else {
-		list = []Node{s.self}
+		list = []wire.Node{s.self}
 	}
 	if list == nil {
-		list = []Node{}
+		list = []wire.Node{}
 	}
-	return s.replyData(c, codeOK, list)
+	return s.replyData(c, wire.CodeOK, list)
 }

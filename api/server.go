@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -32,27 +33,20 @@ type Replicator interface {
 	Set(req registry.SetRequest, fromZone bool)
 }
 
-// Node is one entry of /discovery/nodes (spec 4.10).
-type Node struct {
-	Addr   string `json:"addr"`
-	Status int    `json:"status"` // 0 UP, 1 LOST (suspect)
-	Zone   string `json:"zone"`
-}
-
 // Deps are the collaborators of the HTTP layer. Only Registry is required.
 type Deps struct {
 	Registry *registry.Registry
 	// Replicator nil: standalone node, nothing is forwarded.
 	Replicator Replicator
 	// Nodes lists live same-zone nodes including self; nil: Self only.
-	Nodes func() []Node
+	Nodes func() []wire.Node
 	// Ready reports whether init-protect / startup sync has ended; nil:
 	// always ready. While false, read-gated routes answer -503 and /readyz 503.
 	Ready func() bool
 	// Internal, if set, is mounted at /discovery/internal/ (peer protocol).
 	Internal http.Handler
 	// Self is this node (addr = advertised HTTP host:port, zone).
-	Self   Node
+	Self   wire.Node
 	Logger *slog.Logger
 	// Metrics receives the HTTP and registry metrics; Gatherer serves
 	// /metrics. Usually the same *prometheus.Registry. Both nil: a private
@@ -85,9 +79,9 @@ type Server struct {
 	cfg      Config
 	reg      *registry.Registry
 	repl     Replicator
-	nodes    func() []Node
+	nodes    func() []wire.Node
 	ready    func() bool
-	self     Node
+	self     wire.Node
 	log      *slog.Logger
 	e        *echo.Echo
 	srv      *http.Server
@@ -324,7 +318,7 @@ func (s *Server) callRecover(h echo.HandlerFunc, c echo.Context) (err error) {
 func (s *Server) readGate(h echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !s.ready() {
-			return reply(c, codeUnavailable)
+			return reply(c, wire.CodeUnavailable)
 		}
 		return h(c)
 	}
@@ -373,7 +367,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	s.log.Error("request failed", "method", c.Request().Method, "route", c.Path(), "err", err)
 	if isEnvelopeRoute(c.Path()) {
-		_ = reply(c, codeUnavailable)
+		_ = reply(c, wire.CodeUnavailable)
 		return
 	}
 	_ = c.String(http.StatusInternalServerError, "internal error\n")

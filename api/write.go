@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -126,7 +127,7 @@ func (s *Server) register(c echo.Context) error {
 	if applied && !p.Replication && s.repl != nil {
 		s.repl.Register(stored, p.FromZone)
 	}
-	return reply(c, codeOK)
+	return reply(c, wire.CodeOK)
 }
 
 // renew: POST /discovery/renew (spec 4.2). data is the renewed instance on
@@ -142,15 +143,15 @@ func (s *Server) renew(c echo.Context) error {
 	}
 	ins, err := s.reg.Renew(p.Key, p.Replication, p.Dirty)
 	switch code := codeOf(err); code {
-	case codeOK:
+	case wire.CodeOK:
 		if !p.Replication && s.repl != nil {
 			s.repl.Renew(ins, p.FromZone)
 		}
-		return replyInstance(c, codeOK, &ins)
-	case codeConflict:
-		return replyInstance(c, codeConflict, &ins)
-	case codeNotFound:
-		return writeBody(c, codeNotFound, bodyNotFoundNullData)
+		return replyInstance(c, wire.CodeOK, &ins)
+	case wire.CodeConflict:
+		return replyInstance(c, wire.CodeConflict, &ins)
+	case wire.CodeNotFound:
+		return writeBody(c, wire.CodeNotFound, bodyNotFoundNullData)
 	default:
 		return s.replyWriteError(c, err)
 	}
@@ -180,7 +181,7 @@ func (s *Server) cancel(c echo.Context) error {
 	if !p.Replication && s.repl != nil {
 		s.repl.Cancel(tomb, p.FromZone)
 	}
-	return reply(c, codeOK)
+	return reply(c, wire.CodeOK)
 }
 
 // set: POST /discovery/set (spec 4.4). Everything is validated before
@@ -210,16 +211,16 @@ func (s *Server) set(c echo.Context) error {
 			s.repl.Set(req, p.FromZone)
 		}
 	}
-	return reply(c, codeOK)
+	return reply(c, wire.CodeOK)
 }
 
 // replyWriteError answers a registry error of a write without data.
 func (s *Server) replyWriteError(c echo.Context, err error) error {
 	code := codeOf(err)
 	switch code {
-	case codeBadRequest:
+	case wire.CodeBadRequest:
 		return replyBadRequest(c, err)
-	case codeUnavailable:
+	case wire.CodeUnavailable:
 		s.log.Error("registry write failed", "route", c.Path(), "err", err)
 	}
 	return reply(c, code)

@@ -1,12 +1,13 @@
 package registry
 
 import (
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // payload is one encoded InstanceInfo (spec 3.4) of one app version seen
@@ -226,7 +227,7 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = AppendJSONString(b, g.zone)
+		b = wire.AppendString(b, g.zone)
 		b = append(b, ':', '[')
 		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
 		for j, rc := range g.recs {
@@ -272,24 +273,24 @@ func (r *rec) jsonSizeHint(keyLen int) int {
 // metadata {} when empty), like encoding/json does.
 func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	b = append(b, `{"region":`...)
-	b = AppendJSONString(b, unintern(r.region))
+	b = wire.AppendString(b, unintern(r.region))
 	b = append(b, `,"zone":`...)
-	b = AppendJSONString(b, zone)
+	b = wire.AppendString(b, zone)
 	b = append(b, `,"env":`...)
-	b = AppendJSONString(b, env)
+	b = wire.AppendString(b, env)
 	b = append(b, `,"appid":`...)
-	b = AppendJSONString(b, appid)
+	b = wire.AppendString(b, appid)
 	b = append(b, `,"hostname":`...)
-	b = AppendJSONString(b, r.hostname)
+	b = wire.AppendString(b, r.hostname)
 	b = append(b, `,"addrs":[`...)
 	for i, a := range r.addrs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = AppendJSONString(b, a)
+		b = wire.AppendString(b, a)
 	}
 	b = append(b, `],"version":`...)
-	b = AppendJSONString(b, unintern(r.version))
+	b = wire.AppendString(b, unintern(r.version))
 	b = append(b, `,"metadata":{`...)
 	if r.meta != noHandle {
 		// Packed pairs are sorted by key, the order encoding/json uses.
@@ -301,9 +302,9 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 			if !first {
 				b = append(b, ',')
 			}
-			b = AppendJSONString(b, k)
+			b = wire.AppendString(b, k)
 			b = append(b, ':')
-			b = AppendJSONString(b, v)
+			b = wire.AppendString(b, v)
 		}
 	}
 	b = append(b, `},"status":`...)
@@ -318,77 +319,5 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	b = strconv.AppendInt(b, r.dirty, 10)
 	b = append(b, `,"latest_timestamp":`...)
 	b = strconv.AppendInt(b, r.latest, 10)
-	return append(b, '}')
-}
-
-// AppendJSONString appends s as encoding/json encodes it (HTML-safe
-// escaping, invalid UTF-8 replaced). Plain printable ASCII, which is what
-// registries hold, is copied directly; anything else goes through
-// encoding/json so the output stays identical.
-func AppendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-// AppendJSON appends the instance's wire JSON (14 keys, spec 3.1) as
-// encoding/json encodes it, except that nil addrs are [] and nil metadata is
-// {} (spec 3.1.3, 3.2.4): what answers carry. Metadata keys are sorted like
-// encoding/json sorts map keys.
-func (in *Instance) AppendJSON(b []byte) []byte {
-	b = append(b, `{"region":`...)
-	b = AppendJSONString(b, in.Region)
-	b = append(b, `,"zone":`...)
-	b = AppendJSONString(b, in.Zone)
-	b = append(b, `,"env":`...)
-	b = AppendJSONString(b, in.Env)
-	b = append(b, `,"appid":`...)
-	b = AppendJSONString(b, in.AppID)
-	b = append(b, `,"hostname":`...)
-	b = AppendJSONString(b, in.Hostname)
-	b = append(b, `,"addrs":[`...)
-	for i, a := range in.Addrs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = AppendJSONString(b, a)
-	}
-	b = append(b, `],"version":`...)
-	b = AppendJSONString(b, in.Version)
-	b = append(b, `,"metadata":{`...)
-	if len(in.Metadata) > 0 {
-		var arr [8]string
-		keys := arr[:0]
-		for k := range in.Metadata {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = AppendJSONString(b, k)
-			b = append(b, ':')
-			b = AppendJSONString(b, in.Metadata[k])
-		}
-	}
-	b = append(b, `},"status":`...)
-	b = strconv.AppendUint(b, uint64(in.Status), 10)
-	b = append(b, `,"reg_timestamp":`...)
-	b = strconv.AppendInt(b, in.RegTimestamp, 10)
-	b = append(b, `,"up_timestamp":`...)
-	b = strconv.AppendInt(b, in.UpTimestamp, 10)
-	b = append(b, `,"renew_timestamp":`...)
-	b = strconv.AppendInt(b, in.RenewTimestamp, 10)
-	b = append(b, `,"dirty_timestamp":`...)
-	b = strconv.AppendInt(b, in.DirtyTimestamp, 10)
-	b = append(b, `,"latest_timestamp":`...)
-	b = strconv.AppendInt(b, in.LatestTimestamp, 10)
 	return append(b, '}')
 }

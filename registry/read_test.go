@@ -254,7 +254,7 @@ func TestSnapshotAndAppState(t *testing.T) {
 	if d := cmp.Diff([]Tombstone{{Key: keyOf(appA, z1, "gone"), At: 99}}, s.Tombstones); d != "" {
 		t.Fatalf("tombstones (-want +got):\n%s", d)
 	}
-	st := r.AppState([]AppKey{{env, appA}, {env, appA}, {env, "nope"}})
+	st := r.AppState([]AppKey{{Env: env, AppID: appA}, {Env: env, AppID: appA}, {Env: env, AppID: "nope"}})
 	if len(st.Instances) != 2 || len(st.Tombstones) != 1 {
 		t.Fatalf("AppState: %+v", st)
 	}
@@ -293,14 +293,14 @@ func TestAppDigests(t *testing.T) {
 	a := build([]string{"h1", "h22", "h333"}, false)
 	b := build([]string{"h333", "h1", "h22"}, true)
 	da, db := a.AppDigests(), b.AppDigests()
-	if len(da) != 1 || da[AppKey{env, appA}] == 0 || da[AppKey{env, appA}] != db[AppKey{env, appA}] {
+	if len(da) != 1 || da[AppKey{Env: env, AppID: appA}] == 0 || da[AppKey{Env: env, AppID: appA}] != db[AppKey{Env: env, AppID: appA}] {
 		t.Fatalf("equal versions, different digests: %v vs %v", da, db)
 	}
 	// A different dirty version changes the digest.
 	in := inst(appA, z1, "h1")
 	in.DirtyTimestamp = 5000
 	b.reg(in)
-	if b.AppDigests()[AppKey{env, appA}] == da[AppKey{env, appA}] {
+	if b.AppDigests()[AppKey{Env: env, AppID: appA}] == da[AppKey{Env: env, AppID: appA}] {
 		t.Fatal("digest ignores dirty_timestamp")
 	}
 	// Tombstone-only apps are listed; a tombstone differs from an instance.
@@ -311,7 +311,7 @@ func TestAppDigests(t *testing.T) {
 	x.DirtyTimestamp = 1002
 	d.reg(x)
 	dc, dd := c.AppDigests(), d.AppDigests()
-	if _, ok := dc[AppKey{env, appB}]; !ok || dc[AppKey{env, appB}] == dd[AppKey{env, appB}] {
+	if _, ok := dc[AppKey{Env: env, AppID: appB}]; !ok || dc[AppKey{Env: env, AppID: appB}] == dd[AppKey{Env: env, AppID: appB}] {
 		t.Fatalf("tombstone digest: %v vs %v", dc, dd)
 	}
 }

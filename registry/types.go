@@ -4,59 +4,32 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // Instance status values (wire values of the discovery protocol).
 const (
-	StatusUp      uint32 = 1 // ready to receive traffic
-	StatusWaiting uint32 = 2 // registered, intentionally not receiving traffic
+	StatusUp      = wire.StatusUp      // ready to receive traffic
+	StatusWaiting = wire.StatusWaiting // registered, intentionally not receiving traffic
 )
 
-// Instance is one registered endpoint set. Its JSON form is exactly the wire
-// form of the discovery protocol (14 keys, spec 3.1).
-type Instance struct {
-	Region          string            `json:"region"`
-	Zone            string            `json:"zone"`
-	Env             string            `json:"env"`
-	AppID           string            `json:"appid"`
-	Hostname        string            `json:"hostname"`
-	Addrs           []string          `json:"addrs"`
-	Version         string            `json:"version"`
-	Metadata        map[string]string `json:"metadata"`
-	Status          uint32            `json:"status"`
-	RegTimestamp    int64             `json:"reg_timestamp"`
-	UpTimestamp     int64             `json:"up_timestamp"`
-	RenewTimestamp  int64             `json:"renew_timestamp"`
-	DirtyTimestamp  int64             `json:"dirty_timestamp"`
-	LatestTimestamp int64             `json:"latest_timestamp"`
-}
-
-// Key identifies an instance.
-func (i *Instance) Key() Key {
-	return Key{Env: i.Env, AppID: i.AppID, Zone: i.Zone, Hostname: i.Hostname}
-}
-
-// Key is the identity of an instance: (env, appid, zone, hostname).
-type Key struct {
-	Env      string `json:"env"`
-	AppID    string `json:"appid"`
-	Zone     string `json:"zone"`
-	Hostname string `json:"hostname"`
-}
-
-// AppKey identifies an app: (env, appid).
-type AppKey struct {
-	Env   string `json:"env"`
-	AppID string `json:"appid"`
-}
-
-// InstanceInfo is the per-appid answer of fetch and poll (spec 3.4).
-// Instances maps zone → instances; a zone present in the app but filtered
-// empty is an empty (non-nil) slice.
-type InstanceInfo struct {
-	Instances       map[string][]*Instance `json:"instances"`
-	LatestTimestamp int64                  `json:"latest_timestamp"`
-}
+// The registry stores and returns the wire types (package wire is their
+// one definition): an Instance is exactly the 14-key instance of spec 3.1.
+type (
+	Instance     = wire.Instance
+	Key          = wire.Key
+	AppKey       = wire.AppKey
+	InstanceInfo = wire.InstanceInfo
+	// Tombstone records a cancel so a late or replayed register/import with
+	// an older dirty_timestamp cannot resurrect the instance, and so
+	// anti-entropy can carry cancels across a healed partition. Evictions
+	// leave no tombstone: every node evicts on its own.
+	Tombstone = wire.Tombstone
+	// Snapshot is the full state used for startup sync, or the state of
+	// some apps (AppState).
+	Snapshot = wire.Snapshot
+)
 
 // SetRequest is an administrative change of status and/or metadata of
 // existing instances of one (env, appid, zone) (spec 4.4).
@@ -72,21 +45,6 @@ type SetRequest struct {
 	Metadata []map[string]string
 	// SetTimestamp stamps every changed instance; 0 means now.
 	SetTimestamp int64
-}
-
-// Tombstone records a cancel so a late or replayed register/import with an
-// older dirty_timestamp cannot resurrect the instance, and so anti-entropy can
-// carry cancels across a healed partition. Evictions leave no tombstone: every
-// node evicts on its own.
-type Tombstone struct {
-	Key Key   `json:"key"`
-	At  int64 `json:"at"` // cancel time, ns
-}
-
-// Snapshot is the full state used for startup sync.
-type Snapshot struct {
-	Instances  []Instance  `json:"instances"`
-	Tombstones []Tombstone `json:"tombstones"`
 }
 
 // PollRequest is one long-poll request (poll or polls).

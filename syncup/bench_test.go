@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -141,7 +142,7 @@ func BenchmarkSnapshotEncode100k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		buf.Reset()
-		if err := encodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
+		if err := wire.EncodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
 			return c.serveSnapshot(b.Context(), sink)
 		}); err != nil {
 			b.Fatal(err)
@@ -157,7 +158,7 @@ func BenchmarkSnapshotDecode100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := encodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
+	if err := wire.EncodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
 		return c.serveSnapshot(b.Context(), sink)
 	}); err != nil {
 		b.Fatal(err)
@@ -166,7 +167,7 @@ func BenchmarkSnapshotDecode100k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		n := 0
-		if err := DecodeSnapshot(bytes.NewReader(data), func(SnapshotItem) error { n++; return nil }); err != nil {
+		if err := wire.DecodeSnapshot(bytes.NewReader(data), func(SnapshotItem) error { n++; return nil }); err != nil {
 			b.Fatal(err)
 		}
 		if n != 100_000 {

@@ -101,6 +101,7 @@ type Cluster struct {
 	reg    Registry
 	log    *slog.Logger
 	tr     Transport
+	rawTr  RawReplicator  // tr, when it takes encoded bodies (nil otherwise)
 	ownTr  *HTTPTransport // closed at shutdown when we built it
 	mlHook func(*memberlist.Config)
 	mlLog  *mlLogWriter
@@ -222,6 +223,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		c.ownTr = NewHTTPTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout})
 		c.tr = c.ownTr
 	}
+	c.rawTr, _ = c.tr.(RawReplicator)
 	mreg := deps.Metrics
 	if mreg == nil {
 		mreg = prometheus.NewRegistry()

@@ -16,19 +16,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/discovery-go/discovery/registry"
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // Internal endpoint paths (spec 10.1). The handler also accepts them with
 // the /discovery/internal prefix stripped.
 const (
-	PathReplicate = "/discovery/internal/replicate"
-	PathSnapshot  = "/discovery/internal/snapshot"
-	PathDigest    = "/discovery/internal/digest"
-
-	// ReadyHeader on a snapshot answer tells whether the serving node had
-	// finished its own startup sync ("true"/"false").
-	ReadyHeader = "X-Discovery-Ready"
+	PathReplicate = wire.PathReplicate
+	PathSnapshot  = wire.PathSnapshot
+	PathDigest    = wire.PathDigest
+	ReadyHeader   = wire.ReadyHeader
 )
 
 // HTTPTransportConfig configures NewHTTPTransport.
@@ -56,7 +53,10 @@ type HTTPTransport struct {
 	pool connPool
 }
 
-var _ Transport = (*HTTPTransport)(nil)
+var (
+	_ Transport     = (*HTTPTransport)(nil)
+	_ RawReplicator = (*HTTPTransport)(nil)
+)
 
 // NewHTTPTransport builds an HTTPTransport.
 func NewHTTPTransport(cfg HTTPTransportConfig) *HTTPTransport {
@@ -116,24 +116,25 @@ func (t *HTTPTransport) post(ctx context.Context, addr, path string, in, out any
 	return nil
 }
 
-// Replicate implements Transport. The body is req.wire when the sender
-// built it (ops encoded once for every peer), else encoded here; both
-// directions use the hand-written codec (codec.go).
+// Replicate implements Transport: the request is encoded by the wire
+// package's hand-written encoder and sent by ReplicateRaw.
 func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *ReplicateRequest) (*ReplicateResponse, error) {
-	body := req.wire
-	if body == nil {
-		bp := getBuf()
-		defer putBuf(bp)
-		*bp = appendReplicateRequest((*bp)[:0], req)
-		body = *bp
-	}
+	bp := getBuf()
+	defer putBuf(bp)
+	*bp = wire.AppendReplicateRequest((*bp)[:0], req)
+	return t.ReplicateRaw(ctx, addr, *bp)
+}
+
+// ReplicateRaw implements RawReplicator: body is a complete replicate
+// request.
+func (t *HTTPTransport) ReplicateRaw(ctx context.Context, addr string, body []byte) (*ReplicateResponse, error) {
 	if t.raw {
 		bp := getBuf()
 		defer putBuf(bp)
 		if err := t.replicateConn(ctx, addr, body, bp); err != nil {
 			return nil, err
 		}
-		out, err := decodeReplicateResponse(*bp)
+		out, err := wire.DecodeReplicateResponse(*bp)
 		if err != nil {
 			return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
 		}
@@ -157,7 +158,7 @@ func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *Replica
 	if *bp, err = readAll((*bp)[:0], resp.Body, resp.ContentLength, t.max); err != nil {
 		return nil, fmt.Errorf("read answer of %s%s: %w", addr, PathReplicate, err)
 	}
-	out, err := decodeReplicateResponse(*bp)
+	out, err := wire.DecodeReplicateResponse(*bp)
 	if err != nil {
 		return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
 	}
@@ -239,7 +240,7 @@ func (t *HTTPTransport) Snapshot(ctx context.Context, addr string, sink func(Sna
 		return false, err
 	}
 	ready := resp.Header.Get(ReadyHeader) == "true"
-	return ready, DecodeSnapshot(bufio.NewReaderSize(resp.Body, 256<<10), sink)
+	return ready, wire.DecodeSnapshot(bufio.NewReaderSize(resp.Body, 256<<10), sink)
 }
 
 func statusError(resp *http.Response) error {
@@ -257,155 +258,6 @@ func statusError(resp *http.Response) error {
 func drainClose(rc io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(rc, 64<<10))
 	_ = rc.Close()
-}
-
-// encodeSnapshot writes a snapshot stream: {"instances":[...],"tombstones":[...]}.
-// produce hands every item to its sink; items must come instances
-// first (as serveSnapshot produces them). Items are encoded by hand
-// (codec.go), one per line.
-func encodeSnapshot(w *bufio.Writer, produce func(sink func(SnapshotItem) error) error) error {
-	if _, err := w.WriteString(`{"instances":[`); err != nil {
-		return err
-	}
-	inTombs, first := false, true
-	buf := make([]byte, 0, 1024)
-	err := produce(func(it SnapshotItem) error {
-		buf = buf[:0]
-		if it.Tombstone != nil && !inTombs {
-			inTombs, first = true, true
-			buf = append(buf, `],"tombstones":[`...)
-		}
-		if !first {
-			buf = append(buf, ',')
-		}
-		first = false
-		switch {
-		case it.Tombstone != nil:
-			buf = appendTombstone(buf, it.Tombstone)
-		case inTombs:
-			return errors.New("snapshot: instance after tombstones")
-		default:
-			buf = it.Instance.AppendJSON(buf)
-		}
-		buf = append(buf, '\n')
-		_, err := w.Write(buf)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if !inTombs {
-		if _, err := w.WriteString(`],"tombstones":[`); err != nil {
-			return err
-		}
-	}
-	if _, err := w.WriteString("]}\n"); err != nil {
-		return err
-	}
-	return w.Flush()
-}
-
-// DecodeSnapshot reads a snapshot stream written by the snapshot endpoint
-// and hands each element to sink. Unknown keys are skipped; malformed
-// input is an error, never a panic. Instances are decoded by the fast
-// codec (codec.go) into slabs, so sink may keep the pointers it gets.
-func DecodeSnapshot(r io.Reader, sink func(SnapshotItem) error) error {
-	v := newValueReader(r, 256<<10, maxSnapshotItem)
-	if err := expectByte(v, '{'); err != nil {
-		return err
-	}
-	if c, err := v.peek(); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	} else if c == '}' {
-		v.off++
-		return nil
-	}
-	var slab []registry.Instance
-	for {
-		raw, err := v.value()
-		if err != nil {
-			return fmt.Errorf("snapshot: %w", err)
-		}
-		var key string
-		if err := json.Unmarshal(raw, &key); err != nil {
-			return fmt.Errorf("snapshot: key: %w", err)
-		}
-		if err := expectByte(v, ':'); err != nil {
-			return err
-		}
-		switch key {
-		case "instances", "tombstones":
-			if err := expectByte(v, '['); err != nil {
-				return err
-			}
-			c, err := v.peek()
-			if err != nil {
-				return fmt.Errorf("snapshot %s: %w", key, err)
-			}
-			if c == ']' { // empty
-				v.off++
-			}
-			for c != ']' {
-				var it SnapshotItem
-				if key == "instances" {
-					if len(slab) == 0 {
-						slab = make([]registry.Instance, 256)
-					}
-					it.Instance, slab = &slab[0], slab[1:]
-					err = v.instance(it.Instance)
-				} else {
-					it.Tombstone = new(registry.Tombstone)
-					err = v.tombstone(it.Tombstone)
-				}
-				if err != nil {
-					return fmt.Errorf("snapshot %s: %w", key, err)
-				}
-				if err := sink(it); err != nil {
-					return err
-				}
-				if c, err = v.next(); err != nil {
-					return fmt.Errorf("snapshot %s: %w", key, err)
-				}
-				if c != ',' && c != ']' {
-					return fmt.Errorf("snapshot %s: expected ',' or ']', got %q", key, c)
-				}
-			}
-		default:
-			raw, err := v.value()
-			if err != nil {
-				return fmt.Errorf("snapshot: %w", err)
-			}
-			if !json.Valid(raw) {
-				return fmt.Errorf("snapshot: invalid value of %q", key)
-			}
-		}
-		c, err := v.next()
-		if err != nil {
-			return fmt.Errorf("snapshot: %w", err)
-		}
-		switch c {
-		case ',':
-		case '}':
-			return nil
-		default:
-			return fmt.Errorf("snapshot: expected ',' or '}', got %q", c)
-		}
-	}
-}
-
-// maxSnapshotItem bounds one element of a snapshot stream (an instance is a
-// few hundred bytes; limits allow 16 KiB of metadata and 64 KiB of addrs).
-const maxSnapshotItem = 16 << 20
-
-func expectByte(v *valueReader, want byte) error {
-	c, err := v.next()
-	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if c != want {
-		return fmt.Errorf("snapshot: expected %q, got %q", want, c)
-	}
-	return nil
 }
 
 // handler serves the internal endpoints of one Cluster.
@@ -429,7 +281,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(ReadyHeader, strconv.FormatBool(h.c.Ready()))
 		w.WriteHeader(http.StatusOK)
 		bw := bufio.NewWriterSize(w, 256<<10)
-		if err := encodeSnapshot(bw, func(sink func(SnapshotItem) error) error {
+		if err := wire.EncodeSnapshot(bw, func(sink func(SnapshotItem) error) error {
 			return h.c.serveSnapshot(r.Context(), sink)
 		}); err != nil {
 			h.c.log.Debug("snapshot stream aborted", "err", err)
@@ -460,11 +312,9 @@ func (h *handler) replicate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req ReplicateRequest
-	if !decodeReplicateRequest(body, &req) {
-		req = ReplicateRequest{}
-		if !h.decodeBytes(w, body, &req) {
-			return
-		}
+	if err := wire.DecodeReplicateRequest(body, &req); err != nil {
+		httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
+		return
 	}
 	resp, err := h.c.serveReplicate(r.Context(), &req)
 	if err != nil {
@@ -473,7 +323,7 @@ func (h *handler) replicate(w http.ResponseWriter, r *http.Request) {
 	}
 	out := getBuf()
 	defer putBuf(out)
-	*out = appendReplicateResponse((*out)[:0], resp)
+	*out = wire.AppendReplicateResponse((*out)[:0], resp)
 	*out = append(*out, '\n')
 	hdr := w.Header()
 	hdr[contentType] = jsonType

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -234,12 +235,12 @@ func TestHTTPTransport_StatusErrors(t *testing.T) {
 
 func TestDecodeSnapshot_Malformed(t *testing.T) {
 	for _, in := range []string{"", "[]", `{"instances":{}}`, `{"instances":[1]}`, `{"instances":[{}]`, `{"tombstones":[{"key":5}]}`, `{"x":`} {
-		if err := DecodeSnapshot(strings.NewReader(in), func(SnapshotItem) error { return nil }); err == nil {
+		if err := wire.DecodeSnapshot(strings.NewReader(in), func(SnapshotItem) error { return nil }); err == nil {
 			t.Errorf("%q: expected an error", in)
 		}
 	}
 	n := 0
-	err := DecodeSnapshot(strings.NewReader(`{"extra":{"a":[1]},"instances":[{"appid":"x"}],"tombstones":[]}`), func(SnapshotItem) error { n++; return nil })
+	err := wire.DecodeSnapshot(strings.NewReader(`{"extra":{"a":[1]},"instances":[{"appid":"x"}],"tombstones":[]}`), func(SnapshotItem) error { n++; return nil })
 	if err != nil || n != 1 {
 		t.Fatalf("unknown keys must be skipped: n=%d err=%v", n, err)
 	}
@@ -249,7 +250,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(`{"instances":[{"env":"e","appid":"a","zone":"z","hostname":"h","addrs":["x"]}],"tombstones":[{"key":{"env":"e"},"at":1}]}`)
 	f.Add(`{"instances":[],"tombstones":[]}`)
 	f.Fuzz(func(t *testing.T, s string) {
-		_ = DecodeSnapshot(strings.NewReader(s), func(SnapshotItem) error { return nil })
+		_ = wire.DecodeSnapshot(strings.NewReader(s), func(SnapshotItem) error { return nil })
 	})
 }
 
@@ -279,7 +280,7 @@ func FuzzHandlerReplicate(f *testing.F) {
 func TestEncodeSnapshot_Empty(t *testing.T) {
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
-	if err := encodeSnapshot(bw, func(func(SnapshotItem) error) error { return nil }); err != nil {
+	if err := wire.EncodeSnapshot(bw, func(func(SnapshotItem) error) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	var s registry.Snapshot

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // outOp is one op on its way to one or more peers. The same value sits in
@@ -24,7 +26,7 @@ type outOp struct {
 func newOutOp(op Op) *outOp { return &outOp{Op: op, enq: time.Now()} }
 
 func (o *outOp) json() []byte {
-	o.once.Do(func() { o.wire = appendOp(nil, &o.Op) })
+	o.once.Do(func() { o.wire = wire.AppendOp(nil, &o.Op) })
 	return o.wire
 }
 
@@ -167,21 +169,22 @@ func (p *peer) send(batch []*outOp) {
 		ops = append(ops, q.Op)
 	}
 	req := &ReplicateRequest{From: c.name, Ops: ops}
-	if _, ok := c.tr.(*HTTPTransport); ok {
-		b := appendRequestHead(p.body[:0], c.name)
+	var body []byte
+	if c.rawTr != nil {
+		b := wire.AppendReplicateHead(p.body[:0], c.name)
 		for i, q := range batch {
 			if i > 0 {
 				b = append(b, ',')
 			}
 			b = append(b, q.json()...)
 		}
-		req.wire = appendRequestTail(b)
+		body = wire.AppendReplicateTail(b)
 	}
-	resp, err := p.deliver(req)
+	resp, err := p.deliver(req, body)
 	clear(ops) // drop references to the ops for the GC
 	p.ops = ops[:0]
-	if cap(req.wire) <= 4<<20 { // keep the buffer unless a huge batch grew it
-		p.body = req.wire[:0]
+	if cap(body) <= 4<<20 { // keep the buffer unless a huge batch grew it
+		p.body = body[:0]
 	}
 	n := int64(len(batch))
 	var perm *PermanentError
@@ -221,7 +224,7 @@ func (p *peer) send(batch []*outOp) {
 // *PermanentError) or p stops; between failures it waits with exponential
 // backoff. The first attempt needs no timer or allocation beyond the
 // request itself.
-func (p *peer) deliver(req *ReplicateRequest) (*ReplicateResponse, error) {
+func (p *peer) deliver(req *ReplicateRequest, body []byte) (*ReplicateResponse, error) {
 	p.bo.Reset()
 	var t *time.Timer
 	defer func() {
@@ -230,7 +233,7 @@ func (p *peer) deliver(req *ReplicateRequest) (*ReplicateResponse, error) {
 		}
 	}()
 	for {
-		resp, err := p.attempt(req)
+		resp, err := p.attempt(req, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -256,12 +259,18 @@ func (p *peer) deliver(req *ReplicateRequest) (*ReplicateResponse, error) {
 }
 
 // attempt is one request, bounded by peer_timeout.
-func (p *peer) attempt(req *ReplicateRequest) (*ReplicateResponse, error) {
+func (p *peer) attempt(req *ReplicateRequest, body []byte) (*ReplicateResponse, error) {
 	c := p.c
 	ctx, cancel := context.WithTimeout(p.ctx, c.cfg.PeerTimeout)
 	defer cancel()
 	addr := p.getAddr()
-	resp, err := c.tr.Replicate(ctx, addr, req)
+	var resp *ReplicateResponse
+	var err error
+	if body != nil {
+		resp, err = c.rawTr.ReplicateRaw(ctx, addr, body)
+	} else {
+		resp, err = c.tr.Replicate(ctx, addr, req)
+	}
 	if err == nil && len(resp.Results) != len(req.Ops) {
 		err = &PermanentError{Err: errors.New("peer answered a wrong number of results")}
 	}
@@ -300,7 +309,7 @@ func (c *Cluster) handleResult(p *peer, op *Op, r OpResult) {
 		if op.Kind != OpRenew || r.Instance == nil {
 			return
 		}
-		if validKey(r.Instance.Key()) != nil || r.Instance.Key() != *op.Key {
+		if r.Instance.Key().Validate() != nil || r.Instance.Key() != *op.Key {
 			c.log.Warn("peer answered -409 with a different instance", "peer", p.name)
 			return
 		}

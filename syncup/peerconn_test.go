@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -24,11 +25,11 @@ func countingServer(t *testing.T, h http.HandlerFunc) (addr string, srv *httptes
 		h = func(w http.ResponseWriter, r *http.Request) {
 			var req ReplicateRequest
 			body, _ := io.ReadAll(r.Body)
-			if !fastReplicateRequest(body, &req) {
+			if wire.DecodeReplicateRequest(body, &req) != nil {
 				http.Error(w, "bad body", http.StatusBadRequest)
 				return
 			}
-			_, _ = w.Write(appendReplicateResponse(nil, &ReplicateResponse{Results: make([]OpResult, len(req.Ops))}))
+			_, _ = w.Write(wire.AppendReplicateResponse(nil, &ReplicateResponse{Results: make([]OpResult, len(req.Ops))}))
 		}
 	}
 	srv = httptest.NewUnstartedServer(h)

@@ -87,7 +87,7 @@ var errNotReady = errors.New("not ready: startup sync in progress")
 // applied and forwarded to our own zone only, marked replicated: it can
 // therefore travel at most zone → zone → peer, and never back (spec 7.2).
 func (c *Cluster) serveReplicate(_ context.Context, req *ReplicateRequest) (*ReplicateResponse, error) {
-	if err := req.validate(c.cfg.MaxBatchOps); err != nil {
+	if err := req.Validate(c.cfg.MaxBatchOps); err != nil {
 		return nil, errors.Join(errBadRequest, err)
 	}
 	resp := &ReplicateResponse{Results: make([]OpResult, len(req.Ops))}
@@ -146,7 +146,7 @@ func (c *Cluster) applyOp(op *Op) OpResult {
 		}
 		return OpResult{Code: CodeOK, Applied: true}
 	case OpSet:
-		if _, err := c.reg.Set(op.Set.request()); err != nil {
+		if _, err := c.reg.Set(setRequest(op.Set)); err != nil {
 			return errResult(err)
 		}
 		if forward {

@@ -153,12 +153,12 @@ func (c *Cluster) sameZoneMembers() []memberRef {
 func (c *Cluster) mergeItem(it SnapshotItem) bool {
 	switch {
 	case it.Instance != nil:
-		if validKey(it.Instance.Key()) != nil {
+		if it.Instance.Key().Validate() != nil {
 			return false
 		}
 		return c.importFresh(*it.Instance)
 	case it.Tombstone != nil:
-		if validKey(it.Tombstone.Key) != nil || it.Tombstone.At <= 0 || c.ownRecord(it.Tombstone.Key, it.Tombstone.At) {
+		if it.Tombstone.Key.Validate() != nil || it.Tombstone.At <= 0 || c.ownRecord(it.Tombstone.Key, it.Tombstone.At) {
 			return false
 		}
 		_, err := c.reg.Cancel(it.Tombstone.Key, it.Tombstone.At)

@@ -2,9 +2,8 @@ package syncup
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -27,6 +26,15 @@ type Transport interface {
 	Digest(ctx context.Context, addr string, req *DigestRequest) (*DigestResponse, error)
 }
 
+// RawReplicator is an optional capability of a Transport, checked once when
+// the Cluster is built: it sends a replicate request body already encoded
+// (wire.AppendReplicateHead, one wire.AppendOp per op, comma-separated,
+// wire.AppendReplicateTail). With it, each op is encoded once and the
+// encoding shared by every peer queue; without it, Replicate gets the ops.
+type RawReplicator interface {
+	ReplicateRaw(ctx context.Context, addr string, body []byte) (*ReplicateResponse, error)
+}
+
 // PermanentError marks a failure that resending the same request cannot
 // fix (the peer rejected the payload).
 type PermanentError struct{ Err error }
@@ -34,48 +42,38 @@ type PermanentError struct{ Err error }
 func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
-// OpKind names a replicated operation.
-type OpKind string
+// The peer protocol's messages are the wire package's (their one
+// definition, with their encoders and decoders).
+type (
+	OpKind            = wire.OpKind
+	Op                = wire.Op
+	SetOp             = wire.SetOp
+	OpResult          = wire.OpResult
+	ReplicateRequest  = wire.ReplicateRequest
+	ReplicateResponse = wire.ReplicateResponse
+	SnapshotItem      = wire.SnapshotItem
+	AppDigest         = wire.AppDigest
+	DigestRequest     = wire.DigestRequest
+	DigestResponse    = wire.DigestResponse
+)
 
 // Operation kinds of the replicate endpoint.
 const (
-	OpRegister OpKind = "register" // Instance; dirty_timestamp inside it
-	OpRenew    OpKind = "renew"    // Key + DirtyTimestamp (sender's copy)
-	OpCancel   OpKind = "cancel"   // Key + DirtyTimestamp (tombstone time)
-	OpSet      OpKind = "set"      // Set (set_timestamp inside it)
-	OpImport   OpKind = "import"   // Instance with all timestamps (anti-entropy push)
+	OpRegister = wire.OpRegister
+	OpRenew    = wire.OpRenew
+	OpCancel   = wire.OpCancel
+	OpSet      = wire.OpSet
+	OpImport   = wire.OpImport
 )
 
-// Op is one replicated write. Replication true: the receiver applies it and
-// never forwards it (same-zone copy). Replication false with FromZone true:
-// an "original" write from another zone; the receiver applies it and
-// forwards it only inside its own zone (spec 7.2). Ops are shared between
-// peer queues and must not be modified once built.
-type Op struct {
-	Kind        OpKind `json:"op"`
-	Replication bool   `json:"replication"`
-	FromZone    bool   `json:"from_zone"`
-	// Instance: register and import.
-	Instance *registry.Instance `json:"instance,omitempty"`
-	// Key: renew and cancel.
-	Key *registry.Key `json:"key,omitempty"`
-	// DirtyTimestamp: renew (sender's dirty_timestamp), cancel (tombstone
-	// time, ns).
-	DirtyTimestamp int64 `json:"dirty_timestamp,omitempty"`
-	// Set: set.
-	Set *SetOp `json:"set,omitempty"`
-}
-
-// SetOp is the wire form of registry.SetRequest.
-type SetOp struct {
-	Env          string              `json:"env"`
-	AppID        string              `json:"appid"`
-	Zone         string              `json:"zone"`
-	Hostnames    []string            `json:"hostnames"`
-	Statuses     []uint32            `json:"statuses,omitempty"`
-	Metadata     []map[string]string `json:"metadata,omitempty"`
-	SetTimestamp int64               `json:"set_timestamp"`
-}
+// Result codes of one op (the discovery codes of spec 2.5 / 7.3).
+const (
+	CodeOK         = wire.CodeOK
+	CodeInvalid    = wire.CodeBadRequest
+	CodeNotFound   = wire.CodeNotFound // renew: receiver has no copy or an older one; send a register
+	CodeConflict   = wire.CodeConflict // renew: receiver's copy is newer; Instance holds it
+	CodeServerFail = wire.CodeServerError
+)
 
 func setOpFrom(r registry.SetRequest) *SetOp {
 	return &SetOp{
@@ -87,157 +85,12 @@ func setOpFrom(r registry.SetRequest) *SetOp {
 	}
 }
 
-func (s *SetOp) request() registry.SetRequest {
+func setRequest(s *SetOp) registry.SetRequest {
 	return registry.SetRequest{
 		Env: s.Env, AppID: s.AppID, Zone: s.Zone,
 		Hostnames: s.Hostnames, Statuses: s.Statuses, Metadata: s.Metadata,
 		SetTimestamp: s.SetTimestamp,
 	}
-}
-
-// Result codes of one op (the discovery codes of spec 2.5 / 7.3).
-const (
-	CodeOK         = 0
-	CodeInvalid    = -400
-	CodeNotFound   = -404 // renew: receiver has no copy or an older one; send a register
-	CodeConflict   = -409 // renew: receiver's copy is newer; Instance holds it
-	CodeServerFail = -500
-)
-
-// OpResult is the outcome of one op.
-type OpResult struct {
-	Code int `json:"code"`
-	// Message explains a non-zero code.
-	Message string `json:"message,omitempty"`
-	// Applied: the op changed the receiver's state (register, import,
-	// cancel); anti-entropy counts repairs with it.
-	Applied bool `json:"applied,omitempty"`
-	// Instance: the receiver's newer copy on CodeConflict.
-	Instance *registry.Instance `json:"instance,omitempty"`
-}
-
-// ReplicateRequest is the body of POST /discovery/internal/replicate.
-// Transports must not keep it (or its Ops) after Replicate returns: the
-// sender reuses them.
-type ReplicateRequest struct {
-	// From is the sender's node name (logs only).
-	From string `json:"from,omitempty"`
-	Ops  []Op   `json:"ops"`
-
-	// wire, when set, is this request's JSON, built by the sender from
-	// per-op encodings shared between peers (HTTPTransport sends it as is).
-	wire []byte
-}
-
-// ReplicateResponse answers a ReplicateRequest: Results[i] belongs to Ops[i].
-type ReplicateResponse struct {
-	Results []OpResult `json:"results"`
-}
-
-// SnapshotItem is one element of a snapshot stream: exactly one field set.
-type SnapshotItem struct {
-	Instance  *registry.Instance
-	Tombstone *registry.Tombstone
-}
-
-// AppDigest is one app's version hash (registry.AppDigests).
-type AppDigest struct {
-	Env    string `json:"env"`
-	AppID  string `json:"appid"`
-	Digest uint64 `json:"digest"`
-}
-
-// DigestRequest is the body of POST /discovery/internal/digest.
-type DigestRequest struct {
-	From    string      `json:"from,omitempty"`
-	Digests []AppDigest `json:"digests"`
-}
-
-// DigestResponse lists the apps whose digest differs between the two nodes
-// (either side may lack the app) and the answering node's state of them.
-type DigestResponse struct {
-	Apps  []registry.AppKey `json:"apps"`
-	State registry.Snapshot `json:"state"`
-}
-
-// validate checks a batch structurally. Semantic checks (status values,
-// unknown hostnames of a set) are the registry's and yield per-op -400.
-func (r *ReplicateRequest) validate(maxOps int) error {
-	if len(r.Ops) == 0 {
-		return errors.New("ops: must not be empty")
-	}
-	if len(r.Ops) > maxOps {
-		return fmt.Errorf("ops: at most %d per request, got %d", maxOps, len(r.Ops))
-	}
-	for i := range r.Ops {
-		if err := r.Ops[i].validate(); err != nil {
-			return fmt.Errorf("ops[%d]: %w", i, err)
-		}
-	}
-	return nil
-}
-
-func (o *Op) validate() error {
-	if !o.Replication && !o.FromZone {
-		// Only clients send "original, not from a zone" writes, and they use
-		// the public endpoints; a peer always sets one of the two flags.
-		return errors.New("replication or from_zone must be true")
-	}
-	switch o.Kind {
-	case OpRegister, OpImport:
-		if o.Instance == nil {
-			return errors.New("instance: required")
-		}
-		if err := validKey(o.Instance.Key()); err != nil {
-			return fmt.Errorf("instance.%w", err)
-		}
-		if o.Instance.DirtyTimestamp <= 0 {
-			return errors.New("instance.dirty_timestamp: must be > 0")
-		}
-		if len(o.Instance.Addrs) == 0 {
-			return errors.New("instance.addrs: must not be empty")
-		}
-	case OpRenew, OpCancel:
-		if o.Key == nil {
-			return errors.New("key: required")
-		}
-		if err := validKey(*o.Key); err != nil {
-			return fmt.Errorf("key.%w", err)
-		}
-		if o.DirtyTimestamp <= 0 {
-			return errors.New("dirty_timestamp: must be > 0")
-		}
-	case OpSet:
-		if o.Set == nil {
-			return errors.New("set: required")
-		}
-		if o.Set.Env == "" || o.Set.AppID == "" || o.Set.Zone == "" {
-			return errors.New("set: env, appid and zone are required")
-		}
-		if len(o.Set.Hostnames) == 0 {
-			return errors.New("set.hostnames: must not be empty")
-		}
-		if o.Set.SetTimestamp <= 0 {
-			return errors.New("set.set_timestamp: must be > 0")
-		}
-	default:
-		return fmt.Errorf("op: unknown kind %q", o.Kind)
-	}
-	return nil
-}
-
-func validKey(k registry.Key) error {
-	switch {
-	case k.Env == "":
-		return errors.New("env: required")
-	case k.AppID == "":
-		return errors.New("appid: required")
-	case k.Zone == "":
-		return errors.New("zone: required")
-	case k.Hostname == "":
-		return errors.New("hostname: required")
-	}
-	return nil
 }
 
 // cloneInstance deep-copies an instance so nodes never share maps/slices.

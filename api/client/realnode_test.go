@@ -10,13 +10,14 @@ import (
 	"github.com/discovery-go/discovery/api"
 	"github.com/discovery-go/discovery/api/apitest"
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
 // startRealNode runs one real standalone node in process.
 func startRealNode(t testing.TB) *apitest.Node {
 	t.Helper()
-	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: api.Node{Zone: testZone}}})
+	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: wire.Node{Zone: testZone}}})
 }
 
 func realConfig(nodes ...*apitest.Node) client.Config {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/discovery-go/discovery/api"
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/configs"
 	"github.com/discovery-go/discovery/registry"
 	"github.com/discovery-go/discovery/syncup"
@@ -149,10 +150,10 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 	srv, err := api.New(cfg.HTTP, api.Deps{
 		Registry:   reg,
 		Replicator: cluster,
-		Nodes:      func() []api.Node { return apiNodes(cluster.Nodes()) },
+		Nodes:      func() []wire.Node { return apiNodes(cluster.Nodes()) },
 		Ready:      cluster.Ready,
 		Internal:   cluster.Handler(),
-		Self:       api.Node{Addr: advertise, Status: syncup.NodeUp, Zone: cfg.Node.Zone},
+		Self:       wire.Node{Addr: advertise, Status: syncup.NodeUp, Zone: cfg.Node.Zone},
 		Logger:     log.With("component", "api"),
 		Metrics:    metrics,
 		Gatherer:   metrics,
@@ -270,10 +271,10 @@ func runNode(cfg configs.Config, opt nodeOptions) (err error) {
 }
 
 // apiNodes adapts the cluster's member list to the HTTP layer's node list.
-func apiNodes(ms []syncup.Member) []api.Node {
-	out := make([]api.Node, len(ms))
+func apiNodes(ms []syncup.Member) []wire.Node {
+	out := make([]wire.Node, len(ms))
 	for i, m := range ms {
-		out[i] = api.Node{Addr: m.Addr, Status: m.Status, Zone: m.Zone}
+		out[i] = wire.Node{Addr: m.Addr, Status: m.Status, Zone: m.Zone}
 	}
 	return out
 }

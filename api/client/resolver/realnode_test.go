@@ -12,13 +12,14 @@ import (
 	"github.com/discovery-go/discovery/api/apitest"
 	"github.com/discovery-go/discovery/api/client"
 	dresolver "github.com/discovery-go/discovery/api/client/resolver"
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // startRealNode runs a real standalone node in process and returns its
 // address.
 func startRealNode(t *testing.T) string {
 	t.Helper()
-	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: api.Node{Zone: testZone}}}).Addr
+	return apitest.StartNode(t, apitest.Options{Deps: api.Deps{Self: wire.Node{Zone: testZone}}}).Addr
 }
 
 func TestGRPC_RealNodeRoundRobin(t *testing.T) {

@@ -1,0 +1,3 @@
+module github.com/discovery-go/discovery/api/wire
+
+go 1.21
