@@ -40,8 +40,12 @@ image: build ## container image discovery:dev (IMAGE=...), FROM scratch, no pull
 
 test: test-go test-deploy test-containers ## the whole suite, exactly what .ci/run runs
 
+# Go modules tested by test-go: the server (with test/), the wire types, the
+# SDK and the test toolkit are modules of their own.
+GO_MODULES := . api/wire api/client internal/testkit
+
 test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (no Docker)
-	$(GO) test -race -count=1 -timeout 20m ./...
+	@set -e; for m in $(GO_MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...); done
 
 test-deploy: ## compose and Prometheus config tests (nested module test/deploy; needs promtool)
 	cd test/deploy && GOFLAGS=-mod=mod $(GO) test -count=1 ./...

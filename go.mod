@@ -4,6 +4,9 @@ go 1.26.8
 
 require (
 	github.com/cenkalti/backoff/v5 v5.0.3
+	github.com/discovery-go/discovery/api/client v0.0.0-00010101000000-000000000000
+	github.com/discovery-go/discovery/api/wire v0.0.0-00010101000000-000000000000
+	github.com/discovery-go/discovery/internal/testkit v0.0.0-00010101000000-000000000000
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/labstack/echo/v4 v4.16.0
@@ -17,10 +20,11 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
+require github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/discovery-go/discovery/api/wire v0.0.0-00010101000000-000000000000
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/google/btree v1.1.3 // indirect
@@ -58,6 +62,11 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace github.com/discovery-go/discovery/api/wire => ./api/wire
-
-replace github.com/discovery-go/discovery/internal/testkit => ./internal/testkit
+// The wire types, the SDK and the test toolkit are modules of their own
+// (the SDK must not pull in the server's dependencies); here they build
+// from the directories beside the server.
+replace (
+	github.com/discovery-go/discovery/api/client => ./api/client
+	github.com/discovery-go/discovery/api/wire => ./api/wire
+	github.com/discovery-go/discovery/internal/testkit => ./internal/testkit
+)

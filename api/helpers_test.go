@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -463,21 +464,9 @@ func (e *tenv) unchanged(f func()) {
 	}
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func (e *tenv) waitWaiters(n int) {
 	e.t.Helper()
-	waitFor(e.t, fmt.Sprintf("%d parked waiters", n), func() bool { return e.reg.Stats().Waiters == n })
+	testkit.EventuallyTrue(e.t, 10*time.Second, fmt.Sprintf("%d parked waiters", n), func() bool { return e.reg.Stats().Waiters == n })
 }
 
 // pollAsync starts a GET in a goroutine; the result arrives on the channel.

@@ -3,9 +3,9 @@ package api
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testkit.VerifyTestMain(m)
 }

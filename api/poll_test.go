@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -204,11 +205,11 @@ func TestPolls_DisconnectReleasesWaiter(t *testing.T) {
 		q := pollsQuery(tEnv, "x", appA, la)
 		ch := e.pollAsync(ctx, path, q)
 		e.waitWaiters(1)
-		waitFor(t, "parked gauge 1", func() bool { return e.srv.parked.Load() == 1 })
+		testkit.EventuallyTrue(t, 10*time.Second, "parked gauge 1", func() bool { return e.srv.parked.Load() == 1 })
 		cancel()
 		<-ch
 		e.waitWaiters(0)
-		waitFor(t, "parked gauge 0", func() bool { return e.srv.parked.Load() == 0 })
+		testkit.EventuallyTrue(t, 10*time.Second, "parked gauge 0", func() bool { return e.srv.parked.Load() == 0 })
 	}
 }
 
@@ -310,7 +311,7 @@ func TestPolls_MaxPollers(t *testing.T) {
 	e.get("/discovery/polls", pollsQuery(tEnv, "y", appA, 0)).wantCode(0)
 	cancel()
 	<-ch
-	waitFor(t, "slot freed", func() bool { return e.srv.parked.Load() == 0 })
+	testkit.EventuallyTrue(t, 10*time.Second, "slot freed", func() bool { return e.srv.parked.Load() == 0 })
 	ch = e.pollAsync(context.Background(), "/discovery/polls", pollsQuery(tEnv, "z", appA, la))
 	e.waitWaiters(1)
 	e.register(appA, z1, "h2")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -112,7 +113,7 @@ func TestServe_ShutdownClosesUnusedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	waitFor(t, "the unused connection to be accepted", func() bool {
+	testkit.EventuallyTrue(t, 10*time.Second, "the unused connection to be accepted", func() bool {
 		srv.connMu.Lock()
 		defer srv.connMu.Unlock()
 		return len(srv.newConns) == 1
@@ -143,7 +144,7 @@ func TestServe_ShutdownClosesUnusedConnections(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		polled <- string(b)
 	}()
-	waitFor(t, "the poll to park", func() bool { return srv.parked.Load() == 1 })
+	testkit.EventuallyTrue(t, 10*time.Second, "the poll to park", func() bool { return srv.parked.Load() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

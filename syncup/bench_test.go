@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -30,7 +31,7 @@ func BenchmarkReplication_HTTP(b *testing.B) {
 	cfg := func(c *Config) { c.QueueSize = 1 << 20; c.BatchSize = 512 }
 	a := startHTTPNode(b, nil, cfg)
 	bb := startHTTPNode(b, []*tnode{a}, cfg)
-	waitFor(b, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
+	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
 	benchReplication(b, []*tnode{a, bb})
 }
 
@@ -42,7 +43,7 @@ func BenchmarkReplication_HTTP(b *testing.B) {
 func BenchmarkReplicationWindow_HTTP(b *testing.B) {
 	a := startHTTPNode(b, nil, nil)
 	bb := startHTTPNode(b, []*tnode{a}, nil)
-	waitFor(b, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
+	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
 	quiet(b, a, bb)
 	ins := make([]registry.Instance, b.N)
 	for i := range ins {

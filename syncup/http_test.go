@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -65,21 +66,21 @@ func TestHTTP_ClusterRoundTrip(t *testing.T) {
 	a := startHTTPNode(t, nil, nil)
 	fill(t, a, 500)
 	b := startHTTPNode(t, []*tnode{a}, nil)
-	waitFor(t, "B synced over HTTP", b.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "B synced over HTTP", b.c.Ready)
 	if got, want := instanceCount(b), instanceCount(a); got < want {
 		t.Fatalf("B holds %d instances after sync, want %d", got, want)
 	}
 	stored := a.clientRegister(t, testInstance("demo.http", "z1"))
-	waitFor(t, "register replicated over HTTP", func() bool { return b.has(stored.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "register replicated over HTTP", func() bool { return b.has(stored.Key()) })
 
 	only, _, _ := a.reg.Register(testInstance("demo.http", "z1"), 0)
 	ins, _ := a.reg.Renew(only.Key(), false, 0)
 	a.c.Renew(ins, false)
-	waitFor(t, "-404 handshake over HTTP", func() bool { return b.has(only.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "-404 handshake over HTTP", func() bool { return b.has(only.Key()) })
 
 	onlyB, _, _ := b.reg.Register(testInstance("demo.http2", "z1"), 0)
 	a.c.triggerAE(b.c.Name())
-	waitFor(t, "anti-entropy over HTTP", func() bool { return a.has(onlyB.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "anti-entropy over HTTP", func() bool { return a.has(onlyB.Key()) })
 }
 
 func TestHTTP_SnapshotStreamRoundTrip(t *testing.T) {
@@ -295,7 +296,7 @@ func TestEncodeSnapshot_Empty(t *testing.T) {
 func TestHTTP_BatchOverPeerBodyLimitIsSplit(t *testing.T) {
 	a := startHTTPNode(t, nil, func(c *Config) { c.BatchSize = 512 })
 	b := startHTTPNode(t, []*tnode{a}, func(c *Config) { c.MaxBodyBytes = 64 << 10 })
-	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
 	quiet(t, a, b)
 	var keys []registry.Key
 	for range 400 { // about 100 KiB of JSON: over B's limit once batched
@@ -313,7 +314,7 @@ func TestHTTP_BatchOverPeerBodyLimitIsSplit(t *testing.T) {
 		a.c.Register(ins, true)
 	}
 	p := a.peerNamed(b.c.Name())
-	waitFor(t, "A's link to B failing", p.failing.Load)
+	testkit.EventuallyTrue(t, waitTimeout, "A's link to B failing", p.failing.Load)
 	b.lh.h.Store(h)
 	quiet(t, a, b)
 	for _, k := range keys {

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -60,7 +59,7 @@ func TestShutdown_SelfRenewDoesNotResurrectCancelledRecord(t *testing.T) {
 		wrap: func(r Registry) Registry { gate = newRenewGate(r); return gate }})
 	gate.c.Store(b.c)
 	k := b.c.selfKey()
-	waitFor(t, "B's record on A", func() bool { return a.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "B's record on A", func() bool { return a.has(k) })
 
 	gate.armed.Store(true)
 	<-gate.entered // B's renew loop is inside a self renew
@@ -97,7 +96,7 @@ func TestShutdown_WritesAcceptedBeforeDrainAreDelivered(t *testing.T) {
 	if a.has(a.c.selfKey()) {
 		t.Fatal("BeginShutdown did not cancel the node's own record")
 	}
-	waitFor(t, "B sees A leaving", func() bool { return statusOf(b.c.Nodes(), a.addr) == NodeLost })
+	testkit.EventuallyTrue(t, waitTimeout, "B sees A leaving", func() bool { return statusOf(b.c.Nodes(), a.addr) == NodeLost })
 
 	late := a.clientRegister(t, testInstance("demo.late", "z1")) // in flight on HTTP during its shutdown
 	if err := a.c.Shutdown(ctx); err != nil {
@@ -127,13 +126,13 @@ func TestShutdown_DrainReleasedByPeerDeath(t *testing.T) {
 	net.SetDown(b.addr, true) // B's HTTP is unreachable, its gossip still alive
 	a.clientRegister(t, testInstance("demo.stuck", "z1"))
 	p := a.peerNamed(b.c.Name())
-	waitFor(t, "A's link to B failing", p.failing.Load)
+	testkit.EventuallyTrue(t, waitTimeout, "A's link to B failing", p.failing.Load)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- a.c.Shutdown(ctx) }()
-	waitFor(t, "A draining", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "A draining", func() bool {
 		a.c.mu.RLock()
 		defer a.c.mu.RUnlock()
 		return a.c.closed
@@ -167,15 +166,14 @@ func TestCluster_StartAfterShutdownFails(t *testing.T) {
 // leaves no goroutine behind: senders, loops, gossip, keep-alive
 // connections.
 func TestCluster_RepeatedStartStopLeavesNoGoroutine(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+	testkit.NoLeaks(t)
 	for i := range 3 {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			a := startHTTPNode(t, nil, nil)
 			b := startHTTPNode(t, []*tnode{a}, nil)
-			waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 && b.c.Ready() })
+			testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 && b.c.Ready() })
 			st := a.clientRegister(t, testInstance("demo.cycle", "z1"))
-			waitFor(t, "replicated", func() bool { return b.has(st.Key()) })
+			testkit.EventuallyTrue(t, waitTimeout, "replicated", func() bool { return b.has(st.Key()) })
 			if i == 1 {
 				b.kill(t) // one crash among the clean stops
 			}

@@ -10,18 +10,13 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's Shutdown does not wait for an in-flight probe: one
-		// probeNode goroutine may still be parked on its timer for up to
-		// ProbeInterval after Shutdown returns.
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
-	)
+	testkit.VerifyTestMain(m)
 }
 
 // fastGossip makes memberlist converge and detect failures in well under
@@ -146,7 +141,7 @@ func startCluster(t testing.TB, net *MemNetwork, n int, zone string, cfg func(*C
 	for i := 1; i < n; i++ {
 		nodes = append(nodes, startNode(t, nodeOpt{net: net, zone: zone, cfg: cfg, join: nodes[:1]}))
 	}
-	waitFor(t, "full mesh and ready", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "full mesh and ready", func() bool {
 		for _, nd := range nodes {
 			if len(nd.c.samePeers()) != n-1 || !nd.c.Ready() {
 				return false
@@ -157,24 +152,15 @@ func startCluster(t testing.TB, net *MemNetwork, n int, zone string, cfg func(*C
 	return nodes
 }
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
+// waitTimeout bounds the waits of these tests (generous: CI shares 2 cores).
+const waitTimeout = 20 * time.Second
 
 // quiet waits until no replication op is pending anywhere. Forwards are
 // enqueued before the batch that caused them is acknowledged, so "all
 // pending zero" is a stable state.
 func quiet(t testing.TB, nodes ...*tnode) {
 	t.Helper()
-	waitFor(t, "replication queues empty", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "replication queues empty", func() bool {
 		for _, n := range nodes {
 			for _, p := range n.c.allPeers() {
 				if p.pending.Load() != 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -20,7 +21,7 @@ func TestMembership_NodesListsAliveMembers(t *testing.T) {
 	net := NewMemNetwork()
 	nodes := startCluster(t, net, 3, "z1", nil)
 	other := startNode(t, nodeOpt{net: net, zone: "z2", join: nodes[:1]}) // same gossip, other zone
-	waitFor(t, "other-zone member known", func() bool { return len(nodes[0].c.memberTable()) == 3 })
+	testkit.EventuallyTrue(t, waitTimeout, "other-zone member known", func() bool { return len(nodes[0].c.memberTable()) == 3 })
 	for _, n := range nodes {
 		ms := n.c.Nodes()
 		if len(ms) != 3 {
@@ -41,7 +42,7 @@ func TestMembership_NodesListsAliveMembers(t *testing.T) {
 		}
 	}
 	// C62: every node's infra.discovery record reached every node (pushed on join).
-	waitFor(t, "every infra.discovery record everywhere", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "every infra.discovery record everywhere", func() bool {
 		for _, n := range nodes {
 			for _, m := range nodes {
 				ins, ok := n.reg.Get(selfRecordKey(m))
@@ -61,12 +62,12 @@ func TestMembership_CrashEvictsSelfRecord(t *testing.T) {
 	nodes := startCluster(t, net, 3, "z1", nil)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	k := selfRecordKey(c)
-	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
 
 	start := time.Now()
 	c.kill(t)
 	net.Detach(c.addr)
-	waitFor(t, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
 	t.Logf("record evicted %s after the crash", time.Since(start))
 	for _, n := range []*tnode{a, b} {
 		if len(n.c.Nodes()) != 2 {
@@ -84,7 +85,7 @@ func TestMembership_CrashEvictsSelfRecord(t *testing.T) {
 
 	// A node that comes back (same hostname, new gossip name) registers itself again.
 	back := startNode(t, nodeOpt{net: net, addr: c.addr, join: []*tnode{a}})
-	waitFor(t, "restarted node's record is back on A and B", func() bool { return a.has(k) && b.has(k) && back.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "restarted node's record is back on A and B", func() bool { return a.has(k) && b.has(k) && back.has(k) })
 }
 
 // C62: a graceful leave cancels the node's record (replicated, tombstone)
@@ -94,7 +95,7 @@ func TestMembership_GracefulLeaveCancelsRecord(t *testing.T) {
 	nodes := startCluster(t, net, 3, "z1", nil)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	k := selfRecordKey(c)
-	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -116,7 +117,7 @@ func TestMembership_GracefulLeaveCancelsRecord(t *testing.T) {
 			t.Fatalf("%s: no tombstone for a graceful cancel", n.addr)
 		}
 	}
-	waitFor(t, "C gone from the node lists", func() bool { return len(a.c.Nodes()) == 2 && len(b.c.Nodes()) == 2 })
+	testkit.EventuallyTrue(t, waitTimeout, "C gone from the node lists", func() bool { return len(a.c.Nodes()) == 2 && len(b.c.Nodes()) == 2 })
 	if v := testutil.ToFloat64(a.c.met.evicted); v != 0 {
 		t.Fatalf("a graceful leave was treated as a crash (%v evictions)", v)
 	}
@@ -138,12 +139,12 @@ func TestMembership_RejoinWhenSeedAppears(t *testing.T) {
 		c.Join = []string{seedAddr} // nothing listens there yet
 		c.JoinTimeout = 200 * time.Millisecond
 	}})
-	waitFor(t, "lone node ready after join_timeout", lone.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "lone node ready after join_timeout", lone.c.Ready)
 	if len(lone.c.samePeers()) != 0 {
 		t.Fatal("lone node has peers")
 	}
 	seed := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = seedAddr }})
-	waitFor(t, "lone node rejoined the late seed", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "lone node rejoined the late seed", func() bool {
 		return len(lone.c.samePeers()) == 1 && len(seed.c.samePeers()) == 1
 	})
 }
@@ -155,13 +156,13 @@ func TestMembership_SecretAndLabel(t *testing.T) {
 	secret := func(c *Config) { c.Secret = "MDEyMzQ1Njc4OWFiY2RlZg==" }
 	a := startNode(t, nodeOpt{net: net, cfg: secret})
 	b := startNode(t, nodeOpt{net: net, cfg: secret, join: []*tnode{a}})
-	waitFor(t, "encrypted cluster formed", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 })
+	testkit.EventuallyTrue(t, waitTimeout, "encrypted cluster formed", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 })
 	other := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) {
 		secret(c)
 		c.Label = "other-stack"
 		c.JoinTimeout = 300 * time.Millisecond
 	}})
-	waitFor(t, "foreign node gave up joining", other.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "foreign node gave up joining", other.c.Ready)
 	if len(other.c.samePeers()) != 0 || len(a.c.samePeers()) != 1 {
 		t.Fatalf("label did not keep the clusters apart: %d / %d peers", len(other.c.samePeers()), len(a.c.samePeers()))
 	}
@@ -177,14 +178,14 @@ func TestMembership_ReconnectsToFailedMember(t *testing.T) {
 	gossip := b.c.GossipAddr()
 	b.kill(t)
 	net.Detach(b.addr)
-	waitFor(t, "B declared dead", func() bool { return len(a.c.samePeers()) == 0 })
+	testkit.EventuallyTrue(t, waitTimeout, "B declared dead", func() bool { return len(a.c.samePeers()) == 0 })
 	back := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = gossip }}) // no seeds
-	waitFor(t, "A reconnected to the failed address", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "A reconnected to the failed address", func() bool {
 		return len(a.c.samePeers()) == 1 && len(back.c.samePeers()) == 1
 	})
 	// The address is a live member's again: A stops retrying it (a Join,
 	// a full state exchange, every rejoin_interval for 30 minutes).
-	waitFor(t, "failed entry dropped once its address is live again", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "failed entry dropped once its address is live again", func() bool {
 		a.c.memMu.RLock()
 		defer a.c.memMu.RUnlock()
 		return len(a.c.failed) == 0
@@ -198,21 +199,21 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
 	a, b := nodes[0], nodes[1]
 	k := a.c.selfKey()
-	waitFor(t, "A's record on B", func() bool { return b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 	before, _ := b.reg.Get(k)
-	waitFor(t, "B sees A's renews", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "B sees A's renews", func() bool {
 		got, ok := b.reg.Get(k)
 		return ok && got.RenewTimestamp > before.RenewTimestamp
 	})
 	if _, err := a.reg.Evict(k); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A registered itself again", func() bool { return a.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "A registered itself again", func() bool { return a.has(k) })
 	// A peer that evicted A's record gets it back from A's next renew
 	// (-404 → A pushes its copy, spec 7.3).
 	// Once B holds A's new version the re-register has landed: only
 	// renews follow.
-	waitFor(t, "A's re-registered record on B", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "A's re-registered record on B", func() bool {
 		ai, okA := a.reg.Get(k)
 		bi, okB := b.reg.Get(k)
 		return okA && okB && ai.DirtyTimestamp == bi.DirtyTimestamp && bi.DirtyTimestamp != before.DirtyTimestamp
@@ -220,7 +221,7 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 	if _, err := b.reg.Evict(k); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "B has A's record again after evicting it", func() bool { return b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "B has A's record again after evicting it", func() bool { return b.has(k) })
 	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("404")); v < 1 {
 		t.Fatalf("404 handshakes on A = %v, want >= 1", v)
 	}
@@ -235,12 +236,12 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 	nodes := startCluster(t, net, 3, "z1", nil)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	k := selfRecordKey(c)
-	waitFor(t, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "C's record on A and B", func() bool { return a.has(k) && b.has(k) })
 	old, _ := b.reg.Get(k)
 
 	c.kill(t)
 	net.Detach(c.addr)
-	waitFor(t, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "C's record evicted on the survivors", func() bool { return !a.has(k) && !b.has(k) })
 	if !b.reg.Import(old) { // B, late: it still holds the dead node's record
 		t.Fatal("setup: import")
 	}
@@ -290,7 +291,7 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
 	a, b := nodes[0], nodes[1]
 	k := a.c.selfKey()
-	waitFor(t, "A's record on B", func() bool { return b.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 	quiet(t, a, b)
 	stale, _ := b.reg.Get(k)
 	stale.Addrs = []string{"http://10.255.0.1:7171"} // the previous run's address
@@ -299,7 +300,7 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 		t.Fatal("setup: import")
 	}
 	want := "http://" + a.addr
-	waitFor(t, "B holds A's real record again", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "B holds A's real record again", func() bool {
 		got, ok := b.reg.Get(k)
 		return ok && len(got.Addrs) == 1 && got.Addrs[0] == want
 	})
@@ -318,7 +319,7 @@ func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
 			nodes := startCluster(t, net, 2, "z1", nil)
 			a, b := nodes[0], nodes[1]
 			k := a.c.selfKey()
-			waitFor(t, "A's record on B", func() bool { return b.has(k) })
+			testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 			quiet(t, a, b)
 			future := time.Now().Add(time.Hour).UnixNano()
 			if tc == "copy" {
@@ -338,7 +339,7 @@ func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
 			if got, ok := a.reg.Get(k); !ok || len(got.Addrs) != 1 || got.Addrs[0] != want {
 				t.Fatalf("A's own record replaced or removed by anti-entropy: %v %v", ok, got.Addrs)
 			}
-			waitFor(t, "B holds A's real record again", func() bool {
+			testkit.EventuallyTrue(t, waitTimeout, "B holds A's real record again", func() bool {
 				got, ok := b.reg.Get(k)
 				return ok && len(got.Addrs) == 1 && got.Addrs[0] == want
 			})
@@ -392,7 +393,7 @@ func TestMembership_AdvertiseWithBindPortZero(t *testing.T) {
 	}
 	// A peer reaching the bound address learns the advertised one.
 	b := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Join = []string{bound} }})
-	waitFor(t, "b knows a", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "b knows a", func() bool {
 		for _, ms := range b.c.memberTable() {
 			if ms.meta.HTTPAddr == a.addr {
 				return true

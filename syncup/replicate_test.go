@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -31,7 +32,7 @@ func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
 
 	stored := a.clientRegister(t, testInstance("demo.svc", "z1"))
 	k := stored.Key()
-	waitFor(t, "register on B and C", func() bool { return b.has(k) && c.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "register on B and C", func() bool { return b.has(k) && c.has(k) })
 	for _, n := range []*tnode{b, c} {
 		got, _ := n.reg.Get(k)
 		if got.DirtyTimestamp != stored.DirtyTimestamp {
@@ -49,7 +50,7 @@ func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.c.Set(req, false)
-	waitFor(t, "set on B and C", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "set on B and C", func() bool {
 		for _, n := range []*tnode{b, c} {
 			got, _ := n.reg.Get(k)
 			if got.Status != registry.StatusWaiting || got.DirtyTimestamp != req.SetTimestamp {
@@ -75,7 +76,7 @@ func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.c.Cancel(tomb, false)
-	waitFor(t, "cancel on B and C", func() bool { return !b.has(k) && !c.has(k) })
+	testkit.EventuallyTrue(t, waitTimeout, "cancel on B and C", func() bool { return !b.has(k) && !c.has(k) })
 	quiet(t, nodes...)
 	if got := testutil.ToFloat64(a.c.met.sent); got < 4*2 {
 		t.Fatalf("sent ops = %v, want >= 8", got)
@@ -98,7 +99,7 @@ func TestReplication_RenewHandshake404SendsCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.c.Renew(ins, false)
-	waitFor(t, "B got A's copy", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "B got A's copy", func() bool {
 		got, ok := b.reg.Get(stored.Key())
 		return ok && got.DirtyTimestamp == stored.DirtyTimestamp
 	})
@@ -130,7 +131,7 @@ func TestReplication_RenewHandshake409AdoptsNewer(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.c.Renew(ins, false)
-	waitFor(t, "A adopted B's copy", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "A adopted B's copy", func() bool {
 		got, _ := a.reg.Get(old.Key())
 		return got.DirtyTimestamp == 2_000 && len(got.Addrs) == 1 && got.Addrs[0] == "grpc://10.1.1.1:1"
 	})
@@ -176,7 +177,7 @@ func TestReplication_CrossZoneNoLoops(t *testing.T) {
 	b1 := startNode(t, nodeOpt{net: net, zone: "zb", addr: addrB1, cfg: zoneCfg("za", addrA1)})
 	b2 := startNode(t, nodeOpt{net: net, zone: "zb", join: []*tnode{b1}, cfg: zoneCfg("za", addrA1)})
 	all := []*tnode{a1, a2, b1, b2}
-	waitFor(t, "two zones formed", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "two zones formed", func() bool {
 		for _, n := range all {
 			if len(n.c.samePeers()) != 1 {
 				return false
@@ -335,7 +336,7 @@ func TestReplication_PartitionOverflowRecovers(t *testing.T) {
 		t.Fatalf("overflow drops = %v, want > 0 (queue 4, 20 ops, peer unreachable)", d)
 	}
 	p := a.peerNamed(b.c.Name())
-	waitFor(t, "link marked failing", func() bool { return p.failing.Load() })
+	testkit.EventuallyTrue(t, waitTimeout, "link marked failing", func() bool { return p.failing.Load() })
 	if st := statusOf(a.c.Nodes(), b.addr); st != NodeLost {
 		t.Fatalf("partitioned peer status %d, want LOST", st)
 	}
@@ -344,7 +345,7 @@ func TestReplication_PartitionOverflowRecovers(t *testing.T) {
 	quiet(t, nodes...) // what the queue kept is delivered
 	lastIns := a.clientRegister(t, testInstance("demo.part", "z1"))
 	last := lastIns.Key()
-	waitFor(t, "op after heal delivered", func() bool { return b.has(last) })
+	testkit.EventuallyTrue(t, waitTimeout, "op after heal delivered", func() bool { return b.has(last) })
 	quiet(t, nodes...)
 	kept := 0
 	for _, k := range keys {
@@ -365,7 +366,7 @@ func TestReplication_PartitionOverflowRecovers(t *testing.T) {
 		t.Fatal("expected some ops lost to overflow")
 	}
 	a.c.triggerAE(b.c.Name())
-	waitFor(t, "anti-entropy repaired the dropped ops", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "anti-entropy repaired the dropped ops", func() bool {
 		for _, k := range keys {
 			if !b.has(k) {
 				return false
@@ -404,9 +405,9 @@ func TestReplication_CrossZoneSkipsDeadSeed(t *testing.T) {
 		t.Fatalf("zone links %d, want only zb", len(links))
 	}
 	stored := a1.clientRegister(t, testInstance("demo.rotate", "za"))
-	waitFor(t, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
 	// a1's own infra.discovery record went across too (cross-zone register).
-	waitFor(t, "self record across zones", func() bool { return b1.has(a1.c.selfKey()) })
+	testkit.EventuallyTrue(t, waitTimeout, "self record across zones", func() bool { return b1.has(a1.c.selfKey()) })
 }
 
 // C59: every request to a peer is bounded by peer_timeout (validated < 30 s)
@@ -426,9 +427,9 @@ func TestReplication_PeerTimeoutBoundsEachRequest(t *testing.T) {
 	net.SetDelay(b.addr, time.Hour)                                // a peer that never answers
 	stored := a.clientRegister(t, testInstance("demo.slow", "z1")) // returns at once
 	p := a.peerNamed(b.c.Name())
-	waitFor(t, "requests time out and are retried", func() bool { return attempts.Load() >= 3 && p.failing.Load() })
+	testkit.EventuallyTrue(t, waitTimeout, "requests time out and are retried", func() bool { return attempts.Load() >= 3 && p.failing.Load() })
 	net.SetDelay(b.addr, 0)
-	waitFor(t, "delivered once the peer answers", func() bool { return b.has(stored.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "delivered once the peer answers", func() bool { return b.has(stored.Key()) })
 }
 
 // startUnevenLimits starts A (batches of 1024) and B (takes 16 ops per
@@ -437,7 +438,7 @@ func startUnevenLimits(t *testing.T, net *MemNetwork) (a, b *tnode) {
 	t.Helper()
 	a = startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
 	b = startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
-	waitFor(t, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
 	quiet(t, a, b)
 	return a, b
 }

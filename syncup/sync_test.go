@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -20,7 +21,7 @@ func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 
 	shared := a.clientRegister(t, testInstance("demo.ae", "z1"))
-	waitFor(t, "shared instance replicated", func() bool { return b.has(shared.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "shared instance replicated", func() bool { return b.has(shared.Key()) })
 	quiet(t, nodes...)
 
 	net.Partition(a.addr, b.addr)
@@ -38,7 +39,7 @@ func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
 	net.Heal()
 
 	a.c.triggerAE(b.c.Name())
-	waitFor(t, "both sides converged", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "both sides converged", func() bool {
 		return b.has(onlyA.Key()) && a.has(onlyB.Key()) && !a.has(shared.Key()) && !b.has(shared.Key())
 	})
 	got, _ := b.reg.Get(onlyA.Key())
@@ -61,7 +62,7 @@ func TestAntiEntropy_Periodic(t *testing.T) {
 	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.AntiEntropyInterval = 50 * time.Millisecond })
 	a, b := nodes[0], nodes[1]
 	only, _, _ := a.reg.Register(testInstance("demo.periodic", "z1"), 0)
-	waitFor(t, "periodic anti-entropy copied the instance", func() bool { return b.has(only.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "periodic anti-entropy copied the instance", func() bool { return b.has(only.Key()) })
 	if testutil.ToFloat64(a.c.met.aeRounds.WithLabelValues("ok"))+testutil.ToFloat64(b.c.met.aeRounds.WithLabelValues("ok")) < 1 {
 		t.Fatal("no anti-entropy round counted")
 	}
@@ -99,7 +100,7 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	// The joining node syncs from either peer: both must hold everything,
 	// as they would in a running cluster.
 	nodes[0].c.triggerAE(nodes[1].c.Name())
-	waitFor(t, "second peer holds the filled registry", func() bool {
+	testkit.EventuallyTrue(t, waitTimeout, "second peer holds the filled registry", func() bool {
 		_, ok := nodes[1].reg.Get(gone)
 		return instanceCount(nodes[1]) == want && !ok && nodes[1].reg.Stats().Tombstones > 0
 	})
@@ -110,7 +111,7 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	if c.c.Ready() {
 		t.Fatal("joining node ready before its sync")
 	}
-	waitFor(t, "new node ready", c.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "new node ready", c.c.Ready)
 	if got := instanceCount(c); got < want {
 		t.Fatalf("ready with %d instances, want >= %d", got, want)
 	}
@@ -146,7 +147,7 @@ func TestInitProtect_LoneNodeWaitsForTimeout(t *testing.T) {
 		t.Fatal("init-protected node ready at once")
 	}
 	start := time.Now()
-	waitFor(t, "protect timeout ends the gate", n.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "protect timeout ends the gate", n.c.Ready)
 	if time.Since(n.c.startAt) < 300*time.Millisecond {
 		t.Fatalf("ready after %s, before init_protect_timeout", time.Since(start))
 	}
@@ -158,7 +159,7 @@ func TestInitProtect_EndsAtFirstSync(t *testing.T) {
 	first := startNode(t, nodeOpt{net: net})
 	fill(t, first, 100)
 	n := startNode(t, nodeOpt{net: net, join: []*tnode{first}, cfg: func(c *Config) { c.InitProtect = true }})
-	waitFor(t, "synced node ready", n.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "synced node ready", n.c.Ready)
 	if got, want := instanceCount(n), instanceCount(first); got < want {
 		t.Fatalf("ready with %d instances, want %d", got, want)
 	}
@@ -178,7 +179,7 @@ func TestStartupSync_TimeoutMakesReady(t *testing.T) {
 	if n.c.Ready() {
 		t.Fatal("ready before any sync")
 	}
-	waitFor(t, "sync_timeout ends the sync", n.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "sync_timeout ends the sync", n.c.Ready)
 }
 
 // Evictions are local and leave no tombstone, and nodes scan at different
@@ -230,8 +231,8 @@ func TestAntiEntropy_DoesNotResurrectEvictedInstances(t *testing.T) {
 		return nil
 	})
 	c := startNode(t, nodeOpt{net: net, addr: addr, join: []*tnode{b}})
-	waitFor(t, "new node synced", c.c.Ready)
-	waitFor(t, "live instance on the new node", func() bool { return c.has(alive.Key()) })
+	testkit.EventuallyTrue(t, waitTimeout, "new node synced", c.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "live instance on the new node", func() bool { return c.has(alive.Key()) })
 	if c.has(dead.Key()) {
 		t.Fatal("startup sync copied an instance silent for longer than evict_after")
 	}
@@ -282,8 +283,8 @@ func TestStartupSync_NoAntiEntropyBeforeReady(t *testing.T) {
 	})
 	b := startNode(t, nodeOpt{net: net, addr: bAddr, join: []*tnode{a}})
 	bNode.Store(b)
-	waitFor(t, "b ready", b.c.Ready)
-	waitFor(t, "b's round with a after ready", func() bool { return testutil.ToFloat64(b.c.met.aeRounds.WithLabelValues("ok")) >= 1 })
+	testkit.EventuallyTrue(t, waitTimeout, "b ready", b.c.Ready)
+	testkit.EventuallyTrue(t, waitTimeout, "b's round with a after ready", func() bool { return testutil.ToFloat64(b.c.met.aeRounds.WithLabelValues("ok")) >= 1 })
 	quiet(t, a, b)
 	if n := net.Delivered(b.addr, OpImport, true); n != 0 {
 		t.Errorf("anti-entropy pushed %d instances to the syncing node", n)

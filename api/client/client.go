@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -59,7 +61,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: o.logger, hc: o.httpClient, nodes: newNodeSet(cfg.Nodes), regs: map[string]*registration{}}
 	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
+		c.log = DiscardLogger()
 	}
 	if c.hc == nil {
 		c.ownHC = true
@@ -124,7 +126,8 @@ func (c *Client) Close() error {
 		errs := make([]error, len(regs))
 		var wg sync.WaitGroup
 		for i, r := range regs {
-			wg.Go(func() { errs[i] = r.cancel() })
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = r.cancel() }()
 		}
 		wg.Wait()
 
@@ -136,4 +139,10 @@ func (c *Client) Close() error {
 		c.closeErr = errors.Join(errs...)
 	})
 	return c.closeErr
+}
+
+// DiscardLogger is a logger that writes nothing (slog.DiscardHandler needs
+// Go 1.24; this module builds with Go 1.22).
+func DiscardLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.Level(math.MaxInt)}))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // TestWatch_HostileAnswers: each malformed answer is an error delivered to
@@ -53,7 +54,7 @@ func TestWatch_HostileAnswers(t *testing.T) {
 			store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 			w, _ := c.Watch("demo")
 			defer w.Close()
-			ctx := t.Context()
+			ctx := testkit.Context(t)
 			_, err := w.Next(ctx)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Next = %v, want %v", err, tc.want)
@@ -74,7 +75,7 @@ func TestWatch_HTTPErrorStatusIsANodeFailure(t *testing.T) {
 	c := newClient(t, testConfig(n))
 	w, _ := c.Watch("demo")
 	defer w.Close()
-	if _, err := w.Next(t.Context()); !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
+	if _, err := w.Next(testkit.Context(t)); !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
 		t.Fatalf("Next = %v", err)
 	}
 }
@@ -91,12 +92,11 @@ func TestWatch_HangingNodeTimesOutThenFailsOver(t *testing.T) {
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	// Both nodes are tried: the hanging one is abandoned after PollTimeout.
-	waitFor(t, 10*time.Second, "both nodes tried", func() (bool, string) {
-		return hang.Count("/discovery/polls") >= 1 && other.Count("/discovery/polls") >= 1,
-			fmt.Sprint(hang.Count("/discovery/polls"), other.Count("/discovery/polls"))
+	testkit.Eventually(t, 10*time.Second, "both nodes tried", func() error {
+		return testkit.State(hang.Count("/discovery/polls") >= 1 && other.Count("/discovery/polls") >= 1, fmt.Sprint(hang.Count("/discovery/polls"), other.Count("/discovery/polls")))
 	})
 	ctxErr := func() error {
-		_, err := w.Next(t.Context())
+		_, err := w.Next(testkit.Context(t))
 		return err
 	}()
 	if !errors.Is(ctxErr, client.ErrUnavailable) {
@@ -116,23 +116,23 @@ func TestWatch_NodeSwitchResetsTimestampsAndKeepsWatching(t *testing.T) {
 	waitHosts(t, w, 5*time.Second, "a")
 	// Find the node holding the client's poll.
 	var cur, next *clienttest.Node
-	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "held poll", func() error {
 		for _, p := range [][2]*clienttest.Node{{n1, n2}, {n2, n1}} {
 			held := p[0].Inflight(testHost) == 1
 			if held {
 				cur, next = p[0], p[1]
-				return true, ""
+				return testkit.State(true, "")
 			}
 		}
-		return false, ""
+		return testkit.State(false, "")
 	})
 	cur.SetFault(clienttest.Down)
 	before := next.Count("/discovery/polls")
 	store.Put(instance("demo", "b", "grpc://10.0.0.2:1")) // wakes the held poll: its answer fails
 	waitHosts(t, w, 5*time.Second, "a", "b")
 	// The following poll fails on cur and moves to next.
-	waitFor(t, 5*time.Second, "a poll on the other node", func() (bool, string) {
-		return next.Count("/discovery/polls") > before, ""
+	testkit.Eventually(t, 5*time.Second, "a poll on the other node", func() error {
+		return testkit.State(next.Count("/discovery/polls") > before, "")
 	})
 	p := next.Requests("/discovery/polls")[before]
 	for i, id := range p["appid"] {
@@ -156,16 +156,16 @@ func TestWatch_AllSeedsDownThenBack(t *testing.T) {
 	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
 	w, _ := c.Watch("demo")
 	defer w.Close()
-	if _, err := w.Next(t.Context()); !errors.Is(err, client.ErrUnavailable) {
+	if _, err := w.Next(testkit.Context(t)); !errors.Is(err, client.ErrUnavailable) {
 		t.Fatalf("Next while down: %v", err)
 	}
 	// Never a hot loop: failed polls are spaced by the backoff (>= half the
 	// initial interval each, with jitter).
 	start := time.Now()
 	base := n1.Count("/discovery/polls") + n2.Count("/discovery/polls")
-	waitFor(t, 10*time.Second, "failed polls", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "failed polls", func() error {
 		got := n1.Count("/discovery/polls") + n2.Count("/discovery/polls") - base
-		return got >= 6, fmt.Sprint(got)
+		return testkit.State(got >= 6, fmt.Sprint(got))
 	})
 	if el := time.Since(start); el < 5*10*time.Millisecond {
 		t.Fatalf("6 failed polls in %s: backoff not applied", el)
@@ -186,23 +186,23 @@ func TestNodes_LearnedFromInfraDiscovery(t *testing.T) {
 	store.Put(node("other", "zone02", "http://"+other.Addr()))
 	store.Put(node("junk", testZone, "grpc://127.0.0.1:1", "http://0.0.0.0:7171", "http://nohost"))
 	// Same zone first, other zones next, the seed last.
-	waitFor(t, 5*time.Second, "learned node list", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "learned node list", func() error {
 		got := c.Nodes()
-		return slices.Equal(got, []string{same.Addr(), other.Addr(), seed.Addr()}), fmt.Sprint(got)
+		return testkit.State(slices.Equal(got, []string{same.Addr(), other.Addr(), seed.Addr()}), fmt.Sprint(got))
 	})
 	// The client moved to the same-zone node.
-	waitFor(t, 5*time.Second, "polls on the same-zone node", func() (bool, string) {
-		return same.Count("/discovery/polls") > 0, ""
+	testkit.Eventually(t, 5*time.Second, "polls on the same-zone node", func() error {
+		return testkit.State(same.Count("/discovery/polls") > 0, "")
 	})
 	// The list shrinks too: the same-zone node leaves, the client moves to
 	// the other zone.
 	store.Remove(testEnv, client.InfraAppID, testZone, "same")
-	waitFor(t, 5*time.Second, "shrunk node list", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "shrunk node list", func() error {
 		got := c.Nodes()
-		return slices.Equal(got, []string{other.Addr(), seed.Addr()}), fmt.Sprint(got)
+		return testkit.State(slices.Equal(got, []string{other.Addr(), seed.Addr()}), fmt.Sprint(got))
 	})
-	waitFor(t, 5*time.Second, "polls on the other-zone node", func() (bool, string) {
-		return other.Count("/discovery/polls") > 0, ""
+	testkit.Eventually(t, 5*time.Second, "polls on the other-zone node", func() error {
+		return testkit.State(other.Count("/discovery/polls") > 0, "")
 	})
 }
 
@@ -214,12 +214,12 @@ func TestFetch_HostileAnswersAndFailover(t *testing.T) {
 	cfg := testConfig(bad)
 	cfg.RetryTimeout = 100 * time.Millisecond
 	c := newClient(t, cfg)
-	if _, err := c.Fetch(t.Context(), "demo"); !errors.Is(err, client.ErrBadResponse) {
+	if _, err := c.Fetch(testkit.Context(t), "demo"); !errors.Is(err, client.ErrBadResponse) {
 		t.Fatalf("Fetch from a bad node: %v", err)
 	}
 	c2 := newClient(t, testConfig(bad, good))
 	for range 4 { // whichever node comes first, the answer is the good one
-		s, err := c2.Fetch(t.Context(), "demo")
+		s, err := c2.Fetch(testkit.Context(t), "demo")
 		if err != nil || s.Len() != 1 {
 			t.Fatalf("Fetch with failover: %v %v", s, err)
 		}
@@ -235,7 +235,7 @@ func TestWatch_InstantNotModifiedDoesNotLoopHot(t *testing.T) {
 	w, _ := c.Watch("demo")
 	defer w.Close()
 	// Reported as a bad answer...
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(testkit.Context(t), 5*time.Second)
 	defer cancel()
 	if _, err := w.Next(ctx); !errors.Is(err, client.ErrBadResponse) || !strings.Contains(err.Error(), "-304") {
 		t.Fatalf("Next = %v", err)
@@ -243,9 +243,9 @@ func TestWatch_InstantNotModifiedDoesNotLoopHot(t *testing.T) {
 	// ...and paced: every 3 instant answers cost one backoff (>= 10 ms).
 	start := time.Now()
 	base := n.Count("/discovery/polls")
-	waitFor(t, 10*time.Second, "polls", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "polls", func() error {
 		got := n.Count("/discovery/polls") - base
-		return got >= 13, fmt.Sprint(got)
+		return testkit.State(got >= 13, fmt.Sprint(got))
 	})
 	if el := time.Since(start); el < 4*10*time.Millisecond {
 		t.Fatalf("13 polls in %s: no backoff", el)

@@ -26,7 +26,7 @@ func (c *Client) Fetch(ctx context.Context, appid string) (*Instances, error) {
 	q := url.Values{"env": {c.cfg.Env}, "appid": {appid}, "status": {"1"}}
 	var out *Instances
 	err := c.call(ctx, "fetch", http.MethodGet, "/discovery/fetch", q, func(node string, env *envelope) error {
-		if *env.Code != 0 {
+		if env.Code != 0 {
 			return codeErr("fetch "+appid, node, env)
 		}
 		info, err := decodeInfo(appid, env.Data)

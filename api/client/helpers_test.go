@@ -10,6 +10,7 @@ import (
 
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 const (
@@ -37,7 +38,7 @@ func testConfig(nodes ...*clienttest.Node) client.Config {
 
 func newClient(t testing.TB, cfg client.Config, opts ...client.Option) *client.Client {
 	t.Helper()
-	opts = append([]client.Option{client.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil)))}, opts...)
+	opts = append([]client.Option{client.WithLogger(testkit.Logger(t, slog.LevelInfo))}, opts...)
 	c, err := client.New(cfg, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

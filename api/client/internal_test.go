@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 func TestNodeSet_FailedMovesOncePerNode(t *testing.T) {
@@ -43,7 +45,7 @@ func TestNodeSet_SetLearned(t *testing.T) {
 		t.Fatal("no change reported")
 	}
 	l := n.snapshot()
-	if !slices.Equal(slices.Sorted(slices.Values(l[:2])), []string{"s1:1", "s2:1"}) || l[2] != "o1:1" || l[3] != "seed:1" || len(l) != 4 {
+	if !slices.Equal(sortedCopy(l[:2]), []string{"s1:1", "s2:1"}) || l[2] != "o1:1" || l[3] != "seed:1" || len(l) != 4 {
 		t.Fatalf("list = %v, want same zone, other zones, seed", l)
 	}
 	if cur := n.current(); cur != l[0] {
@@ -137,11 +139,11 @@ func FuzzDecodePolls(f *testing.F) {
 	f.Add(`{"code":-304}`)
 	f.Add(`{"code":0,"data":{"a":null}}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		var env envelope
-		if json.Unmarshal([]byte(body), &env) != nil || env.Code == nil {
+		env, err := wire.DecodeEnvelope([]byte(body))
+		if err != nil {
 			return
 		}
-		ans, err := decodePolls(&env, map[string]bool{"a": true, "b": true})
+		ans, err := decodePolls(env, map[string]bool{"a": true, "b": true})
 		if err != nil {
 			if !errors.Is(err, ErrBadResponse) {
 				t.Fatalf("error %v does not wrap ErrBadResponse", err)

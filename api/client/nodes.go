@@ -23,7 +23,7 @@ type nodeSet struct {
 
 func newNodeSet(seeds []string) *nodeSet {
 	s := slices.Clone(seeds)
-	s = slices.Compact(slices.Sorted(slices.Values(s)))
+	s = slices.Compact(sortedCopy(s))
 	rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
 	return &nodeSet{seeds: s, list: slices.Clone(s)}
 }
@@ -60,14 +60,14 @@ func (n *nodeSet) setLearned(same, other []string) bool {
 	if len(same)+len(other) == 0 {
 		return false
 	}
-	same = slices.Compact(slices.Sorted(slices.Values(same)))
-	other = slices.Compact(slices.Sorted(slices.Values(other)))
+	same = slices.Compact(sortedCopy(same))
+	other = slices.Compact(sortedCopy(other))
 	other = slices.DeleteFunc(other, func(s string) bool { return slices.Contains(same, s) })
 
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	oldSame := slices.Sorted(slices.Values(n.learned[:n.nSame]))
-	oldOther := slices.Sorted(slices.Values(n.learned[n.nSame:]))
+	oldSame := sortedCopy(n.learned[:n.nSame])
+	oldOther := sortedCopy(n.learned[n.nSame:])
 	if slices.Equal(oldSame, same) && slices.Equal(oldOther, other) {
 		return false
 	}
@@ -119,4 +119,11 @@ func nodesFromInfra(info *Instances, zone string) (same, other []string) {
 		}
 	}
 	return same, other
+}
+
+// sortedCopy returns a sorted copy of s.
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
 }

@@ -82,7 +82,7 @@ func (c *Client) Register(ctx context.Context, ins Instance) (cancel func() erro
 }
 
 func (c *Client) newRegistration(ins Instance) (*registration, error) {
-	ins = ins.clone()
+	ins = ins.Clone()
 	def := func(v *string, d string) {
 		if *v == "" {
 			*v = d
@@ -150,7 +150,7 @@ func (c *Client) newRegistration(ins Instance) (*registration, error) {
 
 func (c *Client) register(ctx context.Context, r *registration) error {
 	err := c.call(ctx, "register", http.MethodPost, "/discovery/register", r.form, func(node string, env *envelope) error {
-		if *env.Code != 0 {
+		if env.Code != 0 {
 			return codeErr("register", node, env)
 		}
 		return nil
@@ -165,7 +165,7 @@ func (c *Client) register(ctx context.Context, r *registration) error {
 
 func (c *Client) sendCancel(ctx context.Context, r *registration) error {
 	err := c.call(ctx, "cancel", http.MethodPost, "/discovery/cancel", r.ident, func(node string, env *envelope) error {
-		if *env.Code != 0 {
+		if env.Code != 0 {
 			return codeErr("cancel", node, env)
 		}
 		return nil
@@ -195,7 +195,7 @@ func (r *registration) renewLoop(ctx context.Context) {
 		}
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RenewInterval)
 		err := c.call(rctx, "renew", http.MethodPost, "/discovery/renew", r.ident, func(node string, env *envelope) error {
-			if *env.Code != 0 {
+			if env.Code != 0 {
 				return codeErr("renew", node, env)
 			}
 			return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 func TestRegister_SendsTheKratosForm(t *testing.T) {
@@ -23,7 +24,7 @@ func TestRegister_SendsTheKratosForm(t *testing.T) {
 	c := newClient(t, testConfig(n))
 	ins := client.Instance{AppID: "demo.svc", Addrs: []string{"grpc://10.0.0.5:9000", "http://10.0.0.5:8000"},
 		Version: "v1.4.2", Metadata: map[string]string{"weight": "20", "color": "red"}}
-	cancel, err := c.Register(t.Context(), ins)
+	cancel, err := c.Register(testkit.Context(t), ins)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestRegister_InstanceFieldsOverrideConfig(t *testing.T) {
 	store := clienttest.NewStore()
 	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Zone: "zone02", Hostname: "other", Status: client.StatusWaiting, Addrs: []string{"grpc://1.2.3.4:5"}})
+	cancel, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Zone: "zone02", Hostname: "other", Status: client.StatusWaiting, Addrs: []string{"grpc://1.2.3.4:5"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestRegister_InvalidInstance(t *testing.T) {
 		{"bad status", client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}, Status: 3}, "Status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.Register(t.Context(), tc.ins)
+			_, err := c.Register(testkit.Context(t), tc.ins)
 			if !errors.Is(err, client.ErrInvalidInstance) || !strings.Contains(err.Error(), tc.field) {
 				t.Fatalf("got %v, want ErrInvalidInstance naming %s", err, tc.field)
 			}
@@ -96,18 +97,18 @@ func TestRegister_DuplicateKeyFails(t *testing.T) {
 	n := clienttest.NewNode(t, clienttest.NewStore())
 	c := newClient(t, testConfig(n))
 	ins := client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}}
-	cancel, err := c.Register(t.Context(), ins)
+	cancel, err := c.Register(testkit.Context(t), ins)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(t.Context(), ins); !errors.Is(err, client.ErrAlreadyRegistered) {
+	if _, err := c.Register(testkit.Context(t), ins); !errors.Is(err, client.ErrAlreadyRegistered) {
 		t.Fatalf("second Register: %v, want ErrAlreadyRegistered", err)
 	}
 	if err := cancel(); err != nil {
 		t.Fatal(err)
 	}
 	// After cancel the key is free again.
-	cancel2, err := c.Register(t.Context(), ins)
+	cancel2, err := c.Register(testkit.Context(t), ins)
 	if err != nil {
 		t.Fatalf("Register after cancel: %v", err)
 	}
@@ -118,7 +119,7 @@ func TestRegister_RejectedIsNotRetried(t *testing.T) {
 	n := clienttest.NewNode(t, clienttest.NewStore())
 	n.SetFault(clienttest.Body("/discovery/register", `{"code":-400,"message":"addrs too long","ttl":1}`))
 	c := newClient(t, testConfig(n))
-	_, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
+	_, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
 	if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "addrs too long") {
 		t.Fatalf("got %v, want ErrRejected with the server message", err)
 	}
@@ -134,13 +135,13 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 	cfg := testConfig(n)
 	cfg.RenewInterval = 20 * time.Millisecond
 	c := newClient(t, cfg, client.WithRegisterer(reg))
-	cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
+	cancel, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "renews", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "renews", func() error {
 		got := n.Count("/discovery/renew")
-		return got >= 2, fmt.Sprint(got, " renews")
+		return testkit.State(got >= 2, fmt.Sprint(got, " renews"))
 	})
 	f := n.Requests("/discovery/renew")[0]
 	for k, want := range map[string]string{"region": "region01", "zone": testZone, "env": testEnv, "hostname": testHost, "appid": "a"} {
@@ -151,9 +152,9 @@ func TestRegister_RenewsAndReRegistersOn404(t *testing.T) {
 	// The node loses the instance (eviction): the next renew gets -404 and
 	// the client registers again.
 	store.Remove(testEnv, "a", testZone, testHost)
-	waitFor(t, 5*time.Second, "re-register after -404", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "re-register after -404", func() error {
 		_, ok := store.Get(testEnv, "a", testZone, testHost)
-		return ok, fmt.Sprint(n.Count("/discovery/register"), " registers")
+		return testkit.State(ok, fmt.Sprint(n.Count("/discovery/register"), " registers"))
 	})
 	if got := metricValue(t, reg, "discovery_client_renews_total", "not_found"); got < 1 {
 		t.Errorf("renews not_found = %v, want >= 1", got)
@@ -183,7 +184,7 @@ func TestRegister_FailsOverToAnotherNode(t *testing.T) {
 	down.SetFault(clienttest.Down)
 	for i := range 4 { // the seed order is random: try a few times
 		c := newClient(t, testConfig(down, up))
-		cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Hostname: fmt.Sprint("h", i), Addrs: []string{"grpc://h:1"}})
+		cancel, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Hostname: fmt.Sprint("h", i), Addrs: []string{"grpc://h:1"}})
 		if err != nil {
 			t.Fatalf("Register with one node down: %v", err)
 		}
@@ -206,12 +207,12 @@ func TestRegister_SurvivesAllNodesDownThenBack(t *testing.T) {
 	c := newClient(t, cfg)
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
+		_, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
 		done <- err
 	}()
-	waitFor(t, 5*time.Second, "failed attempts", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "failed attempts", func() error {
 		got := n.Count("/discovery/register")
-		return got >= 3, fmt.Sprint(got)
+		return testkit.State(got >= 3, fmt.Sprint(got))
 	})
 	n.SetFault(nil)
 	select {
@@ -231,7 +232,7 @@ func TestRegister_ContextEndsRetriesPromptly(t *testing.T) {
 	cfg.RetryTimeout = time.Hour
 	cfg.BackoffInitial, cfg.BackoffMax = time.Second, 10*time.Second
 	c := newClient(t, cfg)
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(testkit.Context(t), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	_, err := c.Register(ctx, client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
@@ -255,7 +256,7 @@ func TestRegister_ServerCodeFailureMovesOn(t *testing.T) {
 		return false
 	})
 	c := newClient(t, testConfig(bad, good))
-	cancel, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
+	cancel, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

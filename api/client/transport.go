@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 const userAgent = "discovery-go-client"
@@ -66,27 +67,24 @@ func (c *Client) roundTrip(ctx context.Context, node, method, path string, param
 	if int64(len(b)) > c.cfg.MaxResponseBytes {
 		return nil, fmt.Errorf("%w: %s %s on %s: body exceeds %d bytes", ErrBadResponse, method, path, node, c.cfg.MaxResponseBytes)
 	}
-	var env envelope
-	if err := json.Unmarshal(b, &env); err != nil {
+	env, err := wire.DecodeEnvelope(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s on %s: %v", ErrBadResponse, method, path, node, err)
 	}
-	if env.Code == nil {
-		return nil, fmt.Errorf("%w: %s %s on %s: no code in answer", ErrBadResponse, method, path, node)
-	}
-	return &env, nil
+	return env, nil
 }
 
 // codeErr turns a non-zero code into an error: -404 and -400 are answers
 // about the request (not retried), anything else is a node failure.
 func codeErr(op, node string, env *envelope) error {
 	sentinel := ErrUnavailable
-	switch *env.Code {
+	switch env.Code {
 	case -404:
 		sentinel = ErrNotFound
 	case -400:
 		sentinel = ErrRejected
 	}
-	return fmt.Errorf("%w: %s on %s: code %d (%s)", sentinel, op, node, *env.Code, env.message())
+	return fmt.Errorf("%w: %s on %s: code %d (%s)", sentinel, op, node, env.Code, env.Message)
 }
 
 func (c *Client) newBackoff() *backoff.ExponentialBackOff {
@@ -95,6 +93,7 @@ func (c *Client) newBackoff() *backoff.ExponentialBackOff {
 	b.MaxInterval = c.cfg.BackoffMax
 	b.Multiplier = 2
 	b.RandomizationFactor = 0.5
+	b.MaxElapsedTime = 0 // bounded by the caller
 	b.Reset()
 	return b
 }
@@ -106,7 +105,9 @@ func (c *Client) newBackoff() *backoff.ExponentialBackOff {
 // methods bind ctx to the client first; cancel-on-Close deliberately does not.
 func (c *Client) call(ctx context.Context, op, method, path string, params url.Values, handle func(node string, env *envelope) error) error {
 	var last error
-	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+	bo := c.newBackoff()
+	bo.MaxElapsedTime = c.cfg.RetryTimeout
+	err := backoff.Retry(func() error {
 		node := c.nodes.current()
 		env, err := c.roundTrip(ctx, node, method, path, params, c.cfg.RequestTimeout)
 		if err == nil {
@@ -114,16 +115,19 @@ func (c *Client) call(ctx context.Context, op, method, path string, params url.V
 		}
 		switch {
 		case err == nil:
-			return struct{}{}, nil
+			return nil
 		case ctx.Err() != nil:
-			return struct{}{}, backoff.Permanent(context.Cause(ctx))
+			return backoff.Permanent(context.Cause(ctx))
 		case permanent(err):
-			return struct{}{}, backoff.Permanent(err)
+			return backoff.Permanent(err)
 		}
 		last = err
 		c.nodeFailed(node, op, err)
-		return struct{}{}, err
-	}, backoff.WithBackOff(c.newBackoff()), backoff.WithMaxElapsedTime(c.cfg.RetryTimeout))
+		return err
+	}, backoff.WithContext(bo, ctx))
+	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
+		err = context.Cause(ctx) // backoff/v4 returns the last attempt's error when ctx ends
+	}
 	if err != nil && last != nil && !errors.Is(err, last) {
 		// ctx ended while retrying: keep the reason and the last node error.
 		return fmt.Errorf("%s: %w (last error: %v)", op, err, last)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -212,7 +210,7 @@ func (c *Client) pollLoop() {
 				st.latest = 0
 			}
 		}
-		appids := slices.Sorted(maps.Keys(h.apps))
+		appids := sortedKeys(h.apps)
 		sent := make(map[string]int64, len(appids))
 		for _, a := range appids {
 			sent[a] = h.apps[a].latest
@@ -292,7 +290,7 @@ func (c *Client) poll(ctx context.Context, node string, appids []string, sent ma
 	if err != nil {
 		return nil, false, err
 	}
-	switch *env.Code {
+	switch env.Code {
 	case -304:
 		return nil, true, nil
 	case 0:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 func TestWatch_FirstSetThenEachChange(t *testing.T) {
@@ -66,12 +67,12 @@ func TestWatch_AllAppidsShareOnePoll(t *testing.T) {
 	nextSet(t, wb, 5*time.Second)
 	// Both appids and the node list travel in one request, with the
 	// client's env and hostname and no zone.
-	waitFor(t, 5*time.Second, "a poll carrying every appid", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "a poll carrying every appid", func() error {
 		polls := n.Requests("/discovery/polls")
 		last := polls[len(polls)-1]
-		ids := slices.Sorted(slices.Values(last["appid"]))
-		return slices.Equal(ids, []string{"app.a", "app.b", client.InfraAppID}) &&
-			last.Get("env") == testEnv && last.Get("hostname") == testHost && !last.Has("zone"), fmt.Sprint(last)
+		ids := sorted(last["appid"])
+		return testkit.State(slices.Equal(ids, []string{"app.a", "app.b", client.InfraAppID}) &&
+			last.Get("env") == testEnv && last.Get("hostname") == testHost && !last.Has("zone"), fmt.Sprint(last))
 	})
 	maxIn := n.MaxInflight()
 	if maxIn != 1 {
@@ -87,9 +88,9 @@ func TestWatch_NewAppidInterruptsTheHeldPoll(t *testing.T) {
 	c := newClient(t, cfg)
 	wa, _ := c.Watch("missing.app") // nothing to answer: the poll is held
 	defer wa.Close()
-	waitFor(t, 5*time.Second, "a held poll with missing.app", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "a held poll with missing.app", func() error {
 		polls := n.Requests("/discovery/polls")
-		return n.Inflight(testHost) == 1 && len(polls) > 0 && slices.Contains(polls[len(polls)-1]["appid"], "missing.app"), ""
+		return testkit.State(n.Inflight(testHost) == 1 && len(polls) > 0 && slices.Contains(polls[len(polls)-1]["appid"], "missing.app"), "")
 	})
 	store.Put(instance("app.b", "b1", "grpc://10.0.0.2:1"))
 	wb, _ := c.Watch("app.b")
@@ -112,11 +113,11 @@ func TestWatch_LatestWins(t *testing.T) {
 	// Wait until the client has polled with the app's final timestamp,
 	// i.e. applied every change, before reading again.
 	want := store.Latest(testEnv, "demo")
-	waitFor(t, 5*time.Second, "client caught up", func() (bool, string) {
+	testkit.Eventually(t, 5*time.Second, "client caught up", func() error {
 		polls := n.Requests("/discovery/polls")
 		last := polls[len(polls)-1]
 		i := slices.Index(last["appid"], "demo")
-		return i >= 0 && last["latest_timestamp"][i] == strconv.FormatInt(want, 10), fmt.Sprint(last)
+		return testkit.State(i >= 0 && last["latest_timestamp"][i] == strconv.FormatInt(want, 10), fmt.Sprint(last))
 	})
 	s := nextSet(t, w, 5*time.Second)
 	if got := hostsOf(s); len(got) != 6 {
@@ -169,7 +170,7 @@ func TestWatch_ContextEndsNext(t *testing.T) {
 	c := newClient(t, testConfig(n))
 	w, _ := c.Watch("nothing")
 	defer w.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(testkit.Context(t), 20*time.Millisecond)
 	defer cancel()
 	if _, err := w.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Next: %v", err)
@@ -185,12 +186,12 @@ func TestClose_IsPromptAndCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(t.Context(), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}}); err != nil {
+	if _, err := c.Register(testkit.Context(t), client.Instance{AppID: "a", Addrs: []string{"grpc://h:1"}}); err != nil {
 		t.Fatal(err)
 	}
 	w, _ := c.Watch("held") // a 30 s poll is parked on the node
-	waitFor(t, 5*time.Second, "held poll", func() (bool, string) {
-		return n.Inflight(testHost) == 1, ""
+	testkit.Eventually(t, 5*time.Second, "held poll", func() error {
+		return testkit.State(n.Inflight(testHost) == 1, "")
 	})
 	errc := make(chan error, 1)
 	go func() {
@@ -210,13 +211,13 @@ func TestClose_IsPromptAndCleansUp(t *testing.T) {
 	if _, ok := store.Get(testEnv, "a", testZone, testHost); ok {
 		t.Error("Close did not cancel the registration")
 	}
-	if _, err := c.Register(t.Context(), client.Instance{AppID: "b", Addrs: []string{"grpc://h:1"}}); !errors.Is(err, client.ErrClosed) {
+	if _, err := c.Register(testkit.Context(t), client.Instance{AppID: "b", Addrs: []string{"grpc://h:1"}}); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Register after Close: %v", err)
 	}
 	if _, err := c.Watch("x"); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Watch after Close: %v", err)
 	}
-	if _, err := c.Fetch(t.Context(), "x"); !errors.Is(err, client.ErrClosed) {
+	if _, err := c.Fetch(testkit.Context(t), "x"); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Fetch after Close: %v", err)
 	}
 	if err := c.Close(); err != nil {
@@ -238,7 +239,7 @@ func TestClose_InterruptsCallsInProgress(t *testing.T) {
 		_, err := c.Fetch(context.Background(), "x")
 		errc <- err
 	}()
-	waitFor(t, 5*time.Second, "fetch in progress", func() (bool, string) { return n.Count("/discovery/fetch") == 1, "" })
+	testkit.Eventually(t, 5*time.Second, "fetch in progress", func() error { return testkit.State(n.Count("/discovery/fetch") == 1, "") })
 	_ = c.Close()
 	if err := <-errc; !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Fetch interrupted by Close: %v", err)
@@ -249,11 +250,11 @@ func TestFetch(t *testing.T) {
 	store := clienttest.NewStore()
 	n := clienttest.NewNode(t, store)
 	c := newClient(t, testConfig(n))
-	if _, err := c.Fetch(t.Context(), "nope"); !errors.Is(err, client.ErrNotFound) {
+	if _, err := c.Fetch(testkit.Context(t), "nope"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Fetch unknown: %v", err)
 	}
 	store.Put(instance("demo", "a", "grpc://10.0.0.1:1"))
-	s, err := c.Fetch(t.Context(), "demo")
+	s, err := c.Fetch(testkit.Context(t), "demo")
 	if err != nil {
 		t.Fatal(err)
 	}

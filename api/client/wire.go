@@ -3,79 +3,36 @@ package client
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
-	"net"
-	"net/url"
-	"slices"
 	"sort"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // Instance status values (wire values).
 const (
-	StatusUp      uint32 = 1 // receives traffic
-	StatusWaiting uint32 = 2 // registered, intentionally not receiving traffic
+	StatusUp      = wire.StatusUp      // receives traffic
+	StatusWaiting = wire.StatusWaiting // registered, intentionally not receiving traffic
 )
 
 // InfraAppID is the appid every discovery node registers itself under; the
 // client watches it to learn the node list.
-const InfraAppID = "infra.discovery"
+const InfraAppID = wire.InfraAppID
 
-// Instance is one registered endpoint set of an appid, in its wire form.
+// Instance is one registered endpoint set of an appid, in its wire form
+// (the wire package's one definition; HostPorts extracts host:port by
+// scheme).
 //
 // For Register only AppID and Addrs are required; Region, Zone, Env and
 // Hostname default to the client's Config, Status 0 means StatusUp. The
 // timestamps are set by the server and ignored by Register.
-type Instance struct {
-	Region   string `json:"region"`
-	Zone     string `json:"zone"`
-	Env      string `json:"env"`
-	AppID    string `json:"appid"`
-	Hostname string `json:"hostname"`
-	// Addrs are URLs scheme://host:port, e.g. grpc://10.0.0.5:9000.
-	Addrs   []string `json:"addrs"`
-	Version string   `json:"version"`
-	// Metadata is free-form; well-known keys: weight (decimal, default 10),
-	// color, cluster.
-	Metadata map[string]string `json:"metadata"`
-	Status   uint32            `json:"status"`
-
-	RegTimestamp    int64 `json:"reg_timestamp"`
-	UpTimestamp     int64 `json:"up_timestamp"`
-	RenewTimestamp  int64 `json:"renew_timestamp"`
-	DirtyTimestamp  int64 `json:"dirty_timestamp"`
-	LatestTimestamp int64 `json:"latest_timestamp"`
-}
-
-// HostPorts returns the host:port part of every addr whose scheme is scheme
-// ("grpc", "http"), in registration order. Unparsable addrs are skipped.
-func (in *Instance) HostPorts(scheme string) []string {
-	var out []string
-	for _, a := range in.Addrs {
-		u, err := url.Parse(a)
-		if err != nil || u.Scheme != scheme || u.Host == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(u.Host); err != nil {
-			continue
-		}
-		out = append(out, u.Host)
-	}
-	return out
-}
-
-func (in *Instance) clone() Instance {
-	out := *in
-	out.Addrs = slices.Clone(in.Addrs)
-	out.Metadata = maps.Clone(in.Metadata)
-	return out
-}
+type Instance = wire.Instance
 
 // sameContent compares what a consumer acts on, ignoring timestamps: they
 // differ between nodes for the same registration (reg/renew are per node).
-func (in *Instance) sameContent(o *Instance) bool {
+func sameContent(in, o *Instance) bool {
 	return in.Region == o.Region && in.Zone == o.Zone && in.Env == o.Env && in.AppID == o.AppID &&
 		in.Hostname == o.Hostname && in.Version == o.Version && in.Status == o.Status &&
-		slices.Equal(in.Addrs, o.Addrs) && maps.Equal(in.Metadata, o.Metadata)
+		equalStrings(in.Addrs, o.Addrs) && equalMaps(in.Metadata, o.Metadata)
 }
 
 // Instances is the instance set of one appid as a node answered it: UP
@@ -92,7 +49,7 @@ type Instances struct {
 
 // All returns every instance, zones in sorted order.
 func (s *Instances) All() []Instance {
-	zones := slices.Sorted(maps.Keys(s.Zones))
+	zones := sortedKeys(s.Zones)
 	var out []Instance
 	for _, z := range zones {
 		out = append(out, s.Zones[z]...)
@@ -114,7 +71,7 @@ func (s *Instances) clone() *Instances {
 	for z, l := range s.Zones {
 		cl := make([]Instance, len(l))
 		for i := range l {
-			cl[i] = l[i].clone()
+			cl[i] = l[i].Clone()
 		}
 		out.Zones[z] = cl
 	}
@@ -138,7 +95,7 @@ func (s *Instances) sameContent(o *Instances) bool {
 		}
 		for i := range l {
 			oi, ok := byHost[l[i].Hostname]
-			if !ok || !l[i].sameContent(oi) {
+			if !ok || !sameContent(&l[i], oi) {
 				return false
 			}
 		}
@@ -146,33 +103,9 @@ func (s *Instances) sameContent(o *Instances) bool {
 	return true
 }
 
-// envelope is every protocol answer. Code is a pointer so that a body
-// without "code" is rejected instead of read as success.
-type envelope struct {
-	Code    *int            `json:"code"`
-	Message json.RawMessage `json:"message"`
-	Data    json.RawMessage `json:"data"`
-	Error   json.RawMessage `json:"error"`
-}
-
-func (e *envelope) message() string {
-	var s string
-	if json.Unmarshal(e.Message, &s) == nil {
-		return s
-	}
-	return string(e.Message)
-}
-
-func (e *envelope) hasData() bool {
-	return len(e.Data) > 0 && string(e.Data) != "null"
-}
-
-// wireInfo is the per-appid InstanceInfo (spec 3.4). Pointers let decoding
-// tell null from absent and missing from zero.
-type wireInfo struct {
-	Instances       map[string][]*Instance `json:"instances"`
-	LatestTimestamp *int64                 `json:"latest_timestamp"`
-}
+// envelope is every protocol answer (wire.DecodeEnvelope: an answer
+// without "code" is rejected instead of read as success).
+type envelope = wire.Envelope
 
 // decodeInfo validates one InstanceInfo: an object with a positive
 // latest_timestamp, instances an object of arrays of non-null instances.
@@ -181,14 +114,14 @@ func decodeInfo(appid string, raw json.RawMessage) (*Instances, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, fmt.Errorf("%w: %s: null instance info", ErrBadResponse, appid)
 	}
-	var w wireInfo
+	var w wire.InstanceInfo
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadResponse, appid, err)
 	}
-	if w.LatestTimestamp == nil || *w.LatestTimestamp <= 0 {
+	if w.LatestTimestamp <= 0 { // missing or 0: kratos treats it as an error too (spec 5.5)
 		return nil, fmt.Errorf("%w: %s: latest_timestamp missing or not positive", ErrBadResponse, appid)
 	}
-	out := &Instances{AppID: appid, LatestTimestamp: *w.LatestTimestamp, Zones: make(map[string][]Instance, len(w.Instances))}
+	out := &Instances{AppID: appid, LatestTimestamp: w.LatestTimestamp, Zones: make(map[string][]Instance, len(w.Instances))}
 	for z, l := range w.Instances {
 		if len(l) == 0 {
 			continue
@@ -216,12 +149,12 @@ type pollAnswer struct {
 // them, spec 5.4.1).
 func decodePolls(env *envelope, asked map[string]bool) (*pollAnswer, error) {
 	ans := &pollAnswer{changed: map[string]*Instances{}}
-	if env.hasData() {
+	if env.HasData() {
 		var data map[string]json.RawMessage
 		if err := json.Unmarshal(env.Data, &data); err != nil {
 			return nil, fmt.Errorf("%w: polls data: %v", ErrBadResponse, err)
 		}
-		keys := slices.Sorted(maps.Keys(data))
+		keys := sortedKeys(data)
 		for _, appid := range keys {
 			if !asked[appid] {
 				continue
@@ -247,4 +180,39 @@ func decodePolls(env *envelope, asked map[string]bool) (*pollAnswer, error) {
 		}
 	}
 	return ans, nil
+}
+
+// sortedKeys returns m's keys in order (iteration-free of newer Go APIs:
+// the SDK builds with Go 1.22).
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/discovery-go/discovery/api"
 	"github.com/discovery-go/discovery/api/apitest"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -71,17 +73,13 @@ func (n *testNode) requests(t *testing.T, route, code string) float64 {
 // the last answer a moment before the counter moves: poll, don't assume.
 func (n *testNode) wantRequests(t *testing.T, route, code string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "the node's answer count", func() error {
 		got := n.requests(t, route, code)
-		if got == want {
-			return
-		}
-		if got > want || time.Now().After(deadline) {
+		if got > want {
 			t.Fatalf("node counted %v answers of %s with code %s, want %v", got, route, code, want)
 		}
-		time.Sleep(time.Millisecond) // polling a condition, not synchronising
-	}
+		return testkit.State(got == want, fmt.Sprintf("counted %v answers of %s with code %s, want %v", got, route, code, want))
+	})
 }
 
 // bench runs Main with --json and decodes the report.
@@ -294,13 +292,9 @@ func TestE2E_Interrupted(t *testing.T) {
 		done <- outcome{&rep, code}
 	}()
 	// Wait until the run is under way, then interrupt it.
-	deadline := time.Now().Add(10 * time.Second)
-	for n.requests(t, "/discovery/register", "0") < 50 {
-		if time.Now().After(deadline) {
-			t.Fatal("no registers within 10s")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not synchronising
-	}
+	testkit.EventuallyTrue(t, 10*time.Second, "50 registers under way", func() bool {
+		return n.requests(t, "/discovery/register", "0") >= 50
+	})
 	cancel()
 	var o outcome
 	select {

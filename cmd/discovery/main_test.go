@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // binPath is the discovery binary built once by TestMain.
@@ -52,7 +54,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(testkit.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
@@ -246,7 +248,7 @@ func startNode(t *testing.T, env ...string) *node {
 	})
 
 	var addrs listenAddrs
-	waitFor(t, 30*time.Second, "the --addr-file", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "the --addr-file", func() error {
 		select {
 		case <-n.done:
 			t.Fatalf("node exited early: %v\n%s", n.err, n.stderr.String())
@@ -254,12 +256,12 @@ func startNode(t *testing.T, env ...string) *node {
 		}
 		data, err := os.ReadFile(addrFile)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		if err := json.Unmarshal(data, &addrs); err != nil {
 			t.Fatalf("addr file %q: %v", data, err)
 		}
-		return true, ""
+		return testkit.State(true, "")
 	})
 	n.HTTP, n.Gossip = addrs.HTTP, addrs.Gossip
 	n.HTTPListen, n.GossipBind = addrs.HTTPListen, addrs.GossipBind
@@ -287,24 +289,6 @@ func (n *node) stop(t *testing.T, sig os.Signal) int {
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
-	}
-}
-
 // client never keeps idle connections (goleak, and nodes that exit).
 var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 40 * time.Second}
 
@@ -321,9 +305,9 @@ func get(t testing.TB, u string) (int, string) {
 
 func waitReady(t *testing.T, n *node) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "/readyz 200", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "/readyz 200", func() error {
 		code, body := get(t, "http://"+n.HTTP+"/readyz")
-		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
+		return testkit.State(code == http.StatusOK, fmt.Sprintf("%d %s", code, body))
 	})
 }
 
@@ -418,9 +402,9 @@ func startPair(t *testing.T, bEnv ...string) (a, b *node) {
 	waitReady(t, a)
 	b = startNode(t, append([]string{"DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN=" + a.Gossip}, bEnv...)...)
 	waitReady(t, b)
-	waitFor(t, 30*time.Second, "a in b's records", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "a in b's records", func() error {
 		h := hostnames(selfRecords(t, b))
-		return strings.Contains(h, "node-a"), h
+		return testkit.State(strings.Contains(h, "node-a"), h)
 	})
 	return a, b
 }
@@ -458,9 +442,9 @@ func TestServe_AdvertiseWithPortZeroBinds(t *testing.T) {
 	// fallback ping reaches the port we hold). Before the fix b only ever
 	// dialled the bound port.
 	b := startNode(t, "DISCOVERY_NODE_HOSTNAME=node-b", "DISCOVERY_CLUSTER_JOIN="+a.GossipBind)
-	waitFor(t, 30*time.Second, "a in b's /discovery/nodes", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "a in b's /discovery/nodes", func() error {
 		_, body := get(t, "http://"+b.HTTP+"/discovery/nodes")
-		return strings.Contains(body, `"addr":"`+a.HTTP+`"`), body
+		return testkit.State(strings.Contains(body, `"addr":"`+a.HTTP+`"`), body)
 	})
 	gl := held.(*net.TCPListener)
 	if err := gl.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
@@ -480,22 +464,22 @@ func TestServe_AdvertiseWithPortZeroBinds(t *testing.T) {
 func TestServe_TwoNodes_GracefulLeaveCancelsOwnRecord(t *testing.T) {
 	a, b := startPair(t)
 
-	waitFor(t, 30*time.Second, "both records on both nodes", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "both records on both nodes", func() error {
 		ha, hb := hostnames(selfRecords(t, a)), hostnames(selfRecords(t, b))
 		both := func(h string) bool { return strings.Contains(h, "node-a") && strings.Contains(h, "node-b") }
-		return both(ha) && both(hb), "a: " + ha + " b: " + hb
+		return testkit.State(both(ha) && both(hb), "a: "+ha+" b: "+hb)
 	})
-	waitFor(t, 30*time.Second, "b in a's /discovery/nodes", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "b in a's /discovery/nodes", func() error {
 		_, body := get(t, "http://"+a.HTTP+"/discovery/nodes")
-		return strings.Contains(body, `"addr":"`+b.HTTP+`"`) && strings.Contains(body, `"addr":"`+a.HTTP+`"`), body
+		return testkit.State(strings.Contains(body, `"addr":"`+b.HTTP+`"`) && strings.Contains(body, `"addr":"`+a.HTTP+`"`), body)
 	})
 
 	if code := b.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("b exit code %d\n%s", code, b.stderr.String())
 	}
-	waitFor(t, 10*time.Second, "b's record gone from a", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "b's record gone from a", func() error {
 		h := hostnames(selfRecords(t, a))
-		return h == "node-a", h
+		return testkit.State(h == "node-a", h)
 	})
 	// Removed by b's replicated cancel, not by a's crash handling.
 	if strings.Contains(a.stderr.String(), "failed without leaving") {
@@ -602,9 +586,9 @@ func TestServe_ShutdownAnswersParkedPolls(t *testing.T) {
 		_, body := get(t, pollURL(first.Data.LatestTimestamp))
 		answered <- answer{body, time.Since(start)}
 	}()
-	waitFor(t, 10*time.Second, "the poll to be parked", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the poll to be parked", func() error {
 		_, m := get(t, base+"/metrics")
-		return strings.Contains(m, "discovery_http_parked_polls 1"), "not parked"
+		return testkit.State(strings.Contains(m, "discovery_http_parked_polls 1"), "not parked")
 	})
 
 	if code := n.stop(t, syscall.SIGTERM); code != 0 {
@@ -718,10 +702,10 @@ func TestServe_GracefulStopDeliversAckedWrites(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 30*time.Second, "writes flowing", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "writes flowing", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(acked) >= 50, fmt.Sprint(len(acked))
+		return testkit.State(len(acked) >= 50, fmt.Sprint(len(acked)))
 	})
 	if code := b.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("b exit code %d\n%s", code, b.stderr.String())

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
 
@@ -210,7 +211,7 @@ func TestKratos_RegisterWatchFetchCancel(t *testing.T) {
 
 	// Back to the renewer: kratos renews 30 s after registering, gets -404
 	// and re-registers.
-	harness.Eventually(t, 45*time.Second-time.Since(registeredAt), "kratos re-registered after -404 on renew", func() error {
+	testkit.Eventually(t, 45*time.Second-time.Since(registeredAt), "kratos re-registered after -404 on renew", func() error {
 		if got := serverHosts(t, node, renewApp); !slices.Equal(got, []string{"kratos-renew"}) {
 			return fmt.Errorf("server holds %v", got)
 		}
@@ -263,7 +264,7 @@ func TestKratos_LearnsNodesAndSurvivesNodeLoss(t *testing.T) {
 	// watcher is the only poller here), and the one kratos itself would
 	// pick (its own view, reported by kratosclient).
 	var victim *harness.Node
-	harness.Eventually(t, 10*time.Second, "watcher's poll located", func() error {
+	testkit.Eventually(t, 10*time.Second, "watcher's poll located", func() error {
 		victim = nil
 		var parked []string
 		for _, n := range nodes {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // allAddrs is the sorted list of the three advertised HTTP addresses.
@@ -54,8 +56,8 @@ func TestClusterUp(t *testing.T) {
 	c := startCluster(t)
 	want := c.allAddrs()
 	for _, n := range nodeNames {
-		eventually(t, 30*time.Second, 250*time.Millisecond, n+" sees all three nodes", func() (bool, string) {
-			return c.membershipIs(n, want)
+		testkit.Poll(t, 30*time.Second, 250*time.Millisecond, n+" sees all three nodes", func() error {
+			return testkit.State(c.membershipIs(n, want))
 		})
 		if st := c.api(n).readyz(t.Context()); st != 200 {
 			t.Errorf("%s: /readyz = %d on a healthy node", n, st)
@@ -98,10 +100,10 @@ func TestKratosClient(t *testing.T) {
 	}
 	// Replicated to every node, not only the one the client used.
 	for _, n := range nodeNames {
-		eventually(t, 15*time.Second, 250*time.Millisecond, n+" holds the kratos instance", func() (bool, string) {
+		testkit.Poll(t, 15*time.Second, 250*time.Millisecond, n+" holds the kratos instance", func() error {
 			got, err := c.api(n).fetch(t.Context(), appid)
 			_, ok := got["kratos-reg-1"]
-			return err == nil && ok, fmt.Sprintf("%v %v", sortedKeys(got), err)
+			return testkit.State(err == nil && ok, fmt.Sprintf("%v %v", sortedKeys(got), err))
 		})
 	}
 
@@ -111,9 +113,9 @@ func TestKratosClient(t *testing.T) {
 		t.Errorf("register client did not report its cancel; events:\n%s", reg.dump())
 	}
 	for _, n := range nodeNames {
-		eventually(t, 15*time.Second, 250*time.Millisecond, n+" dropped the cancelled instance", func() (bool, string) {
+		testkit.Poll(t, 15*time.Second, 250*time.Millisecond, n+" dropped the cancelled instance", func() error {
 			got, err := c.api(n).fetch(t.Context(), appid)
-			return err == nil && len(got) == 0, fmt.Sprintf("%v %v", sortedKeys(got), err)
+			return testkit.State(err == nil && len(got) == 0, fmt.Sprintf("%v %v", sortedKeys(got), err))
 		})
 	}
 }
@@ -128,24 +130,24 @@ func TestKillNode(t *testing.T) {
 	const appid = "load.kill"
 	survivors := []string{"node2", "node3"}
 	load := startLoad(t, c, appid, survivors, 4, 20, 600)
-	eventually(t, 30*time.Second, 100*time.Millisecond, "40 instances acknowledged", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 100*time.Millisecond, "40 instances acknowledged", func() error {
 		n := load.ackedCount()
-		return n >= 40, fmt.Sprint(n)
+		return testkit.State(n >= 40, fmt.Sprint(n))
 	})
 
 	killed := time.Now()
 	c.kill("node1")
 	want := c.allAddrs(survivors...)
-	eventually(t, 30*time.Second, 100*time.Millisecond, "node1 gone from the survivors' nodes and infra.discovery", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 100*time.Millisecond, "node1 gone from the survivors' nodes and infra.discovery", func() error {
 		var states []string
 		for _, n := range survivors {
 			ok, st := c.membershipIs(n, want)
 			if !ok {
-				return false, st
+				return testkit.State(false, st)
 			}
 			states = append(states, st)
 		}
-		return true, strings.Join(states, "; ")
+		return testkit.State(true, strings.Join(states, "; "))
 	})
 	gone := time.Since(killed)
 	recordFigure(t, "kill: dead node out of nodes/infra.discovery", gone)
@@ -155,9 +157,9 @@ func TestKillNode(t *testing.T) {
 
 	// Keep writing on the survivors for a while with node1 down.
 	base := load.ackedCount()
-	eventually(t, 30*time.Second, 100*time.Millisecond, "40 more instances acknowledged with node1 down", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 100*time.Millisecond, "40 more instances acknowledged with node1 down", func() error {
 		n := load.ackedCount()
-		return n >= base+40, fmt.Sprint(n)
+		return testkit.State(n >= base+40, fmt.Sprint(n))
 	})
 	load.stopRegistering()
 	acked := load.ackedSet()
@@ -168,9 +170,9 @@ func TestKillNode(t *testing.T) {
 	c.start("node1")
 	started := time.Now()
 	api := c.api("node1")
-	eventually(t, 60*time.Second, 50*time.Millisecond, "restarted node1 ready", func() (bool, string) {
+	testkit.Poll(t, 60*time.Second, 50*time.Millisecond, "restarted node1 ready", func() error {
 		st := api.readyz(t.Context())
-		return st == 200, fmt.Sprintf("/readyz %d", st)
+		return testkit.State(st == 200, fmt.Sprintf("/readyz %d", st))
 	})
 	ready := time.Since(started)
 	missing, err := missingOn(t.Context(), c, "node1", appid, acked)
@@ -182,13 +184,13 @@ func TestKillNode(t *testing.T) {
 		t.Errorf("node1 answered /readyz 200 while missing %d of %d acknowledged instances (e.g. %v)", len(missing), len(acked), missing[:min(5, len(missing))])
 	}
 	recordFigure(t, "kill: restarted node ready (docker start -> /readyz 200)", ready)
-	eventually(t, 30*time.Second, 250*time.Millisecond, "node1 back in every node's lists", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 250*time.Millisecond, "node1 back in every node's lists", func() error {
 		for _, n := range nodeNames {
 			if ok, st := c.membershipIs(n, c.allAddrs()); !ok {
-				return false, st
+				return testkit.State(false, st)
 			}
 		}
-		return true, ""
+		return testkit.State(true, "")
 	})
 	load.stop()
 	waitHolds(t, c, nodeNames, appid, acked, 10*time.Second)
@@ -220,15 +222,15 @@ func TestPartition(t *testing.T) {
 
 	heal := c.partition(minority)
 	// Both sides notice: the majority drops node3, node3 sees only itself.
-	eventually(t, 30*time.Second, 250*time.Millisecond, "both sides see the partition", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 250*time.Millisecond, "both sides see the partition", func() error {
 		for _, n := range majority {
 			if ok, st := c.membershipIs(n, c.allAddrs(majority...)); !ok {
-				return false, st
+				return testkit.State(false, st)
 			}
 		}
 		nodes, err := c.api(minority).nodes(ctx)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		up := 0
 		for _, st := range nodes {
@@ -236,7 +238,7 @@ func TestPartition(t *testing.T) {
 				up++
 			}
 		}
-		return up == 1, fmt.Sprintf("%s nodes %v", minority, nodes)
+		return testkit.State(up == 1, fmt.Sprintf("%s nodes %v", minority, nodes))
 	})
 
 	// Writes on both sides.
@@ -279,7 +281,7 @@ func TestPartition(t *testing.T) {
 	// (/discovery/nodes and infra.discovery), and the data of both sides on
 	// every node (sync / anti-entropy).
 	var rejoined, synced time.Duration
-	eventually(t, antiEntropy+rejoin+margin, 100*time.Millisecond, "every node converged", func() (bool, string) {
+	testkit.Poll(t, antiEntropy+rejoin+margin, 100*time.Millisecond, "every node converged", func() error {
 		var state []string
 		if rejoined == 0 {
 			ok := true
@@ -309,7 +311,7 @@ func TestPartition(t *testing.T) {
 				synced = time.Since(reconnect)
 			}
 		}
-		return rejoined > 0 && synced > 0, strings.Join(state, "; ")
+		return testkit.State(rejoined > 0 && synced > 0, strings.Join(state, "; "))
 	})
 	recordFigure(t, "partition: reconnect -> membership restored", rejoined)
 	recordFigure(t, "partition: reconnect -> data of both sides everywhere", synced)
@@ -343,9 +345,9 @@ func TestRollingRestart(t *testing.T) {
 	c := startCluster(t)
 	const appid = "load.roll"
 	load := startLoad(t, c, appid, nodeNames, 3, 15, 900)
-	eventually(t, 30*time.Second, 100*time.Millisecond, "30 instances acknowledged", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 100*time.Millisecond, "30 instances acknowledged", func() error {
 		n := load.ackedCount()
-		return n >= 30, fmt.Sprint(n)
+		return testkit.State(n >= 30, fmt.Sprint(n))
 	})
 	watch := startKratos(t, c, "watch", "kratos-roll-watch", []string{c.httpAddr("node1")}, "watch", "--appid", appid)
 	watch.waitEvent(60*time.Second, "first instances", func(ev kratosEvent) bool { return ev.Event == "instances" })
@@ -358,19 +360,19 @@ func TestRollingRestart(t *testing.T) {
 		started := time.Now()
 		c.start(n)
 		api := c.api(n)
-		eventually(t, 60*time.Second, 50*time.Millisecond, n+" ready", func() (bool, string) {
+		testkit.Poll(t, 60*time.Second, 50*time.Millisecond, n+" ready", func() error {
 			st := api.readyz(t.Context())
-			return st == 200, fmt.Sprintf("/readyz %d", st)
+			return testkit.State(st == 200, fmt.Sprintf("/readyz %d", st))
 		})
 		recordFigure(t, "rolling restart: "+n+" start -> /readyz 200", time.Since(started))
 		c.waitHealthy(n, started, 60*time.Second)
-		eventually(t, 30*time.Second, 250*time.Millisecond, n+" back in every node's lists", func() (bool, string) {
+		testkit.Poll(t, 30*time.Second, 250*time.Millisecond, n+" back in every node's lists", func() error {
 			for _, m := range nodeNames {
 				if ok, st := c.membershipIs(m, c.allAddrs()); !ok {
-					return false, st
+					return testkit.State(false, st)
 				}
 			}
-			return true, ""
+			return testkit.State(true, "")
 		})
 	}
 	load.stopRegistering()

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // nodeNames are the discovery services of deploy/compose.yaml.
@@ -302,9 +304,9 @@ func (c *cluster) health(node string) healthState {
 // count).
 func (c *cluster) waitHealthy(node string, since time.Time, timeout time.Duration) time.Duration {
 	c.t.Helper()
-	return eventually(c.t, timeout, 250*time.Millisecond, node+" healthy", func() (bool, string) {
+	return testkit.Poll(c.t, timeout, 250*time.Millisecond, node+" healthy", func() error {
 		h := c.health(node)
-		return h.Running && h.Status == "healthy" && h.LastCheck.After(since), fmt.Sprintf("%s (%s)", h.Status, h.Detail)
+		return testkit.State(h.Running && h.Status == "healthy" && h.LastCheck.After(since), fmt.Sprintf("%s (%s)", h.Status, h.Detail))
 	})
 }
 
@@ -355,28 +357,6 @@ func (c *cluster) api(node string) *apiClient {
 	a := newAPIClient(fmt.Sprintf("http://127.0.0.1:%d", c.ports[node]))
 	c.apis[node] = a
 	return a
-}
-
-// eventually polls cond every interval until it holds or timeout passes,
-// then fails with the last state cond reported. It returns how long it took.
-func eventually(t testing.TB, timeout, interval time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return time.Since(start)
-		}
-		last = state
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s; last state: %s", what, timeout, last)
-		}
-		<-tick.C
-	}
 }
 
 func jsonString(v any) string {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // loader registers new instances and renews acknowledged ones through a set
@@ -183,7 +185,7 @@ func missingOn(ctx context.Context, c *cluster, node, appid string, want map[str
 // waitHolds waits until every node in nodes holds every instance in want.
 func waitHolds(t *testing.T, c *cluster, nodes []string, appid string, want map[string]bool, timeout time.Duration) time.Duration {
 	t.Helper()
-	return eventually(t, timeout, 250*time.Millisecond, fmt.Sprintf("%v hold all %d acknowledged %s instances", nodes, len(want), appid), func() (bool, string) {
+	return testkit.Poll(t, timeout, 250*time.Millisecond, fmt.Sprintf("%v hold all %d acknowledged %s instances", nodes, len(want), appid), func() error {
 		state := ""
 		ok := true
 		for _, n := range nodes {
@@ -198,6 +200,6 @@ func waitHolds(t *testing.T, c *cluster, nodes []string, appid string, want map[
 				state += fmt.Sprintf("%s misses %d (e.g. %s); ", n, len(missing), missing[0])
 			}
 		}
-		return ok, state
+		return testkit.State(ok, state)
 	})
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // suite holds what TestMain prepared for every test.
@@ -63,7 +65,7 @@ func runSuite(m *testing.M) int {
 	printFigures()
 	// Every loader, client reader and server the tests started is stopped
 	// by their cleanups; nothing may be left running.
-	if err := goleak.Find(); err != nil && code == 0 {
+	if err := goleak.Find(testkit.LeakOptions()...); err != nil && code == 0 {
 		code = fail("leaked goroutines: %v", err)
 	}
 	fmt.Fprintf(os.Stderr, "containers: suite took %s\n", time.Since(start).Round(time.Second))

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // TestPrometheus runs Debian's prometheus binary on the host with a config
@@ -58,25 +60,25 @@ func TestPrometheus(t *testing.T) {
 	prom := startPrometheus(t, bin, c)
 
 	// 1. The three nodes, found through http_sd of infra.discovery.
-	eventually(t, 60*time.Second, 500*time.Millisecond, "up{job=discovery} == 1 for the three nodes", func() (bool, string) {
+	testkit.Poll(t, 60*time.Second, 500*time.Millisecond, "up{job=discovery} == 1 for the three nodes", func() error {
 		res, err := prom.query(ctx, `up{job="discovery"}`)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		nodes := map[string]string{}
 		for _, r := range res {
 			nodes[r.Metric["node"]] = r.value()
 		}
-		return len(res) == 3 && nodes["node1"] == "1" && nodes["node2"] == "1" && nodes["node3"] == "1", fmt.Sprint(nodes)
+		return testkit.State(len(res) == 3 && nodes["node1"] == "1" && nodes["node2"] == "1" && nodes["node3"] == "1", fmt.Sprint(nodes))
 	})
 
 	// 2. Every metric the alerts and the dashboard query exists on the
 	// nodes (the names were renamed once; this keeps them honest).
 	refs := referencedMetrics(t)
-	eventually(t, 30*time.Second, time.Second, "every referenced metric scraped", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, time.Second, "every referenced metric scraped", func() error {
 		res, err := prom.query(ctx, `count by (__name__) ({job="discovery", __name__=~"discovery_.+"})`)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		have := map[string]bool{}
 		for _, r := range res {
@@ -88,7 +90,7 @@ func TestPrometheus(t *testing.T) {
 				missing = append(missing, name)
 			}
 		}
-		return len(missing) == 0, fmt.Sprintf("missing %v", missing)
+		return testkit.State(len(missing) == 0, fmt.Sprintf("missing %v", missing))
 	})
 
 	// 3. Apps: opt in by metadata; prometheus_port and prometheus_path.
@@ -109,10 +111,10 @@ func TestPrometheus(t *testing.T) {
 		"ct.metrics.app":    fmt.Sprintf("http://127.0.0.1:%d/metrics", appPort),
 		"ct.metrics.ported": fmt.Sprintf("http://127.0.0.1:%d/custom/metrics", appPort),
 	}
-	eventually(t, 60*time.Second, 500*time.Millisecond, "apps scraped through http_sd", func() (bool, string) {
+	testkit.Poll(t, 60*time.Second, 500*time.Millisecond, "apps scraped through http_sd", func() error {
 		ts, err := prom.targets(ctx)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		got := map[string]string{}
 		for _, tg := range ts {
@@ -120,7 +122,7 @@ func TestPrometheus(t *testing.T) {
 				continue
 			}
 			if tg.Health != "up" {
-				return false, fmt.Sprintf("%s: health %s %s", tg.ScrapeURL, tg.Health, tg.LastError)
+				return testkit.State(false, fmt.Sprintf("%s: health %s %s", tg.ScrapeURL, tg.Health, tg.LastError))
 			}
 			got[tg.Labels["appid"]] = tg.ScrapeURL
 		}
@@ -128,7 +130,7 @@ func TestPrometheus(t *testing.T) {
 		for appid, u := range wantTargets {
 			ok = ok && got[appid] == u
 		}
-		return ok, fmt.Sprintf("apps targets %v, want %v", got, wantTargets)
+		return testkit.State(ok, fmt.Sprintf("apps targets %v, want %v", got, wantTargets))
 	})
 	recordFigure(t, "prometheus: registered app -> scraped target", time.Since(registered))
 	res, err := prom.query(ctx, `ct_app_info{job="apps", appid="ct.metrics.app", hostname="metrics-1", zone="`+testZone+`", env="`+testEnv+`"}`)
@@ -141,10 +143,10 @@ func TestPrometheus(t *testing.T) {
 	if code, err := api.cancel(ctx, scraped); err != nil || code != 0 {
 		t.Fatalf("cancel: code %d, %v", code, err)
 	}
-	eventually(t, 60*time.Second, 500*time.Millisecond, "cancelled app no longer a target", func() (bool, string) {
+	testkit.Poll(t, 60*time.Second, 500*time.Millisecond, "cancelled app no longer a target", func() error {
 		ts, err := prom.targets(ctx)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		var apps []string
 		for _, tg := range ts {
@@ -152,17 +154,17 @@ func TestPrometheus(t *testing.T) {
 				apps = append(apps, tg.Labels["appid"])
 			}
 		}
-		return slices.Equal(apps, []string{"ct.metrics.ported"}), fmt.Sprint(apps)
+		return testkit.State(slices.Equal(apps, []string{"ct.metrics.ported"}), fmt.Sprint(apps))
 	})
 	recordFigure(t, "prometheus: cancelled app -> target gone", time.Since(cancelled))
 
 	// 5. The alert rules loaded and evaluate without errors.
-	eventually(t, 30*time.Second, 500*time.Millisecond, "alert rules evaluated without error", func() (bool, string) {
+	testkit.Poll(t, 30*time.Second, 500*time.Millisecond, "alert rules evaluated without error", func() error {
 		rules, err := prom.rules(ctx)
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
-		return rules.count > 0 && len(rules.unhealthy) == 0, fmt.Sprintf("%d rules, not ok: %v", rules.count, rules.unhealthy)
+		return testkit.State(rules.count > 0 && len(rules.unhealthy) == 0, fmt.Sprintf("%d rules, not ok: %v", rules.count, rules.unhealthy))
 	})
 }
 
@@ -232,13 +234,13 @@ func startPrometheus(t *testing.T, bin string, c *cluster) *prometheus {
 			t.Logf("derived prometheus.yml:\n%s\nprometheus log (tail):\n%s", cfg, tail(logs.String(), 8192))
 		}
 	})
-	eventually(t, 60*time.Second, 200*time.Millisecond, "prometheus ready", func() (bool, string) {
+	testkit.Poll(t, 60*time.Second, 200*time.Millisecond, "prometheus ready", func() error {
 		resp, err := p.hc.Get(p.base + "/-/ready")
 		if err != nil {
-			return false, err.Error()
+			return testkit.State(false, err.Error())
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200, resp.Status
+		return testkit.State(resp.StatusCode == 200, resp.Status)
 	})
 	return p
 }

@@ -85,3 +85,7 @@ require (
 replace github.com/discovery-go/discovery => ../..
 
 replace github.com/discovery-go/discovery/api/wire => ../../api/wire
+
+replace github.com/discovery-go/discovery/api/client => ../../api/client
+
+replace github.com/discovery-go/discovery/internal/testkit => ../../internal/testkit

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
 
@@ -84,7 +85,7 @@ func TestCluster_Healthy(t *testing.T) {
 		if !slices.Equal(want.Addrs, in.Addrs) {
 			t.Fatalf("origin stored addrs %v, want %v", want.Addrs, in.Addrs)
 		}
-		harness.Eventually(t, 10*time.Second, "register replicated", func() error {
+		testkit.Eventually(t, 10*time.Second, "register replicated", func() error {
 			return wantHosts(nodes, env, in.AppID, []string{in.Hostname})
 		})
 		for _, n := range nodes {
@@ -105,7 +106,7 @@ func TestCluster_Healthy(t *testing.T) {
 			"status": {"2"}, "metadata": {`{"weight":"5"}`},
 		}
 		mustOK(t, "set on "+nodes[2].Name)(nodes[2].Client.Set(ctxT(t), set))
-		harness.Eventually(t, 10*time.Second, "set replicated", func() error {
+		testkit.Eventually(t, 10*time.Second, "set replicated", func() error {
 			var errs []error
 			for _, n := range nodes {
 				m, err := instances(n, env, in.AppID)
@@ -121,7 +122,7 @@ func TestCluster_Healthy(t *testing.T) {
 
 		// cancel through the third node removes it everywhere.
 		mustOK(t, "cancel on "+nodes[0].Name)(nodes[0].Client.Cancel(ctxT(t), in))
-		harness.Eventually(t, 10*time.Second, "cancel replicated", func() error {
+		testkit.Eventually(t, 10*time.Second, "cancel replicated", func() error {
 			return wantHosts(nodes, env, in.AppID, nil)
 		})
 	})
@@ -135,7 +136,7 @@ func TestCluster_Healthy(t *testing.T) {
 		mustOK(t, "replicated register")(nodes[0].Client.Register(ctxT(t), local, url.Values{"replication": {"true"}}))
 		barrier := instance("e2e.localonly", "barrier", "grpc://127.0.0.1:9002")
 		mustOK(t, "barrier register")(nodes[0].Client.Register(ctxT(t), barrier))
-		harness.Eventually(t, 10*time.Second, "barrier replicated", func() error {
+		testkit.Eventually(t, 10*time.Second, "barrier replicated", func() error {
 			return wantHosts(nodes[1:], env, local.AppID, []string{"barrier"})
 		})
 		if err := wantHosts(nodes[:1], env, local.AppID, []string{"barrier", "only-here"}); err != nil {
@@ -190,7 +191,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	l := startLoad(t, c.Nodes, "e2e.load", "load", clients, 100*time.Millisecond, true)
 	l.waitAllAcked(t, 30*time.Second)
 	// Everything registered so far has reached every node.
-	harness.Eventually(t, 20*time.Second, "load replicated before the kill", func() error {
+	testkit.Eventually(t, 20*time.Second, "load replicated before the kill", func() error {
 		return wantHosts(nodes, env, "e2e.load", l.hostnames())
 	})
 
@@ -218,7 +219,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	}
 
 	// The dead node leaves the survivors' views (spec 7.1: about 10 s).
-	deadOut := harness.Eventually(t, 30*time.Second, "dead node out of /discovery/nodes and infra.discovery", func() error {
+	deadOut := testkit.Eventually(t, 30*time.Second, "dead node out of /discovery/nodes and infra.discovery", func() error {
 		return c.CheckFormed(survivors)
 	})
 	t.Logf("FIGURE dead node out of nodes+infra.discovery on both survivors %.1f s after SIGKILL", deadOut.Seconds())
@@ -238,7 +239,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 
 	// One successful round of every client after the kill.
 	for _, ld := range []*load{l, late} {
-		harness.Eventually(t, 30*time.Second, "one round of every client after the kill", func() error {
+		testkit.Eventually(t, 30*time.Second, "one round of every client after the kill", func() error {
 			if b := ld.behind(killed); len(b) > 0 {
 				return fmt.Errorf("%d clients without a round since the kill: %v", len(b), b)
 			}
@@ -253,7 +254,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 	}
 	// Renews sent to a survivor are forwarded to the other one, and the
 	// -404 handshake (C60) repairs what only one of them had; allow for it.
-	harness.Eventually(t, 10*time.Second, "every acknowledged instance on every survivor", func() error {
+	testkit.Eventually(t, 10*time.Second, "every acknowledged instance on every survivor", func() error {
 		return wantHosts(survivors, env, "e2e.load", acked)
 	})
 	for name, ld := range map[string]*load{"load": l, "late": late} {
@@ -280,7 +281,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 		mustOK(t, "register during downtime")(survivors[i%2].Client.Register(ctxT(t), in))
 		during = append(during, in.Hostname)
 	}
-	harness.Eventually(t, 10*time.Second, "downtime registrations replicated", func() error {
+	testkit.Eventually(t, 10*time.Second, "downtime registrations replicated", func() error {
 		return wantHosts(survivors, env, "e2e.during", during)
 	})
 
@@ -311,7 +312,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 		}
 		return gated
 	}
-	readyIn := harness.Eventually(t, 45*time.Second, "restarted node ready", func() error {
+	readyIn := testkit.Eventually(t, 45*time.Second, "restarted node ready", func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		ok, err := restarted.Client.Ready(ctx)
 		cancel()
@@ -368,7 +369,7 @@ func TestCluster_GracefulStopCancelsRecord(t *testing.T) {
 	c.Stop(t, stopped)
 	exited := time.Now()
 	t.Logf("FIGURE graceful stop: exit %.2f s after SIGTERM", exited.Sub(sigterm).Seconds())
-	gone := harness.Eventually(t, 5*time.Second, "stopped node's record gone from the survivors", func() error {
+	gone := testkit.Eventually(t, 5*time.Second, "stopped node's record gone from the survivors", func() error {
 		return c.CheckFormed(survivors)
 	})
 	t.Logf("FIGURE after graceful stop: record and node gone on both survivors %.2f s after exit", gone.Seconds())
@@ -414,7 +415,7 @@ func TestCluster_PartitionHeals(t *testing.T) {
 	old := instance(app, "old", "grpc://127.0.0.1:9101")
 	mustOK(t, "register keep")(nodes[0].Client.Register(ctxT(t), keep))
 	mustOK(t, "register old")(nodes[0].Client.Register(ctxT(t), old))
-	harness.Eventually(t, 10*time.Second, "initial instances everywhere", func() error {
+	testkit.Eventually(t, 10*time.Second, "initial instances everywhere", func() error {
 		return wantHosts(nodes, env, app, []string{"keep", "old"})
 	})
 
@@ -422,7 +423,7 @@ func TestCluster_PartitionHeals(t *testing.T) {
 	isolated := time.Now()
 	// Both sides notice: the majority drops the cut node, the cut node is
 	// left alone. This proves the cut works in both directions.
-	detect := harness.Eventually(t, 40*time.Second, "both sides see the partition", func() error {
+	detect := testkit.Eventually(t, 40*time.Second, "both sides see the partition", func() error {
 		return errors.Join(c.CheckFormed(majority), c.CheckFormed([]*harness.Node{cut}))
 	})
 	t.Logf("FIGURE partition detected on both sides %.1f s after the cut", detect.Seconds())
@@ -432,7 +433,7 @@ func TestCluster_PartitionHeals(t *testing.T) {
 	mustOK(t, "register on majority")(majority[0].Client.Register(ctxT(t), a))
 	mustOK(t, "cancel on majority")(majority[0].Client.Cancel(ctxT(t), old))
 	mustOK(t, "register on cut node")(cut.Client.Register(ctxT(t), z))
-	harness.Eventually(t, 10*time.Second, "majority converged during the partition", func() error {
+	testkit.Eventually(t, 10*time.Second, "majority converged during the partition", func() error {
 		return wantHosts(majority, env, app, []string{"a-majority", "keep"})
 	})
 	// The cut node's side stays as it was, plus its own write.
@@ -442,7 +443,7 @@ func TestCluster_PartitionHeals(t *testing.T) {
 
 	c.Heal()
 	healed := time.Now()
-	d := harness.Eventually(t, 30*time.Second, "converged after heal", func() error {
+	d := testkit.Eventually(t, 30*time.Second, "converged after heal", func() error {
 		return errors.Join(
 			c.CheckFormed(nodes),
 			wantHosts(nodes, env, app, []string{"a-majority", "keep", "z-cut"}),

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
 
@@ -273,7 +274,7 @@ func (l *load) stop() {
 // waitAllAcked waits until every client's registration was acknowledged.
 func (l *load) waitAllAcked(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	harness.Eventually(t, timeout, "every load client registered", func() error {
+	testkit.Eventually(t, timeout, "every load client registered", func() error {
 		n := 0
 		for _, lc := range l.clients {
 			if lc.acked.Load() {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
 
@@ -47,7 +48,7 @@ func TestSoak_KillRestartPartitionCycles(t *testing.T) {
 		start := time.Now()
 		if rand.N(2) == 0 {
 			c.Kill(t, victim)
-			out := harness.Eventually(t, 30*time.Second, "dead node out", func() error { return c.CheckFormed(c.Others(victim)) })
+			out := testkit.Eventually(t, 30*time.Second, "dead node out", func() error { return c.CheckFormed(c.Others(victim)) })
 			nn := c.Restart(t, victim)
 			ready := time.Since(nn.Started())
 			formed := c.WaitFormed(t, 30*time.Second)
@@ -56,7 +57,7 @@ func TestSoak_KillRestartPartitionCycles(t *testing.T) {
 			// Heal as soon as the majority dropped the cut node, whatever the
 			// cut node itself concluded so far: a realistic, racy heal.
 			c.Isolate(t, victim)
-			detect := harness.Eventually(t, 40*time.Second, "partition seen", func() error { return c.CheckFormed(c.Others(victim)) })
+			detect := testkit.Eventually(t, 40*time.Second, "partition seen", func() error { return c.CheckFormed(c.Others(victim)) })
 			c.Heal()
 			healed := c.WaitFormed(t, 40*time.Second)
 			t.Logf("cycle %d isolate %s: seen after %.1fs, re-formed %.2fs after heal", cycle, victim.Name, detect.Seconds(), healed.Seconds())
@@ -64,7 +65,7 @@ func TestSoak_KillRestartPartitionCycles(t *testing.T) {
 				t.Errorf("cycle %d: re-formed %.1fs after heal, more than %s (anti-entropy %s + margin)", cycle, healed.Seconds(), limit, antiEntropy)
 			}
 		}
-		harness.Eventually(t, 30*time.Second, fmt.Sprintf("cycle %d: every acknowledged instance everywhere", cycle), func() error {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("cycle %d: every acknowledged instance everywhere", cycle), func() error {
 			if b := l.behind(start); len(b) > 0 {
 				return fmt.Errorf("%d clients without a round this cycle", len(b))
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
 
@@ -67,7 +68,7 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 
 	// 4.10.1 and 7.5/7.6: each zone lists itself only; each zone holds the
 	// other zone's node records (they crossed the zone links).
-	harness.Eventually(t, 30*time.Second, "both zones formed, node records exchanged", func() error {
+	testkit.Eventually(t, 30*time.Second, "both zones formed, node records exchanged", func() error {
 		errs := []error{c.CheckFormed(zoneA), c.CheckFormed(zoneBNodes)}
 		for _, n := range all {
 			list, _, err := n.Client.Nodes(ctxT(t))
@@ -112,7 +113,7 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 	x.Metadata = map[string]string{"weight": "10"}
 	mustOK(t, "register on a1")(a1.Client.Register(ctxT(t), x))
 	step("register on a1", "register", "A")
-	harness.Eventually(t, 10*time.Second, "x on every node", func() error {
+	testkit.Eventually(t, 10*time.Second, "x on every node", func() error {
 		return wantHosts(all, env, x.AppID, []string{x.Hostname})
 	})
 
@@ -120,7 +121,7 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 		"status": {"2"}, "metadata": {`{"weight":"20"}`}}
 	mustOK(t, "set on a1")(a1.Client.Set(ctxT(t), form))
 	step("set on a1", "set", "A")
-	harness.Eventually(t, 10*time.Second, "set applied in zone B", func() error {
+	testkit.Eventually(t, 10*time.Second, "set applied in zone B", func() error {
 		for _, n := range zoneBNodes {
 			m, err := instances(n, env, x.AppID)
 			if err != nil {
@@ -145,7 +146,7 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 	}
 	mustOK(t, "renew on a2")(a2.Client.Renew(ctxT(t), x))
 	step("renew on a2", "renew", "A")
-	harness.Eventually(t, 10*time.Second, "lease refreshed in zone B", func() error {
+	testkit.Eventually(t, 10*time.Second, "lease refreshed in zone B", func() error {
 		for _, n := range zoneBNodes {
 			m, err := instances(n, env, x.AppID)
 			if err != nil {
@@ -163,13 +164,13 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 	y.Zone = zoneB
 	mustOK(t, "register on b2")(b2.Client.Register(ctxT(t), y))
 	step("register on b2", "register", "B")
-	harness.Eventually(t, 10*time.Second, "y on every node", func() error {
+	testkit.Eventually(t, 10*time.Second, "y on every node", func() error {
 		return wantHosts(all, env, y.AppID, []string{x.Hostname, y.Hostname})
 	})
 
 	mustOK(t, "cancel on a1")(a1.Client.Cancel(ctxT(t), x))
 	step("cancel on a1", "cancel", "A")
-	harness.Eventually(t, 10*time.Second, "x cancelled everywhere", func() error {
+	testkit.Eventually(t, 10*time.Second, "x cancelled everywhere", func() error {
 		return wantHosts(all, env, x.AppID, []string{y.Hostname})
 	})
 
@@ -182,7 +183,7 @@ func TestZones_CrossZoneReplicationNoLoops(t *testing.T) { // C57
 		barrier = append(barrier, in.Hostname)
 		step("barrier register on "+n.Name, "register", counts.zone[n.Name])
 	}
-	harness.Eventually(t, 10*time.Second, "barrier writes everywhere", func() error {
+	testkit.Eventually(t, 10*time.Second, "barrier writes everywhere", func() error {
 		return wantHosts(all, env, "e2e.zones.barrier", barrier)
 	})
 	counts.wait(t, "after the barrier (no looping op arrived late)")
@@ -232,7 +233,7 @@ func newReceivedCounts(t *testing.T, nodes []*harness.Node, zone map[string]stri
 	// when no node has an unacknowledged op (discovery_replication_queue_depth
 	// counts waiting and in-flight ops) in two reads in a row that agree.
 	var last map[string]float64
-	harness.Eventually(t, 10*time.Second, "start-up replication settled", func() error {
+	testkit.Eventually(t, 10*time.Second, "start-up replication settled", func() error {
 		got, err := rc.read()
 		if err != nil {
 			return err
@@ -310,7 +311,7 @@ func (rc *receivedCounts) read() (map[string]float64, error) {
 func (rc *receivedCounts) wait(t *testing.T, what string) {
 	t.Helper()
 	var over error
-	harness.Eventually(t, 10*time.Second, "replication counts after "+what, func() error {
+	testkit.Eventually(t, 10*time.Second, "replication counts after "+what, func() error {
 		got, err := rc.read()
 		if err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // Environment variables that change how binaries are obtained.
@@ -72,7 +74,7 @@ func Main(m *testing.M, opts ...goleak.Option) {
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	if code == 0 {
-		if err := goleak.Find(opts...); err != nil {
+		if err := goleak.Find(testkit.LeakOptions(opts...)...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak: goroutines leaked by the tests:", err)
 			code = 1
 		}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // InfraAppID is the appid every node registers itself under (spec 7.5).
@@ -224,7 +226,7 @@ func (c *Cluster) Heal() { c.Fabric.heal() }
 // infra.discovery record for each of them, and returns how long it took.
 func (c *Cluster) WaitFormed(tb testing.TB, timeout time.Duration) time.Duration {
 	tb.Helper()
-	return Eventually(tb, timeout, "cluster formed", func() error { return c.CheckFormed(c.Live()) })
+	return testkit.Eventually(tb, timeout, "cluster formed", func() error { return c.CheckFormed(c.Live()) })
 }
 
 // CheckFormed reports how the view of the given nodes differs from "each

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // The test binary doubles as a helper "node" process, so the fault fabric is
@@ -219,7 +221,7 @@ func TestFabric_BlockCutsOpenConnections(t *testing.T) {
 	}
 	defer c.Close()
 	// Wait until the proxy has accepted and registered the pipe.
-	Eventually(t, 5*time.Second, "pipe registered", func() error {
+	testkit.Eventually(t, 5*time.Second, "pipe registered", func() error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if len(b.http.conns) != 1 {
@@ -338,7 +340,7 @@ func TestReachable(t *testing.T) {
 
 func TestEventually_ReportsElapsedAndLastError(t *testing.T) {
 	n := 0
-	d := Eventually(t, 5*time.Second, "third try", func() error {
+	d := testkit.Eventually(t, 5*time.Second, "third try", func() error {
 		n++
 		if n < 3 {
 			return errors.New("not yet")
@@ -348,7 +350,7 @@ func TestEventually_ReportsElapsedAndLastError(t *testing.T) {
 	if n != 3 || d <= 0 {
 		t.Fatalf("tries %d, elapsed %s", n, d)
 	}
-	_, err := Within(30*time.Millisecond, func() error { return errors.New("never") })
+	_, err := testkit.Within(30*time.Millisecond, func() error { return errors.New("never") })
 	if err == nil || err.Error() != "never" {
 		t.Fatalf("Within: %v, want the last error", err)
 	}

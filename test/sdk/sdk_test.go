@@ -1,96 +1,20 @@
-// Package sdk runs the Go client SDK (api/client and its gRPC resolver)
-// against real multi-process discovery clusters started by test/harness.
+// Package sdk runs the Go client SDK (api/client and its gRPC resolver,
+// a module of its own) against real nodes: in process for the single-node
+// behaviour, and multi-process clusters started by test/harness for
+// failover. The SDK module's own tests use fake nodes only (clienttest),
+// so the SDK does not depend on the server.
 package sdk
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/discovery-go/discovery/api/client"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
-
-func TestMain(m *testing.M) { harness.Main(m) }
-
-// newClient is an SDK client of the harness' env and zone seeded with the
-// given nodes only, with short backoffs so failover shows quickly.
-func newClient(t *testing.T, hostname string, seeds ...*harness.Node) *client.Client {
-	t.Helper()
-	cfg := client.Config{
-		Region: harness.DefaultRegion, Zone: harness.DefaultZone, Env: harness.DefaultEnv, Hostname: hostname,
-		RenewInterval:  time.Second,
-		RequestTimeout: 3 * time.Second,
-		BackoffInitial: 50 * time.Millisecond,
-		BackoffMax:     500 * time.Millisecond,
-	}
-	for _, n := range seeds {
-		cfg.Nodes = append(cfg.Nodes, n.AdvertisedHTTP)
-	}
-	c, err := client.New(cfg, client.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil)).With("client", hostname)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
-}
-
-func hosts(s *client.Instances) []string {
-	var out []string
-	for _, in := range s.All() {
-		out = append(out, in.Hostname)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// waitHosts reads the watcher until a set has exactly want.
-func waitHosts(t *testing.T, w *client.Watcher, timeout time.Duration, want ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	var last []string
-	for {
-		s, err := w.Next(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("watch %s: no set %v within %s (last %v, err %v)", w.AppID(), want, timeout, last, err)
-		}
-		if err != nil {
-			t.Logf("watch %s: transient: %v", w.AppID(), err)
-			continue
-		}
-		if last = hosts(s); slices.Equal(last, want) {
-			return
-		}
-	}
-}
-
-func nodeByAddr(c *harness.Cluster, addr string) *harness.Node {
-	for _, n := range c.Nodes() {
-		if n.AdvertisedHTTP == addr {
-			return n
-		}
-	}
-	return nil
-}
 
 // TestSDK_ClusterNodeDeath: the SDK learns the cluster from one seed; when
 // the node holding the watcher's poll dies, the watch goes on through
@@ -105,13 +29,12 @@ func TestSDK_ClusterNodeDeath(t *testing.T) {
 	}
 	slices.Sort(all)
 
-	watcher := newClient(t, "sdk-watcher", nodes[0])
-	waitFor(t, 15*time.Second, "node list learned from infra.discovery", func() (bool, string) {
-		got := slices.Sorted(slices.Values(watcher.Nodes()))
-		return slices.Equal(got, all), fmt.Sprint(got)
+	watcher := newClient(t, clientConfig("sdk-watcher", addrsOf(nodes[0])...))
+	testkit.Eventually(t, 15*time.Second, "node list learned from infra.discovery", func() error {
+		return want(slices.Sorted(slices.Values(watcher.Nodes())), all)
 	})
 
-	regA := newClient(t, "pod-a", nodes[0])
+	regA := newClient(t, clientConfig("pod-a", addrsOf(nodes[0])...))
 	if _, err := regA.Register(t.Context(), client.Instance{AppID: "sdk.svc", Addrs: []string{"grpc://127.0.0.1:9001"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +52,7 @@ func TestSDK_ClusterNodeDeath(t *testing.T) {
 	}
 	victim.Kill(t)
 	survivor := c.Others(victim)[0]
-	regB := newClient(t, "pod-b", survivor)
+	regB := newClient(t, clientConfig("pod-b", addrsOf(survivor)...))
 	if _, err := regB.Register(t.Context(), client.Instance{AppID: "sdk.svc", Addrs: []string{"grpc://127.0.0.1:9002"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +62,7 @@ func TestSDK_ClusterNodeDeath(t *testing.T) {
 	}
 
 	// The next change after the failover arrives too.
-	regC := newClient(t, "pod-c", survivor)
+	regC := newClient(t, clientConfig("pod-c", addrsOf(survivor)...))
 	cancelC, err := regC.Register(t.Context(), client.Instance{AppID: "sdk.svc", Addrs: []string{"grpc://127.0.0.1:9003"}})
 	if err != nil {
 		t.Fatal(err)
@@ -152,12 +75,15 @@ func TestSDK_ClusterNodeDeath(t *testing.T) {
 
 	// pod-a's client seeded on nodes[0] (maybe the victim): its 1 s
 	// heartbeats move to a live node and the instance stays.
-	waitFor(t, 10*time.Second, "pod-a renewed through a live node", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "pod-a renewed through a live node", func() error {
 		s, err := regA.Fetch(t.Context(), "sdk.svc")
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return slices.Contains(hosts(s), "pod-a") && regA.CurrentNode() != victim.AdvertisedHTTP, regA.CurrentNode()
+		if !slices.Contains(hosts(s), "pod-a") || regA.CurrentNode() == victim.AdvertisedHTTP {
+			return fmt.Errorf("hosts %v through %s", hosts(s), regA.CurrentNode())
+		}
+		return nil
 	})
 
 	// The dead node leaves the learned list once gossip declares it dead
@@ -167,10 +93,13 @@ func TestSDK_ClusterNodeDeath(t *testing.T) {
 		live = append(live, n.AdvertisedHTTP)
 	}
 	slices.Sort(live)
-	waitFor(t, 30*time.Second, "node list without the dead node", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "node list without the dead node", func() error {
 		got := watcher.Nodes()
 		learned := slices.Sorted(slices.Values(got[:min(2, len(got))]))
-		want := len(got) == 2 || (len(got) == 3 && got[2] == nodes[0].AdvertisedHTTP && victim == nodes[0])
-		return want && slices.Equal(learned, live), fmt.Sprint(got)
+		ok := len(got) == 2 || (len(got) == 3 && got[2] == nodes[0].AdvertisedHTTP && victim == nodes[0])
+		if !ok {
+			return fmt.Errorf("node list %v", got)
+		}
+		return want(learned, live)
 	})
 }

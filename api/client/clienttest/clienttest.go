@@ -9,7 +9,6 @@ package clienttest
 
 import (
 	"encoding/json"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -118,7 +117,7 @@ func (s *Store) Latest(env, appid string) int64 {
 func (a *app) infoLocked() map[string]any {
 	zones := map[string][]*client.Instance{}
 	n := 0
-	for _, k := range slices.Sorted(maps.Keys(a.ins)) {
+	for _, k := range sortedKeys(a.ins) {
 		in := a.ins[k]
 		if in.Status != client.StatusUp {
 			continue
@@ -418,4 +417,13 @@ func (n *Node) Hang(path string) Fault {
 		}
 		return true
 	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -2,6 +2,7 @@ package resolver_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
 	dresolver "github.com/discovery-go/discovery/api/client/resolver"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // startBackend runs a gRPC server with the health service on 127.0.0.1:0.
@@ -37,7 +39,7 @@ func callPeers(t *testing.T, hc healthpb.HealthClient, n int) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
 	for range n {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(testkit.Context(t), 5*time.Second)
 		var p peer.Peer
 		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p), grpc.WaitForReady(true))
 		cancel()
@@ -51,20 +53,14 @@ func callPeers(t *testing.T, hc healthpb.HealthClient, n int) map[string]int {
 
 func waitPeers(t *testing.T, hc healthpb.HealthClient, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, "calls reach exactly the backends", func() error {
 		seen := callPeers(t, hc, 3*len(want))
 		ok := len(seen) == len(want)
 		for _, w := range want {
 			ok = ok && seen[w] > 0
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("calls reached %v, want exactly %v", seen, want)
-		}
-	}
+		return testkit.State(ok, fmt.Sprintf("calls reached %v, want exactly %v", seen, want))
+	})
 }
 
 func TestGRPC_RoundRobinFollowsRegistrations(t *testing.T) {
@@ -74,7 +70,7 @@ func TestGRPC_RoundRobinFollowsRegistrations(t *testing.T) {
 	b1, b2, b3 := startBackend(t), startBackend(t), startBackend(t)
 
 	reg := func(host, addr string) func() error {
-		cancel, err := c.Register(t.Context(), client.Instance{AppID: "health.svc", Hostname: host, Addrs: []string{"grpc://" + addr}})
+		cancel, err := c.Register(testkit.Context(t), client.Instance{AppID: "health.svc", Hostname: host, Addrs: []string{"grpc://" + addr}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +105,7 @@ func TestGRPC_KratosTargetForm(t *testing.T) {
 	n := clienttest.NewNode(t, store)
 	c := newClient(t, n)
 	b1 := startBackend(t)
-	if _, err := c.Register(t.Context(), client.Instance{AppID: "health.svc", Hostname: "b1", Addrs: []string{"grpc://" + b1}}); err != nil {
+	if _, err := c.Register(testkit.Context(t), client.Instance{AppID: "health.svc", Hostname: "b1", Addrs: []string{"grpc://" + b1}}); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient("discovery://default/health.svc",

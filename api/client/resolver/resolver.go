@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,7 +83,7 @@ var _ resolver.Builder = (*Builder)(nil)
 
 // NewBuilder returns a Builder for grpc.WithResolvers.
 func NewBuilder(c *client.Client, opts ...Option) *Builder {
-	b := &Builder{c: c, log: slog.New(slog.DiscardHandler)}
+	b := &Builder{c: c, log: client.DiscardLogger()}
 	for _, o := range opts {
 		o(b)
 	}
@@ -172,7 +171,7 @@ func (r *discoveryResolver) run(ctx context.Context) {
 			}
 			continue
 		}
-		if err := r.cc.UpdateState(resolver.State{Endpoints: eps}); err != nil {
+		if err := r.cc.UpdateState(resolver.State{Endpoints: eps, Addresses: addressesOf(eps)}); err != nil {
 			r.log.Warn("gRPC rejected the resolver update", "err", err)
 		}
 		have = true
@@ -205,10 +204,21 @@ func Endpoints(set *client.Instances, zone string) []resolver.Endpoint {
 	}
 	eps := build([]string{zone})
 	if len(eps) == 0 {
-		eps = build(slices.Sorted(maps.Keys(set.Zones)))
+		eps = build(sortedZones(set))
 	}
 	slices.SortFunc(eps, func(a, b resolver.Endpoint) int { return strings.Compare(a.Addresses[0].Addr, b.Addresses[0].Addr) })
 	return eps
+}
+
+// addressesOf flattens the endpoints' addresses. gRPC before v1.66 hands
+// round_robin only State.Addresses (deprecated since, but still read), so
+// the resolver sets both for the older versions this module supports.
+func addressesOf(eps []resolver.Endpoint) []resolver.Address {
+	var out []resolver.Address
+	for _, ep := range eps {
+		out = append(out, ep.Addresses...)
+	}
+	return out
 }
 
 func infoOf(in *client.Instance) Info {
@@ -220,4 +230,14 @@ func infoOf(in *client.Instance) Info {
 		AppID: in.AppID, Hostname: in.Hostname, Region: in.Region, Zone: in.Zone, Version: in.Version,
 		Color: in.Metadata["color"], Cluster: in.Metadata["cluster"], Weight: w,
 	}
+}
+
+// sortedZones returns the zones of set in order.
+func sortedZones(set *client.Instances) []string {
+	zones := make([]string, 0, len(set.Zones))
+	for z := range set.Zones {
+		zones = append(zones, z)
+	}
+	slices.Sort(zones)
+	return zones
 }

@@ -11,16 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/discovery-go/discovery/api/client"
 	"github.com/discovery-go/discovery/api/client/clienttest"
 	dresolver "github.com/discovery-go/discovery/api/client/resolver"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 
 const (
 	testEnv  = "test"
@@ -67,7 +67,7 @@ func newClient(t *testing.T, nodes ...*clienttest.Node) *client.Client {
 	for _, n := range nodes {
 		cfg.Nodes = append(cfg.Nodes, n.Addr())
 	}
-	c, err := client.New(cfg, client.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
+	c, err := client.New(cfg, client.WithLogger(testkit.Logger(t, slog.LevelInfo)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,38 +113,31 @@ func addrsOf(s resolver.State) []string {
 // waitState waits until the latest pushed state has exactly want.
 func waitState(t *testing.T, cc *fakeCC, want ...string) resolver.State {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var got resolver.State
+	testkit.Eventually(t, 5*time.Second, "resolver state", func() error {
 		states, errs := cc.snapshot()
 		if len(states) > 0 && slices.Equal(addrsOf(states[len(states)-1]), want) {
-			return states[len(states)-1]
+			got = states[len(states)-1]
+			return nil
 		}
-		if time.Now().After(deadline) {
-			var last []string
-			if len(states) > 0 {
-				last = addrsOf(states[len(states)-1])
-			}
-			t.Fatalf("resolver state: last %v (of %d), want %v; errors %v", last, len(states), want, errs)
+		var last []string
+		if len(states) > 0 {
+			last = addrsOf(states[len(states)-1])
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+		return fmt.Errorf("last %v (of %d), want %v; errors %v", last, len(states), want, errs)
+	})
+	return got
 }
 
-// waitErrors waits until the resolver has reported errors that satisfy
-// ok, and returns them.
+// waitErrors waits until the errors reported so far satisfy ok.
 func waitErrors(t *testing.T, cc *fakeCC, what string, ok func(errs []error) bool) []error {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, errs := cc.snapshot(); ok(errs) {
-			return errs
-		}
-		if time.Now().After(deadline) {
-			_, errs := cc.snapshot()
-			t.Fatalf("%s: errors = %v", what, errs)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+	var errs []error
+	testkit.Eventually(t, 5*time.Second, what, func() error {
+		_, errs = cc.snapshot()
+		return testkit.State(ok(errs), fmt.Sprintf("errors = %v", errs))
+	})
+	return errs
 }
 
 func anyErr(errs []error) bool { return len(errs) > 0 }
@@ -237,7 +230,7 @@ func TestResolver_ReportsErrorsAndKeepsTheLastGoodList(t *testing.T) {
 	defer w.Close()
 	sw, _ := c.Watch("svc")
 	defer sw.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(testkit.Context(t), 5*time.Second)
 	defer cancel()
 	for {
 		s, err := sw.Next(ctx)
