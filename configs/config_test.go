@@ -311,15 +311,24 @@ func TestLoad_DocumentedEnvNames(t *testing.T) {
 // kind and checks it lands in the field (generated from the key list, so a
 // new key is covered without editing the test).
 func TestLoad_EveryKeyHasWorkingEnvAndFlag(t *testing.T) {
+	// Keys that are only valid together with another one.
+	requires := map[string][2]string{
+		"cluster.accept_secrets": {"cluster.secret", "MDEyMzQ1Njc4OWFiY2RlZg=="},
+	}
 	for _, l := range leaves() {
 		text, want := sampleValue(t, l)
 		t.Run(l.key, func(t *testing.T) {
+			var withArgs, withEnv []string
+			if r, ok := requires[l.key]; ok {
+				withArgs = []string{"--" + r[0] + "=" + r[1]}
+				withEnv = []string{EnvName(r[0]) + "=" + r[1]}
+			}
 			for _, src := range []struct {
 				name          string
 				args, environ []string
 			}{
-				{"env", nil, []string{EnvName(l.key) + "=" + text}},
-				{"flag", []string{"--" + l.key + "=" + text}, nil},
+				{"env", nil, append(withEnv, EnvName(l.key)+"="+text)},
+				{"flag", append(withArgs, "--"+l.key+"="+text), nil},
 			} {
 				c, err := Load(src.args, src.environ)
 				if err != nil {
@@ -348,6 +357,7 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"cluster.advertise":          {"10.0.0.5:7946", "10.0.0.5:7946"},
 		"http.advertise":             {"10.0.0.5:7171", "10.0.0.5:7171"},
 		"cluster.secret":             {"MDEyMzQ1Njc4OWFiY2RlZg==", "MDEyMzQ1Njc4OWFiY2RlZg=="},
+		"cluster.accept_secrets":     {"ZmVkY2JhOTg3NjU0MzIxMA==", []string{"ZmVkY2JhOTg3NjU0MzIxMA=="}},
 		"cluster.peer_timeout":       {"7s", 7 * time.Second},
 		"cluster.renew_interval":     {"40s", 40 * time.Second}, // at most half of registry.evict_after
 		"registry.evict_after":       {"2m", 2 * time.Minute},

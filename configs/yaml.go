@@ -79,7 +79,7 @@ func leafSet(ls []leaf) map[string]bool {
 
 // YAML renders c in the layout of the embedded default file, comments
 // included, so the output is itself a valid --config file. A non-empty
-// cluster.secret is printed as "<redacted>".
+// secret (cluster.secret, cluster.accept_secrets) is printed as "<redacted>".
 func (c Config) YAML() ([]byte, error) {
 	doc, err := parseDoc(defaultFile)
 	if err != nil {
@@ -136,12 +136,28 @@ func spaceSections(b []byte) []byte {
 	return []byte(strings.Join(out, "\n"))
 }
 
+// isSecret reports whether key holds key material, never printed.
+func isSecret(key string) bool {
+	switch key {
+	case "cluster.secret", "cluster.accept_secrets":
+		return true
+	}
+	return false
+}
+
 // printValue is the value of l in c as it is printed.
 func (c Config) printValue(l leaf) any {
-	if l.key == "cluster.secret" && c.Cluster.Secret != "" {
+	v := l.value(&c)
+	if isSecret(l.key) && !v.IsZero() {
+		if l.kind == kindList {
+			out := make([]string, v.Len())
+			for i := range out {
+				out[i] = redacted
+			}
+			return out
+		}
 		return redacted
 	}
-	v := l.value(&c)
 	switch l.kind {
 	case kindDuration:
 		return formatDuration(time.Duration(v.Int()))

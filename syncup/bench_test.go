@@ -31,7 +31,7 @@ func BenchmarkReplication_HTTP(b *testing.B) {
 	cfg := func(c *Config) { c.QueueSize = 1 << 20; c.BatchSize = 512 }
 	a := startHTTPNode(b, nil, cfg)
 	bb := startHTTPNode(b, []*tnode{a}, cfg)
-	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
+	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.repl.same()) == 1 && bb.c.Ready() })
 	benchReplication(b, []*tnode{a, bb})
 }
 
@@ -43,7 +43,7 @@ func BenchmarkReplication_HTTP(b *testing.B) {
 func BenchmarkReplicationWindow_HTTP(b *testing.B) {
 	a := startHTTPNode(b, nil, nil)
 	bb := startHTTPNode(b, []*tnode{a}, nil)
-	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && bb.c.Ready() })
+	testkit.EventuallyTrue(b, waitTimeout, "mesh", func() bool { return len(a.c.repl.same()) == 1 && bb.c.Ready() })
 	quiet(b, a, bb)
 	ins := make([]registry.Instance, b.N)
 	for i := range ins {
@@ -123,7 +123,7 @@ func BenchmarkSnapshotSync100k_HTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		_, n, err := c2.syncFrom(b.Context(), addr) // the startup-sync path itself
+		_, n, err := c2.syncer.syncFrom(b.Context(), addr) // the startup-sync path itself
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -144,7 +144,7 @@ func BenchmarkSnapshotEncode100k(b *testing.B) {
 	for b.Loop() {
 		buf.Reset()
 		if err := wire.EncodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
-			return c.serveSnapshot(b.Context(), sink)
+			return c.handler.snapshot(b.Context(), sink)
 		}); err != nil {
 			b.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func BenchmarkSnapshotDecode100k(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	if err := wire.EncodeSnapshot(bufio.NewWriter(&buf), func(sink func(SnapshotItem) error) error {
-		return c.serveSnapshot(b.Context(), sink)
+		return c.handler.snapshot(b.Context(), sink)
 	}); err != nil {
 		b.Fatal(err)
 	}

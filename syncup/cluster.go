@@ -6,11 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,16 +17,17 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
 // SelfAppID is the appid under which every node registers itself (spec 7.5).
-const SelfAppID = "infra.discovery"
+const SelfAppID = wire.InfraAppID
 
 // Node status values of /discovery/nodes (spec 4.10).
 const (
-	NodeUp   = 0
-	NodeLost = 1
+	NodeUp   = wire.NodeUp
+	NodeLost = wire.NodeLost
 )
 
 // Registry is what the cluster needs from the registry; *registry.Registry
@@ -68,6 +67,8 @@ type Deps struct {
 	// Memberlist, if set, adjusts the gossip configuration after the
 	// Config has been applied (tests: fast timings, a MockNetwork transport).
 	Memberlist func(*memberlist.Config)
+	// Resolver resolves gossip seed names; nil: net.DefaultResolver.
+	Resolver Resolver
 	// EvictAfter is the registry's evict_after (0: its default). Startup
 	// sync and anti-entropy do not copy instances silent for longer: they
 	// are due for eviction, and evictions leave no tombstone, so nodes that
@@ -89,70 +90,42 @@ type Member struct {
 	Self       bool
 }
 
-// Cluster is the cluster layer of one node: gossip membership, replication
-// of client writes to peers, startup sync, anti-entropy and the node's own
-// infra.discovery record.
+// Cluster is the cluster layer of one node. It wires its components, each
+// with one owner and its own lock:
+//
+//   - membership: gossip, the member table, seeds and reconnects;
+//   - replicator: one queue and sender per peer and per remote zone;
+//   - syncer: startup sync, then anti-entropy, as one state machine;
+//   - records: the infra.discovery records (own and dead members') and the
+//     admission of copies from peers;
+//   - handler: the peer endpoints.
 //
 // All exported methods are safe for concurrent use. The Replicator methods
 // (Register, Renew, Cancel, Set) never block: they only enqueue.
 type Cluster struct {
-	cfg    Config
-	self   Self
-	reg    Registry
-	log    *slog.Logger
-	tr     Transport
-	rawTr  RawReplicator  // tr, when it takes encoded bodies (nil otherwise)
-	ownTr  *HTTPTransport // closed at shutdown when we built it
-	mlHook func(*memberlist.Config)
-	mlLog  *mlLogWriter
-	met    *metrics
-	name   string
-	secret []byte
-	// staleAfter: copies silent for longer are not imported (Deps.EvictAfter).
-	staleAfter time.Duration
+	cfg  Config
+	self Self
+	name string
+	log  *slog.Logger
+	reg  Registry
+	met  *metrics
+	// ownTr is the transport New built (closed at shutdown), nil when
+	// Deps brought one.
+	ownTr *HTTPTransport
 
-	lifeMu   sync.Mutex // Start against the start of shutdown
-	ml       *memberlist.Memberlist
-	metaMu   sync.Mutex
-	meta     nodeMeta
-	metaEnc  atomic.Pointer[[]byte]
-	started  atomic.Bool
+	members *membership
+	repl    *replicator
+	syncer  *syncer
+	recs    *records
+	handler *handler
+
+	lifeMu   sync.Mutex // orders Start against the start of a shutdown; guards started
+	started  bool
 	stopping atomic.Bool // shutdown began: loops stop, no crash handling
-	ready    atomic.Bool
-	readyCh  chan struct{}
-	joinDone chan struct{}
-	startAt  time.Time
 
-	mu     sync.RWMutex
-	peers  map[string]*peer // same-zone members by gossip name
-	zones  map[string]*peer // remote zone links by zone name
-	closed bool             // Replicator closed (Shutdown): no new ops, no new peers
-
-	memMu   sync.RWMutex
-	members map[string]memberState         // other live members, from gossip callbacks
-	failed  map[string]failedMember        // members that failed without leaving
-	evicted map[registry.Key]evictedRecord // their infra.discovery records we evicted
-	gossip  string                         // our advertised gossip host:port
-	bound   string                         // our bound gossip host:port
-
-	evMu  sync.Mutex
-	evq   []memberEvent
-	evSig chan struct{}
-
-	syncSig chan struct{} // a member joined: the startup sync may retry now
-	aeSig   chan struct{}
-	aeMu    sync.Mutex
-	aePref  []string // peers that joined: next anti-entropy rounds go to them
-
-	loopCtx    context.Context
+	loopCtx    context.Context // the syncer's and the renew loop's; ends at BeginShutdown
 	loopCancel context.CancelFunc
-	loops      sync.WaitGroup // join, events, sync, anti-entropy, self-registration
-	peerCtx    context.Context
-	peerCancel context.CancelFunc
-	senders    sync.WaitGroup
-	evCtx      context.Context
-	evCancel   context.CancelFunc
-	evLoop     sync.WaitGroup
+	loops      sync.WaitGroup
 
 	leaveOnce    sync.Once // BeginShutdown
 	leaveErr     error
@@ -172,7 +145,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 	if err := validateSelf(self); err != nil {
 		return nil, err
 	}
-	secret, err := cfg.secretKey()
+	keys, err := newKeyring(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -182,58 +155,42 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		_, _ = rand.Read(b[:])
 		name = self.Hostname + "-" + hex.EncodeToString(b[:])
 	}
-	meta := nodeMeta{HTTPAddr: self.HTTPAddr, Zone: self.Zone, Env: self.Env, Hostname: self.Hostname, Version: self.Version, Status: metaAlive}
-	enc, err := encodeMeta(meta)
-	if err != nil {
-		return nil, fmt.Errorf("syncup: %w", err)
-	}
-	if _, err := encodeMeta(nodeMeta{HTTPAddr: self.HTTPAddr, Zone: self.Zone, Env: self.Env, Hostname: self.Hostname, Version: self.Version, Status: metaLeaving}); err != nil {
-		return nil, fmt.Errorf("syncup: %w", err)
-	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{
-		cfg: cfg, self: self, reg: reg,
-		log:      log.With("node", name),
-		tr:       deps.Transport,
-		mlHook:   deps.Memberlist,
-		name:     name,
-		secret:   secret,
-		meta:     meta,
-		readyCh:  make(chan struct{}),
-		joinDone: make(chan struct{}),
-		peers:    map[string]*peer{},
-		members:  map[string]memberState{},
-		failed:   map[string]failedMember{},
-		evicted:  map[registry.Key]evictedRecord{},
-		zones:    map[string]*peer{},
-		evSig:    make(chan struct{}, 1),
-		syncSig:  make(chan struct{}, 1),
-		aeSig:    make(chan struct{}, 1),
+	log = log.With("node", name)
+	c := &Cluster{cfg: cfg, self: self, name: name, log: log, reg: reg}
 
-		staleAfter: deps.EvictAfter,
-	}
-	if c.staleAfter <= 0 {
-		c.staleAfter = registry.DefaultConfig().EvictAfter
-	}
-	c.metaEnc.Store(&enc)
-	if c.tr == nil {
+	tr := deps.Transport
+	if tr == nil {
 		c.ownTr = NewHTTPTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout})
-		c.tr = c.ownTr
+		tr = c.ownTr
 	}
-	c.rawTr, _ = c.tr.(RawReplicator)
+	stale := deps.EvictAfter
+	if stale <= 0 {
+		stale = registry.DefaultConfig().EvictAfter
+	}
+	c.met = newMetrics()
+	if c.members, err = newMembership(cfg, self, name, log, keys, deps.Resolver, deps.Memberlist); err != nil {
+		return nil, err
+	}
+	c.repl = newReplicator(cfg, name, tr, c.met, log)
+	c.recs = newRecords(self, reg, stale, c.met, log)
+	c.recs.fwd = c.repl.forward
+	c.recs.live = c.members.ownerLive
+	c.repl.react = c.react
+	c.syncer = newSyncer(cfg, tr, reg, c.recs, c.repl, c.members.sameZone, c.met, log)
+	c.handler = &handler{cfg: cfg, reg: reg, repl: c.repl, recs: c.recs, ready: c.syncer.Ready, met: c.met, log: log}
+	c.members.onChange = c.membersChanged
+
 	mreg := deps.Metrics
 	if mreg == nil {
 		mreg = prometheus.NewRegistry()
 	}
-	if c.met, err = newMetrics(c, mreg); err != nil {
+	if err := c.met.register(mreg, c); err != nil {
 		return nil, fmt.Errorf("syncup: metrics: %w", err)
 	}
-	c.loopCtx, c.loopCancel = context.WithCancel(context.Background())
-	c.peerCtx, c.peerCancel = context.WithCancel(context.Background())
-	c.evCtx, c.evCancel = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -270,183 +227,197 @@ func (c *Cluster) Name() string { return c.name }
 // Shutdown. Start may be called once, and not after Shutdown.
 func (c *Cluster) Start(ctx context.Context) error {
 	// Held for the whole start: a concurrent Shutdown waits for it, so it
-	// sees the gossip and senders Start created and stops them.
+	// sees what Start created and stops it.
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.stopping.Load() {
 		return errors.New("syncup: shut down")
 	}
-	if !c.started.CompareAndSwap(false, true) {
+	if c.started {
 		return errors.New("syncup: already started")
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	mc, err := c.memberlistConfig()
-	if err != nil {
+	c.syncer.startAt = time.Now()
+	if err := c.members.start(); err != nil {
 		return err
 	}
-	var nt *memberlist.NetTransport
-	if mc.Transport == nil { // tests may bring their own (Deps.Memberlist)
-		if nt, err = c.netTransport(mc); err != nil {
-			c.mlLog.close()
-			return fmt.Errorf("syncup: gossip: %w", err)
-		}
-		mc.Transport = nt
-	}
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		if nt != nil {
-			_ = nt.Shutdown()
-		}
-		c.mlLog.close()
-		return fmt.Errorf("syncup: gossip: %w", err)
-	}
-	if ln := ml.LocalNode(); ln.Addr == nil || ln.Addr.IsUnspecified() {
-		_ = ml.Shutdown()
-		c.mlLog.close()
-		return fmt.Errorf("syncup: gossip advertises unspecified address %v; set cluster.advertise", ln.Addr)
-	}
-	c.ml = ml
-	c.gossip = ml.LocalNode().Address()
-	c.bound = net.JoinHostPort(mc.BindAddr, strconv.Itoa(mc.BindPort))
-	c.startAt = time.Now()
-	c.log.Info("gossip listening", "gossip", c.gossip, "http", c.self.HTTPAddr, "zone", c.self.Zone)
-
-	c.mu.Lock()
+	c.started = true
 	for zone, seeds := range c.cfg.Zones {
-		if zone == c.self.Zone {
-			continue
+		if zone != c.self.Zone {
+			c.repl.addZone(zone, seeds, c.zoneNodes(zone))
 		}
-		z := c.newZoneLink(zone, seeds)
-		c.zones[zone] = z
-		z.start()
 	}
-	c.mu.Unlock()
 	// Our own record is in the registry before anything is served (C63).
-	c.registerSelf(0)
+	c.recs.register(0)
 	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect {
-		c.closeJoinDone()
-		c.markReady("no peers configured")
+		c.syncer.markReady("no peers configured")
 	}
-
-	c.evLoop.Add(1)
-	go c.eventLoop()
-	c.loops.Add(4)
-	go c.joinLoop()
-	go c.syncLoop()
-	go c.antiEntropyLoop()
-	go c.selfRegLoop()
+	lctx, cancel := context.WithCancel(context.Background())
+	c.loopCtx, c.loopCancel = lctx, cancel
+	c.loops.Add(2)
+	go func() { defer c.loops.Done(); c.syncer.run(lctx, c.members.joinedC()) }()
+	go func() { defer c.loops.Done(); c.recs.renewLoop(lctx, c.cfg.RenewInterval) }()
 	return nil
 }
 
-func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
-	mc := memberlist.DefaultLANConfig()
-	mc.Name = c.name
-	ip, port, err := splitIPPort(c.cfg.Bind, true)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.bind: %w", err)
-	}
-	mc.BindAddr = ip.String()
-	mc.BindPort = port
-	mc.AdvertisePort = port
-	if c.cfg.Advertise != "" {
-		aip, aport, err := splitIPPort(c.cfg.Advertise, false)
+// zoneNodes returns the HTTP host:port of zone's nodes as their
+// infra.discovery records in our registry tell.
+func (c *Cluster) zoneNodes(zone string) func() []string {
+	return func() []string {
+		info, err := c.reg.Fetch(c.self.Env, SelfAppID, zone, registry.StatusUp)
 		if err != nil {
-			return nil, fmt.Errorf("cluster.advertise: %w", err)
+			return nil
 		}
-		mc.AdvertiseAddr = aip.String()
-		mc.AdvertisePort = aport
-	} else if !ip.IsUnspecified() {
-		mc.AdvertiseAddr = ip.String()
+		var out []string
+		for _, ins := range info.Instances[zone] {
+			for _, a := range ins.Addrs {
+				if h, ok := strings.CutPrefix(a, "http://"); ok {
+					out = append(out, h)
+				}
+			}
+		}
+		return out
 	}
-	// A Join to a silent seed blocks for TCPTimeout and cannot be
-	// cancelled; bounding it by peer_timeout bounds Shutdown too.
-	mc.TCPTimeout = min(mc.TCPTimeout, c.cfg.PeerTimeout)
-	mc.Label = c.cfg.Label
-	mc.SecretKey = c.secret
-	mc.Delegate = &mlDelegate{c: c}
-	mc.Events = &mlEvents{c: c}
-	c.mlLog = &mlLogWriter{log: c.log}
-	mc.LogOutput = c.mlLog
-	if c.mlHook != nil {
-		c.mlHook(mc)
-	}
-	return mc, nil
 }
 
-// netTransport binds gossip (TCP and UDP on one port) and settles the
-// ports memberlist will use. We bind it ourselves because memberlist, when
-// it binds port 0 itself, overwrites AdvertisePort with the bound port and
-// so ignores cluster.advertise (memberlist.go, v0.7.0): behind NAT or a
-// proxy, peers would then dial a port that leads nowhere.
-func (c *Cluster) netTransport(mc *memberlist.Config) (*memberlist.NetTransport, error) {
-	ntc := &memberlist.NetTransportConfig{
-		BindAddrs: []string{mc.BindAddr},
-		BindPort:  mc.BindPort,
-		Logger:    mc.Logger,
-	}
-	if ntc.Logger == nil {
-		ntc.Logger = log.New(mc.LogOutput, "", log.LstdFlags)
-	}
-	// Port 0 picks a TCP port, then binds UDP on the same number, which
-	// another socket may hold: retry like memberlist does.
-	tries := 1
-	if mc.BindPort == 0 {
-		tries = 10
-	}
-	var err error
-	for range tries {
-		var nt *memberlist.NetTransport
-		if nt, err = memberlist.NewNetTransport(ntc); err == nil {
-			if mc.BindPort == 0 {
-				// memberlist uses BindPort as the default port of a seed
-				// given without one; keep its meaning (our own port).
-				mc.BindPort = nt.GetAutoBindPort()
-			}
-			if c.cfg.Advertise == "" {
-				mc.AdvertisePort = mc.BindPort
-			}
-			return nt, nil
-		}
-		if !strings.Contains(err.Error(), "address already in use") {
-			break
+// membersChanged reconciles the components with the member table: the
+// records of members that failed are evicted, links follow the live
+// same-zone members, and a member that joined gets our own record at once
+// (so its node list has us without waiting for a renew), an anti-entropy
+// round and, while we sync, a retry.
+func (c *Cluster) membersChanged(left []memberEvent) {
+	if !c.stopping.Load() {
+		for _, ev := range left {
+			c.recs.memberFailed(ev, c.members.isLive)
 		}
 	}
-	return nil, err
+	live := map[string]string{}
+	for _, m := range c.members.sameZone() {
+		live[m.name] = m.addr
+	}
+	for _, l := range c.repl.reconcile(live) {
+		if ins, ok := c.recs.current(); ok {
+			l.enqueue(newOutOp(Op{Kind: OpRegister, Replication: true, FromZone: true, Instance: cloneInstance(ins)}))
+		}
+		c.syncer.peerJoined(l.name)
+	}
+}
+
+// react applies the renew handshake of spec 7.3 to one op's answer.
+func (c *Cluster) react(l *link, op *Op, r OpResult) {
+	switch r.Code {
+	case CodeOK:
+		c.met.sent.Inc()
+	case CodeNotFound:
+		c.met.sent.Inc()
+		if op.Kind != OpRenew {
+			return // cancel of an absent instance: the tombstone was recorded
+		}
+		// The peer lacks our copy or holds an older one: send the full copy
+		// with the same flags, so a remote zone forwards it inside its zone.
+		ins, ok := c.reg.Get(*op.Key)
+		if !ok {
+			return
+		}
+		c.met.handshakes.WithLabelValues("404").Inc()
+		l.enqueue(newOutOp(Op{Kind: OpRegister, Replication: op.Replication, FromZone: op.FromZone, Instance: &ins}))
+	case CodeConflict:
+		c.met.sent.Inc()
+		if op.Kind != OpRenew || r.Instance == nil {
+			return
+		}
+		if r.Instance.Key().Validate() != nil || r.Instance.Key() != *op.Key {
+			c.log.Warn("peer answered -409 with a different instance", "peer", l.name)
+			return
+		}
+		c.met.handshakes.WithLabelValues("409").Inc()
+		c.recs.admit(*r.Instance)
+	default:
+		c.met.failed.Inc()
+		c.log.Debug("peer refused op", "peer", l.name, "op", op.Kind, "code", r.Code, "msg", r.Message)
+	}
 }
 
 // GossipAddr is the advertised gossip host:port (after Start).
-func (c *Cluster) GossipAddr() string { return c.gossip }
+func (c *Cluster) GossipAddr() string { return c.members.gossip }
 
 // GossipBindAddr is the host:port gossip is bound to (after Start); it
 // differs from GossipAddr when cluster.advertise is set.
-func (c *Cluster) GossipBindAddr() string { return c.bound }
+func (c *Cluster) GossipBindAddr() string { return c.members.bound }
 
 // Ready reports whether the startup sync (or init-protect) phase has ended;
 // reads are gated until then (spec 6.5, 7.4.1).
-func (c *Cluster) Ready() bool { return c.ready.Load() }
-
-func (c *Cluster) markReady(why string) {
-	if c.ready.CompareAndSwap(false, true) {
-		close(c.readyCh)
-		d := time.Since(c.startAt)
-		c.met.syncDur.Set(d.Seconds())
-		c.log.Info("node ready", "reason", why, "after", d)
-	}
-}
+func (c *Cluster) Ready() bool { return c.syncer.Ready() }
 
 // Handler serves the internal peer endpoints (mount at /discovery/internal/).
-func (c *Cluster) Handler() http.Handler { return &handler{c: c} }
+func (c *Cluster) Handler() http.Handler { return c.handler }
+
+// Nodes lists the same-zone live members including self, one per HTTP
+// address (spec 4.10.2): alive → NodeUp; leaving, or our link to it
+// failing → NodeLost; dead or left members are not listed. Addr is the
+// member's advertised HTTP host:port. The slice is a fresh copy, sorted by
+// Addr.
+//
+// Why LOST is not memberlist's "suspect" (spec 4.10.2 asks for it):
+// memberlist v0.7.0 keeps the state in the unexported nodeState.State
+// (state.go), which shadows the embedded Node.State; suspectNode, aliveNode
+// and deadNode write only the former, so the Node.State seen through
+// Members() or any delegate is always StateAlive. No callback reports
+// suspicion either. LOST is what this node sees for itself: an announced
+// leave, or a failing replication link (the node's own renew every
+// renew_interval keeps each link exercised). Gossip then declares a
+// crashed member dead within seconds and it leaves the list.
+func (c *Cluster) Nodes() []Member { return c.members.nodes(c.repl.failing) }
+
+// Register forwards a register this node accepted from a client (or, with
+// fromZone, from another zone): to every same-zone peer as a replicated op,
+// and, when fromZone is false, to one node per other zone (spec 7.2). ins
+// is the stored copy (its dirty_timestamp travels with it). Never blocks.
+func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
+	c.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins)}, !fromZone)
+}
+
+// Renew forwards a renew with the sender's dirty_timestamp, so peers answer
+// the -404/-409 handshake (spec 7.3). Cross-zone only for instances of our
+// own zone. Never blocks.
+func (c *Cluster) Renew(ins registry.Instance, fromZone bool) {
+	k := ins.Key()
+	c.repl.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, !fromZone && k.Zone == c.self.Zone)
+}
+
+// Cancel forwards a cancel carrying the tombstone time, so a cancel
+// replayed late never removes a newer registration. Cross-zone only for
+// instances of our own zone. Never blocks.
+func (c *Cluster) Cancel(t registry.Tombstone, fromZone bool) {
+	k := t.Key
+	at := t.At
+	if at <= 0 {
+		at = time.Now().UnixNano()
+	}
+	c.repl.forward(Op{Kind: OpCancel, Key: &k, DirtyTimestamp: at}, !fromZone && k.Zone == c.self.Zone)
+}
+
+// Set forwards an accepted set with its set_timestamp, so every node stamps
+// the same value. req.SetTimestamp should be the value the local registry
+// used; 0 is replaced by now. Never blocks.
+func (c *Cluster) Set(req registry.SetRequest, fromZone bool) {
+	s := setOpFrom(req)
+	if s.SetTimestamp <= 0 {
+		s.SetTimestamp = time.Now().UnixNano()
+	}
+	c.repl.forward(Op{Kind: OpSet, Set: s}, !fromZone)
+}
 
 // BeginShutdown is the first half of a graceful Shutdown: it announces
 // "leaving" in gossip meta (peers list this node as LOST and do not treat
 // its departure as a crash), stops the background loops (join, sync,
 // anti-entropy, self-renew) and cancels the node's own infra.discovery
-// record, replicated. The Replicator keeps forwarding until Shutdown: the
-// caller should stop taking client writes (close HTTP) between the two
-// calls, so every write it acknowledged is queued before the drain.
-// Idempotent; Shutdown calls it when it was not called.
+// record, replicated. Replication keeps going until Shutdown: the caller
+// should stop taking client writes (close HTTP) between the two calls, so
+// every write it acknowledged is queued before the drain. Idempotent;
+// Shutdown calls it when it was not called.
 func (c *Cluster) BeginShutdown(ctx context.Context) error {
 	c.leaveOnce.Do(func() { c.leaveErr = c.beginShutdown(ctx, true) })
 	return c.leaveErr
@@ -455,27 +426,30 @@ func (c *Cluster) BeginShutdown(ctx context.Context) error {
 func (c *Cluster) beginShutdown(ctx context.Context, graceful bool) error {
 	c.lifeMu.Lock()
 	c.stopping.Store(true)
+	started := c.started
 	c.lifeMu.Unlock()
 	var err error
-	if graceful && c.ml != nil {
-		c.setMetaStatus(metaLeaving)
-		if e := c.ml.UpdateNode(boundedTimeout(ctx, time.Second)); e != nil {
-			err = fmt.Errorf("announce leave: %w", e)
-		}
+	if graceful && started {
+		err = c.members.setLeaving(ctx)
 	}
 	// The loops stop before the cancel: a self renew still running would
 	// otherwise find the record gone and register it again, behind the
 	// cancel, on every peer.
-	c.loopCancel()
-	c.loops.Wait()
-	if graceful && c.ml != nil {
-		c.cancelSelf()
+	if c.loopCancel != nil {
+		c.loopCancel()
+		c.loops.Wait()
+	}
+	c.members.stopJoining()
+	if graceful && started {
+		c.recs.cancel()
+	} else {
+		c.recs.leaving.Store(true)
 	}
 	return err
 }
 
 // Shutdown leaves the cluster, in order: BeginShutdown (unless done
-// already), close the Replicator (later writes are not forwarded), drain
+// already), close the replicator (later writes are not forwarded), drain
 // the replication queues until they are empty or ctx ends, leave and stop
 // gossip, and wait for every goroutine. Safe to call more than once.
 func (c *Cluster) Shutdown(ctx context.Context) error {
@@ -486,104 +460,19 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
 	c.leaveOnce.Do(func() { c.leaveErr = c.beginShutdown(ctx, graceful) })
 	errs := []error{c.leaveErr}
-	// Closing under mu orders it after every enqueue in progress and
-	// before any later one: from here no op is added and no peer (sender)
-	// either, so the queues hold everything the drain must deliver.
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	if c.ml == nil { // never started, or Start failed
-		c.peerCancel()
-		c.evCancel()
-		if c.ownTr != nil {
-			c.ownTr.CloseIdleConnections()
-		}
-		return errors.Join(errs...)
+	c.repl.close()
+	// Drain while gossip still runs, so a peer declared dead meanwhile is
+	// removed and stops holding the drain.
+	if graceful && c.members.started() {
+		errs = append(errs, c.repl.drain(ctx))
 	}
-
-	// Drain: every sender exits once its queue is empty; at the deadline
-	// the rest is dropped. Gossip still runs, so a peer declared dead
-	// meanwhile is removed and stops holding the drain.
-	allDone := make(chan struct{})
-	go func() { c.senders.Wait(); close(allDone) }()
-	if graceful {
-		for _, p := range c.allPeers() {
-			close(p.drain)
-		}
-		select {
-		case <-allDone:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("drain replication queues: %w", ctx.Err()))
-		}
-	}
-	c.peerCancel()
-	<-allDone
-	for _, p := range c.allPeers() {
-		p.dropAll(dropShutdown)
-	}
-
-	if graceful {
-		if err := c.ml.Leave(boundedTimeout(ctx, 2*time.Second)); err != nil {
-			errs = append(errs, fmt.Errorf("gossip leave: %w", err))
-		}
-	}
-	if err := c.ml.Shutdown(); err != nil {
-		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
-	}
-	c.mlLog.close()
-	c.evCancel()
-	c.evLoop.Wait()
+	c.repl.stop()
+	errs = append(errs, c.members.shutdown(ctx, graceful))
 	if c.ownTr != nil {
 		c.ownTr.CloseIdleConnections()
 	}
-	c.log.Info("cluster stopped", "graceful", graceful)
+	if c.members.started() {
+		c.log.Info("cluster stopped", "graceful", graceful)
+	}
 	return errors.Join(errs...)
-}
-
-// boundedTimeout returns the time left before ctx's deadline, at most max.
-func boundedTimeout(ctx context.Context, max time.Duration) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if left := time.Until(dl); left < max {
-			if left <= 0 {
-				return time.Millisecond
-			}
-			return left
-		}
-	}
-	return max
-}
-
-func (c *Cluster) allPeers() []*peer {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make([]*peer, 0, len(c.peers)+len(c.zones))
-	for _, p := range c.peers {
-		out = append(out, p)
-	}
-	for _, p := range c.zones {
-		out = append(out, p)
-	}
-	return out
-}
-
-// samePeers returns the live same-zone peers.
-func (c *Cluster) samePeers() []*peer {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make([]*peer, 0, len(c.peers))
-	for _, p := range c.peers {
-		out = append(out, p)
-	}
-	return out
-}
-
-func (c *Cluster) setMetaStatus(status int) {
-	c.metaMu.Lock()
-	defer c.metaMu.Unlock()
-	c.meta.Status = status
-	enc, err := encodeMeta(c.meta)
-	if err != nil {
-		return // impossible: New checked both statuses
-	}
-	c.metaEnc.Store(&enc)
 }

@@ -1,7 +1,6 @@
 package syncup
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -23,9 +22,15 @@ type Config struct {
 	// Join lists gossip seeds (host:port). A seed that is not up yet is
 	// normal: joining retries with backoff.
 	Join []string `mapstructure:"join"`
-	// Secret is an optional gossip encryption key: 16, 24 or 32 bytes,
-	// given base64-encoded.
+	// Secret is the cluster secret: 16, 24 or 32 random bytes, given
+	// base64-encoded (discovery keygen makes one). Gossip is encrypted and
+	// authenticated with it, and every request between nodes is signed
+	// with it. Never printed.
 	Secret string `mapstructure:"secret"`
+	// AcceptSecrets are further secrets accepted from peers (gossip and
+	// signatures) but not used by this node: the second step of a key
+	// rotation (docs/security.md).
+	AcceptSecrets []string `mapstructure:"accept_secrets"`
 	// Label keeps clusters sharing a network apart.
 	Label string `mapstructure:"label"`
 	// Zones maps other zone names to HTTP host:port seeds of that zone
@@ -147,10 +152,11 @@ func (c Config) validateAddrs() []error {
 			errs = append(errs, fmt.Errorf("cluster.join[%d]: must not be empty", i))
 		}
 	}
-	if c.Secret != "" {
-		if _, err := c.secretKey(); err != nil {
-			errs = append(errs, err)
-		}
+	if _, err := c.secretKeys(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Secret == "" && len(c.AcceptSecrets) > 0 {
+		errs = append(errs, errors.New("cluster.accept_secrets: needs cluster.secret (the key this node uses)"))
 	}
 	if len(c.Label) > 255 {
 		errs = append(errs, fmt.Errorf("cluster.label: at most 255 bytes, got %d", len(c.Label)))
@@ -173,22 +179,6 @@ func (c Config) validateAddrs() []error {
 		}
 	}
 	return errs
-}
-
-// secretKey decodes Secret (base64 of 16, 24 or 32 bytes); nil when unset.
-func (c Config) secretKey() ([]byte, error) {
-	if c.Secret == "" {
-		return nil, nil
-	}
-	k, err := base64.StdEncoding.DecodeString(c.Secret)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.secret: not valid base64: %w", err)
-	}
-	switch len(k) {
-	case 16, 24, 32:
-		return k, nil
-	}
-	return nil, fmt.Errorf("cluster.secret: must decode to 16, 24 or 32 bytes, got %d", len(k))
 }
 
 // splitIPPort parses "ip:port". With allowZeroPort, port 0 (pick one) is

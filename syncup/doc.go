@@ -3,6 +3,29 @@
 // other nodes, startup sync, anti-entropy and the node's own
 // infra.discovery record (spec section 7).
 //
+// # Components
+//
+// Cluster only wires these; each has one owner (the Cluster), its own lock
+// naming what it guards, and its own start and stop:
+//
+//	membership  membership.go  memberlist, node meta, member table, seeds, reconnects;
+//	                           its event goroutine reports changes to the Cluster
+//	replicator  replicator.go  one link (queue + sender goroutine) per same-zone peer
+//	            link.go        and per remote zone; forward never blocks
+//	syncer      syncer.go      startup sync, then anti-entropy: one state machine, one goroutine
+//	records     records.go     the own infra.discovery record (register, renew loop,
+//	                           cancel, authority), dead members' records, admission of
+//	                           every copy a peer sends
+//	handler     handler.go     the peer endpoints (replicate, snapshot, digest)
+//	transport   transport.go   Transport (the peer protocol as a client) and its optional
+//	                           capabilities; HTTPTransport (httptransport.go, peerconn.go)
+//	                           and MemNetwork (memnet.go) implement it
+//
+// Start order: membership (gossip binds), remote-zone links, the own record,
+// then the syncer and the renew loop. Shutdown: announce the leave, stop the
+// loops and joining, cancel the own record (BeginShutdown); close the
+// replicator, drain it, stop the senders, leave and stop gossip (Shutdown).
+//
 // # Membership
 //
 // Same-zone peers are the live gossip members whose node meta names our
@@ -28,12 +51,9 @@
 // and retries with exponential backoff until the peer acknowledges or
 // gossip removes it; a batch the peer refuses as a whole (its limits may
 // be lower) is halved until it fits. The same op value sits in every
-// queue, and its JSON is encoded once and shared by all senders. Replicate
-// batches and snapshots are encoded and decoded by hand (codec.go): same
-// wire format, with encoding/json as the fallback for anything the fast
-// decoder does not take. A sender writes its request and reads the answer
-// itself on a kept-alive connection (peerconn.go), without net/http's
-// per-connection goroutines. Per-op answers drive the renew
+// queue; with a transport that takes encoded bodies (RawReplicator) its
+// JSON is encoded once and shared by all senders. The messages and their
+// encoders and decoders are package wire's. Per-op answers drive the renew
 // handshake of spec 7.3. The node is the authority for its own
 // infra.discovery record: a peer's copy or tombstone of it is never
 // applied here; the node registers itself again, newer.

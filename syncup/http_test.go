@@ -79,7 +79,7 @@ func TestHTTP_ClusterRoundTrip(t *testing.T) {
 	testkit.EventuallyTrue(t, waitTimeout, "-404 handshake over HTTP", func() bool { return b.has(only.Key()) })
 
 	onlyB, _, _ := b.reg.Register(testInstance("demo.http2", "z1"), 0)
-	a.c.triggerAE(b.c.Name())
+	a.c.syncer.trigger(b.c.Name())
 	testkit.EventuallyTrue(t, waitTimeout, "anti-entropy over HTTP", func() bool { return a.has(onlyB.Key()) })
 }
 
@@ -296,7 +296,7 @@ func TestEncodeSnapshot_Empty(t *testing.T) {
 func TestHTTP_BatchOverPeerBodyLimitIsSplit(t *testing.T) {
 	a := startHTTPNode(t, nil, func(c *Config) { c.BatchSize = 512 })
 	b := startHTTPNode(t, []*tnode{a}, func(c *Config) { c.MaxBodyBytes = 64 << 10 })
-	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.repl.same()) == 1 && b.c.Ready() })
 	quiet(t, a, b)
 	var keys []registry.Key
 	for range 400 { // about 100 KiB of JSON: over B's limit once batched

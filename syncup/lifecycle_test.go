@@ -29,7 +29,7 @@ func newRenewGate(r Registry) *renewGate {
 }
 
 func (g *renewGate) Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error) {
-	if c := g.c.Load(); c != nil && !replicated && k == c.selfKey() && g.armed.CompareAndSwap(true, false) {
+	if c := g.c.Load(); c != nil && !replicated && k == c.recs.key && g.armed.CompareAndSwap(true, false) {
 		g.entered <- struct{}{}
 		select {
 		case <-g.cancelled: // the graceful cancel ran while this renew was in flight
@@ -41,7 +41,7 @@ func (g *renewGate) Renew(k registry.Key, replicated bool, dirty int64) (registr
 
 func (g *renewGate) Cancel(k registry.Key, at int64) (registry.Tombstone, error) {
 	t, err := g.Registry.Cancel(k, at)
-	if c := g.c.Load(); c != nil && k == c.selfKey() {
+	if c := g.c.Load(); c != nil && k == c.recs.key {
 		g.once.Do(func() { close(g.cancelled) })
 	}
 	return t, err
@@ -58,7 +58,7 @@ func TestShutdown_SelfRenewDoesNotResurrectCancelledRecord(t *testing.T) {
 		cfg:  func(c *Config) { c.RenewInterval = 10 * time.Millisecond },
 		wrap: func(r Registry) Registry { gate = newRenewGate(r); return gate }})
 	gate.c.Store(b.c)
-	k := b.c.selfKey()
+	k := b.c.recs.key
 	testkit.EventuallyTrue(t, waitTimeout, "B's record on A", func() bool { return a.has(k) })
 
 	gate.armed.Store(true)
@@ -93,7 +93,7 @@ func TestShutdown_WritesAcceptedBeforeDrainAreDelivered(t *testing.T) {
 	if err := a.c.BeginShutdown(ctx); err != nil {
 		t.Fatalf("second BeginShutdown must be a no-op: %v", err)
 	}
-	if a.has(a.c.selfKey()) {
+	if a.has(a.c.recs.key) {
 		t.Fatal("BeginShutdown did not cancel the node's own record")
 	}
 	testkit.EventuallyTrue(t, waitTimeout, "B sees A leaving", func() bool { return statusOf(b.c.Nodes(), a.addr) == NodeLost })
@@ -105,7 +105,7 @@ func TestShutdown_WritesAcceptedBeforeDrainAreDelivered(t *testing.T) {
 	if !b.has(late.Key()) {
 		t.Fatal("a write accepted before the drain was not delivered by Shutdown")
 	}
-	if b.has(a.c.selfKey()) {
+	if b.has(a.c.recs.key) {
 		t.Fatal("A's own record still on B after the graceful stop")
 	}
 	// After Shutdown the Replicator is inert.
@@ -133,9 +133,9 @@ func TestShutdown_DrainReleasedByPeerDeath(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.c.Shutdown(ctx) }()
 	testkit.EventuallyTrue(t, waitTimeout, "A draining", func() bool {
-		a.c.mu.RLock()
-		defer a.c.mu.RUnlock()
-		return a.c.closed
+		a.c.repl.mu.RLock()
+		defer a.c.repl.mu.RUnlock()
+		return a.c.repl.closed
 	})
 	b.kill(t) // crash: A's gossip declares B dead within about a second
 	if err := <-done; err != nil {
@@ -171,7 +171,7 @@ func TestCluster_RepeatedStartStopLeavesNoGoroutine(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			a := startHTTPNode(t, nil, nil)
 			b := startHTTPNode(t, []*tnode{a}, nil)
-			testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 && b.c.Ready() })
+			testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.repl.same()) == 1 && len(b.c.repl.same()) == 1 && b.c.Ready() })
 			st := a.clientRegister(t, testInstance("demo.cycle", "z1"))
 			testkit.EventuallyTrue(t, waitTimeout, "replicated", func() bool { return b.has(st.Key()) })
 			if i == 1 {

@@ -143,7 +143,7 @@ func startCluster(t testing.TB, net *MemNetwork, n int, zone string, cfg func(*C
 	}
 	testkit.EventuallyTrue(t, waitTimeout, "full mesh and ready", func() bool {
 		for _, nd := range nodes {
-			if len(nd.c.samePeers()) != n-1 || !nd.c.Ready() {
+			if len(nd.c.repl.same()) != n-1 || !nd.c.Ready() {
 				return false
 			}
 		}
@@ -162,7 +162,7 @@ func quiet(t testing.TB, nodes ...*tnode) {
 	t.Helper()
 	testkit.EventuallyTrue(t, waitTimeout, "replication queues empty", func() bool {
 		for _, n := range nodes {
-			for _, p := range n.c.allPeers() {
+			for _, p := range n.c.repl.links() {
 				if p.pending.Load() != 0 {
 					return false
 				}
@@ -182,10 +182,10 @@ func (n *tnode) kill(t testing.TB) {
 	})
 }
 
-func (n *tnode) peerNamed(name string) *peer {
-	n.c.mu.RLock()
-	defer n.c.mu.RUnlock()
-	return n.c.peers[name]
+func (n *tnode) peerNamed(name string) *link {
+	n.c.repl.mu.RLock()
+	defer n.c.repl.mu.RUnlock()
+	return n.c.repl.peers[name]
 }
 
 var instSeq atomic.Int64

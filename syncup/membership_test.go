@@ -13,7 +13,7 @@ import (
 	"github.com/discovery-go/discovery/registry"
 )
 
-func selfRecordKey(n *tnode) registry.Key { return n.c.selfKey() }
+func selfRecordKey(n *tnode) registry.Key { return n.c.recs.key }
 
 // C38 / 4.10.2: the node list comes from gossip: same-zone members with
 // their advertised HTTP address, self included, all UP.
@@ -21,7 +21,7 @@ func TestMembership_NodesListsAliveMembers(t *testing.T) {
 	net := NewMemNetwork()
 	nodes := startCluster(t, net, 3, "z1", nil)
 	other := startNode(t, nodeOpt{net: net, zone: "z2", join: nodes[:1]}) // same gossip, other zone
-	testkit.EventuallyTrue(t, waitTimeout, "other-zone member known", func() bool { return len(nodes[0].c.memberTable()) == 3 })
+	testkit.EventuallyTrue(t, waitTimeout, "other-zone member known", func() bool { return len(nodes[0].c.members.table()) == 3 })
 	for _, n := range nodes {
 		ms := n.c.Nodes()
 		if len(ms) != 3 {
@@ -140,12 +140,12 @@ func TestMembership_RejoinWhenSeedAppears(t *testing.T) {
 		c.JoinTimeout = 200 * time.Millisecond
 	}})
 	testkit.EventuallyTrue(t, waitTimeout, "lone node ready after join_timeout", lone.c.Ready)
-	if len(lone.c.samePeers()) != 0 {
+	if len(lone.c.repl.same()) != 0 {
 		t.Fatal("lone node has peers")
 	}
 	seed := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = seedAddr }})
 	testkit.EventuallyTrue(t, waitTimeout, "lone node rejoined the late seed", func() bool {
-		return len(lone.c.samePeers()) == 1 && len(seed.c.samePeers()) == 1
+		return len(lone.c.repl.same()) == 1 && len(seed.c.repl.same()) == 1
 	})
 }
 
@@ -156,15 +156,15 @@ func TestMembership_SecretAndLabel(t *testing.T) {
 	secret := func(c *Config) { c.Secret = "MDEyMzQ1Njc4OWFiY2RlZg==" }
 	a := startNode(t, nodeOpt{net: net, cfg: secret})
 	b := startNode(t, nodeOpt{net: net, cfg: secret, join: []*tnode{a}})
-	testkit.EventuallyTrue(t, waitTimeout, "encrypted cluster formed", func() bool { return len(a.c.samePeers()) == 1 && len(b.c.samePeers()) == 1 })
+	testkit.EventuallyTrue(t, waitTimeout, "encrypted cluster formed", func() bool { return len(a.c.repl.same()) == 1 && len(b.c.repl.same()) == 1 })
 	other := startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) {
 		secret(c)
 		c.Label = "other-stack"
 		c.JoinTimeout = 300 * time.Millisecond
 	}})
 	testkit.EventuallyTrue(t, waitTimeout, "foreign node gave up joining", other.c.Ready)
-	if len(other.c.samePeers()) != 0 || len(a.c.samePeers()) != 1 {
-		t.Fatalf("label did not keep the clusters apart: %d / %d peers", len(other.c.samePeers()), len(a.c.samePeers()))
+	if len(other.c.repl.same()) != 0 || len(a.c.repl.same()) != 1 {
+		t.Fatalf("label did not keep the clusters apart: %d / %d peers", len(other.c.repl.same()), len(a.c.repl.same()))
 	}
 }
 
@@ -178,17 +178,17 @@ func TestMembership_ReconnectsToFailedMember(t *testing.T) {
 	gossip := b.c.GossipAddr()
 	b.kill(t)
 	net.Detach(b.addr)
-	testkit.EventuallyTrue(t, waitTimeout, "B declared dead", func() bool { return len(a.c.samePeers()) == 0 })
+	testkit.EventuallyTrue(t, waitTimeout, "B declared dead", func() bool { return len(a.c.repl.same()) == 0 })
 	back := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Bind = gossip }}) // no seeds
 	testkit.EventuallyTrue(t, waitTimeout, "A reconnected to the failed address", func() bool {
-		return len(a.c.samePeers()) == 1 && len(back.c.samePeers()) == 1
+		return len(a.c.repl.same()) == 1 && len(back.c.repl.same()) == 1
 	})
 	// The address is a live member's again: A stops retrying it (a Join,
 	// a full state exchange, every rejoin_interval for 30 minutes).
 	testkit.EventuallyTrue(t, waitTimeout, "failed entry dropped once its address is live again", func() bool {
-		a.c.memMu.RLock()
-		defer a.c.memMu.RUnlock()
-		return len(a.c.failed) == 0
+		a.c.members.mu.RLock()
+		defer a.c.members.mu.RUnlock()
+		return len(a.c.members.failed) == 0
 	})
 }
 
@@ -198,7 +198,7 @@ func TestSelfRegistration_RenewAndReregister(t *testing.T) {
 	net := NewMemNetwork()
 	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
 	a, b := nodes[0], nodes[1]
-	k := a.c.selfKey()
+	k := a.c.recs.key
 	testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 	before, _ := b.reg.Get(k)
 	testkit.EventuallyTrue(t, waitTimeout, "B sees A's renews", func() bool {
@@ -245,7 +245,7 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 	if !b.reg.Import(old) { // B, late: it still holds the dead node's record
 		t.Fatal("setup: import")
 	}
-	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+	if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 		t.Fatal(err)
 	}
 	if a.has(k) {
@@ -253,10 +253,10 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 	}
 	// The same node alive again (a healed partition: same name, same
 	// record version) gets its record back at once.
-	a.c.memMu.Lock()
-	a.c.members[c.c.Name()] = memberState{meta: c.c.meta, gossip: c.c.GossipAddr()}
-	a.c.memMu.Unlock()
-	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+	a.c.members.mu.Lock()
+	a.c.members.members[c.c.Name()] = memberState{meta: c.c.members.meta, gossip: c.c.GossipAddr()}
+	a.c.members.mu.Unlock()
+	if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 		t.Fatal(err)
 	}
 	if !a.has(k) {
@@ -265,16 +265,16 @@ func TestMembership_EvictedRecordOfDeadNodeNotReimported(t *testing.T) {
 	if _, err := a.reg.Evict(k); err != nil {
 		t.Fatal(err)
 	}
-	a.c.memMu.Lock()
-	delete(a.c.members, c.c.Name())
-	a.c.memMu.Unlock()
+	a.c.members.mu.Lock()
+	delete(a.c.members.members, c.c.Name())
+	a.c.members.mu.Unlock()
 	newer := old
 	newer.DirtyTimestamp++
 	newer.RenewTimestamp = time.Now().UnixNano()
 	if !b.reg.Import(newer) {
 		t.Fatal("setup: import newer")
 	}
-	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+	if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 		t.Fatal(err)
 	}
 	if !a.has(k) {
@@ -290,7 +290,7 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 	net := NewMemNetwork()
 	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
 	a, b := nodes[0], nodes[1]
-	k := a.c.selfKey()
+	k := a.c.recs.key
 	testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 	quiet(t, a, b)
 	stale, _ := b.reg.Get(k)
@@ -318,7 +318,7 @@ func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
 			net := NewMemNetwork()
 			nodes := startCluster(t, net, 2, "z1", nil)
 			a, b := nodes[0], nodes[1]
-			k := a.c.selfKey()
+			k := a.c.recs.key
 			testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 			quiet(t, a, b)
 			future := time.Now().Add(time.Hour).UnixNano()
@@ -332,7 +332,7 @@ func TestSelfRegistration_OwnRecordWinsAntiEntropy(t *testing.T) {
 			} else if _, err := b.reg.Cancel(k, future); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+			if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 				t.Fatal(err)
 			}
 			want := "http://" + a.addr
@@ -354,10 +354,10 @@ func TestMembership_NodesListsEachAddressOnce(t *testing.T) {
 	net := NewMemNetwork()
 	nodes := startCluster(t, net, 2, "z1", nil)
 	a, b := nodes[0], nodes[1]
-	old := b.c.meta
-	a.c.memMu.Lock()
-	a.c.members["b-previous-run"] = memberState{meta: old, gossip: "127.0.0.1:1"}
-	a.c.memMu.Unlock()
+	old := b.c.members.meta
+	a.c.members.mu.Lock()
+	a.c.members.members["b-previous-run"] = memberState{meta: old, gossip: "127.0.0.1:1"}
+	a.c.members.mu.Unlock()
 	ms := a.c.Nodes()
 	if len(ms) != 2 || ms[0].Addr == ms[1].Addr {
 		t.Fatalf("Nodes() = %+v, want each address once", ms)
@@ -365,9 +365,9 @@ func TestMembership_NodesListsEachAddressOnce(t *testing.T) {
 	if st := statusOf(ms, b.addr); st != NodeUp {
 		t.Fatalf("status of the restarted node %d, want UP", st)
 	}
-	a.c.memMu.Lock()
-	delete(a.c.members, "b-previous-run")
-	a.c.memMu.Unlock()
+	a.c.members.mu.Lock()
+	delete(a.c.members.members, "b-previous-run")
+	a.c.members.mu.Unlock()
 }
 
 // cluster.advertise is what peers learn even when cluster.bind asks for
@@ -394,14 +394,14 @@ func TestMembership_AdvertiseWithBindPortZero(t *testing.T) {
 	// A peer reaching the bound address learns the advertised one.
 	b := startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.Join = []string{bound} }})
 	testkit.EventuallyTrue(t, waitTimeout, "b knows a", func() bool {
-		for _, ms := range b.c.memberTable() {
+		for _, ms := range b.c.members.table() {
 			if ms.meta.HTTPAddr == a.addr {
 				return true
 			}
 		}
 		return false
 	})
-	for name, ms := range b.c.memberTable() {
+	for name, ms := range b.c.members.table() {
 		if ms.meta.HTTPAddr == a.addr && ms.gossip != adv {
 			t.Fatalf("peer learnt gossip address %s for %s, want the advertised %s", ms.gossip, name, adv)
 		}

@@ -179,7 +179,7 @@ func (t *memTransport) Replicate(ctx context.Context, addr string, req *Replicat
 	for i, op := range req.Ops {
 		in.Ops[i] = cloneOp(op)
 	}
-	resp, err := c.serveReplicate(ctx, in)
+	resp, err := c.handler.replicate(ctx, in)
 	if err != nil {
 		if errors.Is(err, errBadRequest) {
 			return nil, &PermanentError{Err: err}
@@ -215,7 +215,7 @@ func (t *memTransport) Snapshot(ctx context.Context, addr string, sink func(Snap
 	}
 	ready := c.Ready()
 	// serveSnapshot hands out copies made by the registry.
-	return ready, c.serveSnapshot(ctx, sink)
+	return ready, c.handler.snapshot(ctx, sink)
 }
 
 func (t *memTransport) Digest(ctx context.Context, addr string, req *DigestRequest) (*DigestResponse, error) {
@@ -224,7 +224,7 @@ func (t *memTransport) Digest(ctx context.Context, addr string, req *DigestReque
 		return nil, err
 	}
 	in := &DigestRequest{From: req.From, Digests: append([]AppDigest(nil), req.Digests...)}
-	resp, err := c.serveDigest(ctx, in)
+	resp, err := c.handler.digest(ctx, in)
 	if err != nil {
 		if errors.Is(err, errBadRequest) {
 			return nil, &PermanentError{Err: err}

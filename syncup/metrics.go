@@ -22,12 +22,12 @@ type metrics struct {
 	membersDesc *prometheus.Desc
 	queueDesc   *prometheus.Desc
 	readyDesc   *prometheus.Desc
-	c           *Cluster
+	c           *Cluster // read at scrape time (members, queues, readiness)
 }
 
-func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
+// newMetrics builds the metrics; register exports them.
+func newMetrics() *metrics {
 	m := &metrics{
-		c: c,
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "discovery_replication_ops_sent_total",
 			Help: "Replicated operations acknowledged by a peer (any per-op code).",
@@ -76,11 +76,6 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		readyDesc: prometheus.NewDesc("discovery_cluster_ready",
 			"1 once the startup sync / init-protect phase has ended.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
 	// Children resolved once: the hot path does no label lookup.
 	m.recv = map[OpKind][2]prometheus.Counter{}
 	for _, k := range []OpKind{OpRegister, OpRenew, OpCancel, OpSet, OpImport} {
@@ -94,7 +89,18 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropOverflow, dropPeerGone, dropShutdown} {
 		m.dropped.WithLabelValues(r)
 	}
-	return m, nil
+	return m
+}
+
+// register exports the metrics on reg; c is read at scrape time.
+func (m *metrics) register(reg prometheus.Registerer, c *Cluster) error {
+	m.c = c
+	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
+		if err := reg.Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countReceived counts one op taken from a peer (validated: a known kind,
@@ -139,8 +145,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(m.membersDesc, prometheus.GaugeValue, float64(n), s)
 	}
-	for _, p := range m.c.allPeers() {
-		ch <- prometheus.MustNewConstMetric(m.queueDesc, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
+	for _, l := range m.c.repl.links() {
+		ch <- prometheus.MustNewConstMetric(m.queueDesc, prometheus.GaugeValue, float64(l.pending.Load()), l.name)
 	}
 	r := 0.0
 	if m.c.Ready() {

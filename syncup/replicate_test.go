@@ -12,16 +12,16 @@ import (
 	"github.com/discovery-go/discovery/registry"
 )
 
-// replicator is the shape of api.Replicator; package api is not imported
+// apiReplicator is the shape of api.Replicator; package api is not imported
 // here (syncup must not depend on it), so the same method set is asserted.
-type replicator interface {
+type apiReplicator interface {
 	Register(ins registry.Instance, fromZone bool)
 	Renew(ins registry.Instance, fromZone bool)
 	Cancel(t registry.Tombstone, fromZone bool)
 	Set(req registry.SetRequest, fromZone bool)
 }
 
-var _ replicator = (*Cluster)(nil)
+var _ apiReplicator = (*Cluster)(nil)
 
 // C56: a client write reaches every same-zone peer as a replicated write,
 // with the sender's dirty_timestamp.
@@ -179,7 +179,7 @@ func TestReplication_CrossZoneNoLoops(t *testing.T) {
 	all := []*tnode{a1, a2, b1, b2}
 	testkit.EventuallyTrue(t, waitTimeout, "two zones formed", func() bool {
 		for _, n := range all {
-			if len(n.c.samePeers()) != 1 {
+			if len(n.c.repl.same()) != 1 {
 				return false
 			}
 		}
@@ -365,7 +365,7 @@ func TestReplication_PartitionOverflowRecovers(t *testing.T) {
 	if missing == 0 {
 		t.Fatal("expected some ops lost to overflow")
 	}
-	a.c.triggerAE(b.c.Name())
+	a.c.syncer.trigger(b.c.Name())
 	testkit.EventuallyTrue(t, waitTimeout, "anti-entropy repaired the dropped ops", func() bool {
 		for _, k := range keys {
 			if !b.has(k) {
@@ -401,13 +401,13 @@ func TestReplication_CrossZoneSkipsDeadSeed(t *testing.T) {
 		// One file may list every zone: the node's own entry is ignored.
 		c.Zones = map[string][]string{"zb": {dead, b1.addr}, "za": {nextHTTPAddr()}}
 	}})
-	if links := a1.c.allPeers(); len(links) != 1 || links[0].zone != "zb" {
+	if links := a1.c.repl.links(); len(links) != 1 || links[0].zone != "zb" {
 		t.Fatalf("zone links %d, want only zb", len(links))
 	}
 	stored := a1.clientRegister(t, testInstance("demo.rotate", "za"))
 	testkit.EventuallyTrue(t, waitTimeout, "zb reached through its live node", func() bool { return b1.has(stored.Key()) })
 	// a1's own infra.discovery record went across too (cross-zone register).
-	testkit.EventuallyTrue(t, waitTimeout, "self record across zones", func() bool { return b1.has(a1.c.selfKey()) })
+	testkit.EventuallyTrue(t, waitTimeout, "self record across zones", func() bool { return b1.has(a1.c.recs.key) })
 }
 
 // C59: every request to a peer is bounded by peer_timeout (validated < 30 s)
@@ -438,7 +438,7 @@ func startUnevenLimits(t *testing.T, net *MemNetwork) (a, b *tnode) {
 	t.Helper()
 	a = startNode(t, nodeOpt{net: net, cfg: func(c *Config) { c.BatchSize = 1024; c.MaxBatchOps = 1024 }})
 	b = startNode(t, nodeOpt{net: net, join: []*tnode{a}, cfg: func(c *Config) { c.BatchSize = 16; c.MaxBatchOps = 16 }})
-	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.samePeers()) == 1 && b.c.Ready() })
+	testkit.EventuallyTrue(t, waitTimeout, "mesh", func() bool { return len(a.c.repl.same()) == 1 && b.c.Ready() })
 	quiet(t, a, b)
 	return a, b
 }

@@ -38,7 +38,7 @@ func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
 	_ = tomb
 	net.Heal()
 
-	a.c.triggerAE(b.c.Name())
+	a.c.syncer.trigger(b.c.Name())
 	testkit.EventuallyTrue(t, waitTimeout, "both sides converged", func() bool {
 		return b.has(onlyA.Key()) && a.has(onlyB.Key()) && !a.has(shared.Key()) && !b.has(shared.Key())
 	})
@@ -50,7 +50,7 @@ func TestAntiEntropy_RepairsBothWaysAndTombstonesWin(t *testing.T) {
 		t.Fatalf("repairs = %v, want >= 3", r)
 	}
 	// Digests now agree: another round repairs nothing.
-	n, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name()))
+	n, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name()))
 	if err != nil || n != 0 {
 		t.Fatalf("second round: repairs %d err %v", n, err)
 	}
@@ -99,7 +99,7 @@ func TestStartupSync_NotReadyUntilHoldingAll(t *testing.T) {
 	want := instanceCount(nodes[0])
 	// The joining node syncs from either peer: both must hold everything,
 	// as they would in a running cluster.
-	nodes[0].c.triggerAE(nodes[1].c.Name())
+	nodes[0].c.syncer.trigger(nodes[1].c.Name())
 	testkit.EventuallyTrue(t, waitTimeout, "second peer holds the filled registry", func() bool {
 		_, ok := nodes[1].reg.Get(gone)
 		return instanceCount(nodes[1]) == want && !ok && nodes[1].reg.Stats().Tombstones > 0
@@ -132,7 +132,7 @@ func TestStartupSync_NoPeersReadyAtOnce(t *testing.T) {
 	if !n.c.Ready() {
 		t.Fatal("lone node not ready right after Start")
 	}
-	if _, ok := n.reg.Get(n.c.selfKey()); !ok {
+	if _, ok := n.reg.Get(n.c.recs.key); !ok {
 		t.Fatal("self record missing right after Start (C63)")
 	}
 }
@@ -148,7 +148,7 @@ func TestInitProtect_LoneNodeWaitsForTimeout(t *testing.T) {
 	}
 	start := time.Now()
 	testkit.EventuallyTrue(t, waitTimeout, "protect timeout ends the gate", n.c.Ready)
-	if time.Since(n.c.startAt) < 300*time.Millisecond {
+	if time.Since(n.c.syncer.startAt) < 300*time.Millisecond {
 		t.Fatalf("ready after %s, before init_protect_timeout", time.Since(start))
 	}
 }
@@ -211,7 +211,7 @@ func TestAntiEntropy_DoesNotResurrectEvictedInstances(t *testing.T) {
 		if from == b {
 			to = a
 		}
-		if _, err := from.c.antiEntropyRound(t.Context(), from.peerNamed(to.c.Name())); err != nil {
+		if _, err := from.c.syncer.round(t.Context(), from.peerNamed(to.c.Name())); err != nil {
 			t.Fatal(err)
 		}
 		if !a.has(alive.Key()) {
@@ -243,7 +243,7 @@ func TestAntiEntropy_DoesNotResurrectEvictedInstances(t *testing.T) {
 func TestAntiEntropy_PushSplitsRefusedBatch(t *testing.T) {
 	a, b := startUnevenLimits(t, NewMemNetwork())
 	fill(t, a, 200) // local only: anti-entropy must carry them
-	if _, err := a.c.antiEntropyRound(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+	if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
 		t.Fatalf("anti-entropy round: %v", err)
 	}
 	if got, want := instanceCount(b), instanceCount(a); got != want {

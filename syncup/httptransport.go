@@ -5,15 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/discovery-go/discovery/api/wire"
@@ -171,50 +167,6 @@ var (
 	jsonType    = []string{"application/json"}
 )
 
-// Buffers for bodies, reused across requests. Buffers that grew large are
-// dropped rather than kept.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
-
-func putBuf(b *[]byte) {
-	if cap(*b) <= 1<<20 {
-		bufPool.Put(b)
-	}
-}
-
-// errTooLarge: a body or answer over its limit.
-type errTooLarge struct{ limit int64 }
-
-func (e errTooLarge) Error() string { return fmt.Sprintf("larger than %d bytes", e.limit) }
-
-// readAll appends r's content to b, at most limit bytes (errTooLarge
-// beyond). size, when known (Content-Length), sizes the buffer once.
-func readAll(b []byte, r io.Reader, size, limit int64) ([]byte, error) {
-	if size > limit {
-		return b, errTooLarge{limit}
-	}
-	if size > 0 && int64(cap(b)-len(b)) < size+1 {
-		b = slices.Grow(b, int(size)+1) // +1: room to see EOF without growing
-	}
-	for {
-		if len(b) == cap(b) {
-			b = slices.Grow(b, max(cap(b), 4<<10))
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if int64(len(b)) > limit {
-			return b, errTooLarge{limit}
-		}
-		if errors.Is(err, io.EOF) {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
-
 // Digest implements Transport.
 func (t *HTTPTransport) Digest(ctx context.Context, addr string, req *DigestRequest) (*DigestResponse, error) {
 	var out DigestResponse
@@ -258,155 +210,4 @@ func statusError(resp *http.Response) error {
 func drainClose(rc io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(rc, 64<<10))
 	_ = rc.Close()
-}
-
-// handler serves the internal endpoints of one Cluster.
-type handler struct{ c *Cluster }
-
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
-	if !strings.HasPrefix(path, "/discovery/internal/") {
-		path = "/discovery/internal" + path
-	}
-	switch path {
-	case PathReplicate:
-		h.replicate(w, r)
-	case PathDigest:
-		servePost(h, w, r, h.c.serveDigest)
-	case PathSnapshot:
-		if !allow(w, r, http.MethodGet) {
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set(ReadyHeader, strconv.FormatBool(h.c.Ready()))
-		w.WriteHeader(http.StatusOK)
-		bw := bufio.NewWriterSize(w, 256<<10)
-		if err := wire.EncodeSnapshot(bw, func(sink func(SnapshotItem) error) error {
-			return h.c.serveSnapshot(r.Context(), sink)
-		}); err != nil {
-			h.c.log.Debug("snapshot stream aborted", "err", err)
-		}
-	default:
-		httpError(w, http.StatusNotFound, "unknown internal endpoint "+r.URL.Path)
-	}
-}
-
-// replicate serves the replicate endpoint: the body is read whole (bounded
-// by max_body_bytes), decoded by the fast codec (encoding/json when it
-// gives up, with the same errors as servePost) and answered by hand.
-func (h *handler) replicate(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodPost) {
-		return
-	}
-	bp := getBuf()
-	defer putBuf(bp)
-	body, err := readAll((*bp)[:0], r.Body, r.ContentLength, h.c.cfg.MaxBodyBytes)
-	*bp = body
-	var tl errTooLarge
-	switch {
-	case errors.As(err, &tl):
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", tl.limit))
-		return
-	case err != nil:
-		httpError(w, http.StatusBadRequest, "body: "+err.Error())
-		return
-	}
-	var req ReplicateRequest
-	if err := wire.DecodeReplicateRequest(body, &req); err != nil {
-		httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
-		return
-	}
-	resp, err := h.c.serveReplicate(r.Context(), &req)
-	if err != nil {
-		h.answer(w, nil, err)
-		return
-	}
-	out := getBuf()
-	defer putBuf(out)
-	*out = wire.AppendReplicateResponse((*out)[:0], resp)
-	*out = append(*out, '\n')
-	hdr := w.Header()
-	hdr[contentType] = jsonType
-	hdr["Content-Length"] = []string{strconv.Itoa(len(*out))}
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(*out); err != nil {
-		h.c.log.Debug("write answer", "err", err)
-	}
-}
-
-// servePost answers a JSON POST endpoint: method check, bounded decode,
-// serve, JSON answer.
-func servePost[Req, Resp any](h *handler, w http.ResponseWriter, r *http.Request, serve func(context.Context, *Req) (*Resp, error)) {
-	if !allow(w, r, http.MethodPost) {
-		return
-	}
-	var req Req
-	if !h.decode(w, r, &req) {
-		return
-	}
-	resp, err := serve(r.Context(), &req)
-	h.answer(w, resp, err)
-}
-
-func allow(w http.ResponseWriter, r *http.Request, method string) bool {
-	if r.Method == method {
-		return true
-	}
-	w.Header().Set("Allow", method)
-	httpError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed, use "+method)
-	return false
-}
-
-func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	return h.decodeFrom(w, http.MaxBytesReader(w, r.Body, h.c.cfg.MaxBodyBytes), v)
-}
-
-// decodeBytes is decode for a body already read.
-func (h *handler) decodeBytes(w http.ResponseWriter, body []byte, v any) bool {
-	return h.decodeFrom(w, bytes.NewReader(body), v)
-}
-
-func (h *handler) decodeFrom(w http.ResponseWriter, body io.Reader, v any) bool {
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", mbe.Limit))
-			return false
-		}
-		httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
-		return false
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		httpError(w, http.StatusBadRequest, "body: trailing data after the JSON object")
-		return false
-	}
-	return true
-}
-
-func (h *handler) answer(w http.ResponseWriter, v any, err error) {
-	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, errBadRequest):
-			code = http.StatusBadRequest
-		case errors.Is(err, errNotReady):
-			code = http.StatusServiceUnavailable
-		}
-		httpError(w, code, strings.TrimPrefix(err.Error(), errBadRequest.Error()+"\n"))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		h.c.log.Debug("write answer", "err", err)
-	}
-}
-
-func httpError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
