@@ -59,8 +59,8 @@ type membership struct {
 	evq   []memberEvent
 	evSig chan struct{}
 
-	joinEnd  sync.Once
-	joined   chan struct{} // closed when the start-up join phase ended
+	joinEnd sync.Once
+	joined  chan struct{} // closed when the start-up join phase ended
 
 	evCancel   context.CancelFunc // stops the event goroutine (shutdown)
 	evDone     sync.WaitGroup
