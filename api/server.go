@@ -246,6 +246,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Close stops the server at once: parked polls end, the listener and every
+// connection are closed without waiting (a crash, for tests).
+func (s *Server) Close() {
+	s.pollStop()
+	_ = s.srv.Close()
+	s.baseStop()
+}
+
 // shutdownConnPoll is how often Shutdown closes connections that have not
 // sent a request; net/http re-checks its connections at most every 500 ms.
 const shutdownConnPoll = 20 * time.Millisecond

@@ -351,6 +351,9 @@ func (c *Cluster) GossipBindAddr() string { return c.members.bound }
 // reads are gated until then (spec 6.5, 7.4.1).
 func (c *Cluster) Ready() bool { return c.syncer.Ready() }
 
+// ReadyC is closed when Ready turns true.
+func (c *Cluster) ReadyC() <-chan struct{} { return c.syncer.readyCh }
+
 // Handler serves the internal peer endpoints (mount at /discovery/internal/).
 func (c *Cluster) Handler() http.Handler { return c.handler }
 
@@ -455,6 +458,17 @@ func (c *Cluster) beginShutdown(ctx context.Context, graceful bool) error {
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.shutdownOnce.Do(func() { c.shutdownErr = c.shutdown(ctx, true) })
 	return c.shutdownErr
+}
+
+// Kill stops the cluster layer like a crash: no leave is announced, the
+// own record is not cancelled and nothing is drained (tests of failure
+// handling). Safe to call instead of, or after, Shutdown.
+func (c *Cluster) Kill() {
+	c.shutdownOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.shutdownErr = c.shutdown(ctx, false)
+	})
 }
 
 func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discovery-go/discovery/internal/testkit"
@@ -17,22 +16,6 @@ import (
 
 func TestMain(m *testing.M) {
 	testkit.VerifyTestMain(m)
-}
-
-// fastGossip makes memberlist converge and detect failures in well under
-// a second on loopback (DefaultLocalConfig timings, tightened).
-func fastGossip(mc *memberlist.Config) {
-	mc.TCPTimeout = time.Second
-	mc.IndirectChecks = 1
-	mc.RetransmitMult = 2
-	mc.SuspicionMult = 2
-	mc.SuspicionMaxTimeoutMult = 2
-	mc.PushPullInterval = 2 * time.Second
-	mc.ProbeInterval = 150 * time.Millisecond
-	mc.ProbeTimeout = 100 * time.Millisecond
-	mc.GossipInterval = 20 * time.Millisecond
-	mc.GossipToTheDeadTime = 2 * time.Second
-	mc.DeadNodeReclaimTime = time.Second
 }
 
 // testConfig: background timers long (tests trigger what they need),
@@ -113,7 +96,7 @@ func startNode(t testing.TB, o nodeOpt) *tnode {
 	if o.wrap != nil {
 		creg = o.wrap(reg)
 	}
-	c, err := New(cfg, self, creg, Deps{Logger: logger.With("addr", o.addr), Metrics: prom, Transport: tr, Memberlist: fastGossip})
+	c, err := New(cfg, self, creg, Deps{Logger: logger.With("addr", o.addr), Metrics: prom, Transport: tr, Memberlist: LocalGossip})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,31 @@ package syncup
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
+
+// LocalGossip tightens memberlist's timings for clusters on one machine
+// (tests, simulations): members converge and failures are detected in well
+// under a second. Pass it as Deps.Memberlist.
+func LocalGossip(mc *memberlist.Config) {
+	mc.TCPTimeout = time.Second
+	mc.IndirectChecks = 1
+	mc.RetransmitMult = 2
+	mc.SuspicionMult = 2
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.PushPullInterval = 2 * time.Second
+	mc.ProbeInterval = 150 * time.Millisecond
+	mc.ProbeTimeout = 100 * time.Millisecond
+	mc.GossipInterval = 20 * time.Millisecond
+	mc.GossipToTheDeadTime = 2 * time.Second
+	mc.DeadNodeReclaimTime = time.Second
+}
 
 // ErrUnreachable is returned by MemNetwork transports for a peer that is
 // not attached, partitioned away, or down.

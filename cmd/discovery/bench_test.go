@@ -10,8 +10,7 @@ import (
 func TestBench_AgainstRealNode(t *testing.T) {
 	runBin(t, baseEnv(), "bench", "register", "--concurrency", "0").want(t, exitUsage, nil, []string{"concurrency"})
 
-	n := startNode(t)
-	waitReady(t, n)
+	n := startNode(t, nil)
 	runBin(t, baseEnv(), "bench", "register", "--nodes", n.HTTP, "--count", "200", "--concurrency", "4",
 		"--appids", "2", "--instances", "50").want(t, exitOK, []string{"register", "ops/s"}, nil)
 }

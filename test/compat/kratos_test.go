@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/test/harness"
 )
@@ -43,17 +44,9 @@ type kEvent struct {
 	Error     string      `json:"error"`
 }
 
-type kInstance struct {
-	Zone     string            `json:"zone"`
-	Env      string            `json:"env"`
-	AppID    string            `json:"appid"`
-	Hostname string            `json:"hostname"`
-	Addrs    []string          `json:"addrs"`
-	Version  string            `json:"version"`
-	Status   int64             `json:"status"`
-	Metadata map[string]string `json:"metadata"`
-	LastTs   int64             `json:"latest_timestamp"`
-}
+// kInstance is an instance as the kratos client decoded it (its
+// naming.Instance uses the wire keys of spec 3.1).
+type kInstance = wire.Instance
 
 func (e kEvent) hosts() []string {
 	var out []string
@@ -165,7 +158,7 @@ func TestKratos_RegisterWatchFetchCancel(t *testing.T) {
 	// config, both addrs in order, metadata, version, status UP.
 	if in.Zone != harness.DefaultZone || in.Env != harness.DefaultEnv || in.AppID != app ||
 		!slices.Equal(in.Addrs, []string{"grpc://127.0.0.1:9000", "http://127.0.0.1:8000"}) ||
-		in.Version != "v1.0.0" || in.Status != 1 || in.Metadata["weight"] != "10" || in.Metadata["color"] != "red" || in.LastTs == 0 {
+		in.Version != "v1.0.0" || in.Status != 1 || in.Metadata["weight"] != "10" || in.Metadata["color"] != "red" || in.LatestTimestamp == 0 {
 		t.Errorf("watcher decoded %+v", in)
 	}
 

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // apiClient speaks the discovery wire protocol (spec section 4) to one node,
@@ -29,26 +31,14 @@ func newAPIClient(base string) *apiClient {
 	}}
 }
 
-// instance is one registration (spec 3.1), the fields the tests use.
-type instance struct {
-	Zone     string            `json:"zone"`
-	Env      string            `json:"env"`
-	AppID    string            `json:"appid"`
-	Hostname string            `json:"hostname"`
-	Addrs    []string          `json:"addrs"`
-	Status   int               `json:"status"`
-	Metadata map[string]string `json:"metadata"`
-}
+// instance is one registration (spec 3.1).
+type instance = wire.Instance
 
 func newInstance(appid, hostname string, addrs ...string) instance {
 	return instance{Zone: testZone, Env: testEnv, AppID: appid, Hostname: hostname, Addrs: addrs, Status: 1}
 }
 
-type envelope struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
-}
+type envelope = wire.Envelope
 
 func (c *apiClient) do(ctx context.Context, method, path string, form url.Values) (envelope, error) {
 	var body io.Reader
@@ -92,7 +82,7 @@ func keyForm(in instance) url.Values {
 func (c *apiClient) register(ctx context.Context, in instance) (int, error) {
 	f := keyForm(in)
 	f["addrs"] = in.Addrs
-	f.Set("status", strconv.Itoa(in.Status))
+	f.Set("status", strconv.FormatUint(uint64(in.Status), 10))
 	f.Set("region", "region01")
 	if len(in.Metadata) > 0 {
 		b, _ := json.Marshal(in.Metadata)
@@ -142,11 +132,7 @@ func (c *apiClient) fetch(ctx context.Context, appid string) (map[string]instanc
 	return out, nil
 }
 
-type nodeEntry struct {
-	Addr   string `json:"addr"`
-	Status int    `json:"status"`
-	Zone   string `json:"zone"`
-}
+type nodeEntry = wire.Node
 
 // nodes returns /discovery/nodes: addr -> status.
 func (c *apiClient) nodes(ctx context.Context) (map[string]int, error) {

@@ -11,11 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // Client speaks the discovery protocol with raw net/http and urlencoded
-// forms, the way kratos does (spec 2.2), and decodes the envelope without
-// importing any server package: these tests check the wire. Safe for
+// forms, the way kratos does (spec 2.2), and decodes answers into the wire
+// package's types without importing any server package: these tests check
+// the wire. Safe for
 // concurrent use; Close releases its idle connections.
 type Client struct {
 	// Addr is host:port of the node.
@@ -39,20 +42,18 @@ func NewClient(addr string) *Client {
 // Close drops idle keep-alive connections (and their goroutines).
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
-// Envelope is a decoded protocol answer (spec 2.4).
+// Envelope is a decoded protocol answer (spec 2.4, the wire package's
+// Envelope) with what the test saw on the HTTP level.
 type Envelope struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	TTL     *int            `json:"ttl"`
-	Data    json.RawMessage `json:"data"`
-	Error   json.RawMessage `json:"error"`
+	wire.Envelope
 
-	HTTPStatus  int    `json:"-"`
-	ContentType string `json:"-"`
-	Body        []byte `json:"-"`
+	HTTPStatus  int
+	ContentType string
+	Body        []byte
 }
 
-// HasData reports whether the answer carried a "data" key at all.
+// HasData reports whether the answer carried a "data" key at all (null
+// included).
 func (e *Envelope) HasData() bool { return e.Data != nil }
 
 // DecodeData unmarshals Data into v.
@@ -75,44 +76,24 @@ func (e *CodeError) Error() string {
 }
 
 // Instance is the 14-key instance object of spec 3.1.
-type Instance struct {
-	Region          string            `json:"region"`
-	Zone            string            `json:"zone"`
-	Env             string            `json:"env"`
-	AppID           string            `json:"appid"`
-	Hostname        string            `json:"hostname"`
-	Addrs           []string          `json:"addrs"`
-	Version         string            `json:"version"`
-	Metadata        map[string]string `json:"metadata"`
-	Status          int64             `json:"status"`
-	RegTimestamp    int64             `json:"reg_timestamp"`
-	UpTimestamp     int64             `json:"up_timestamp"`
-	RenewTimestamp  int64             `json:"renew_timestamp"`
-	DirtyTimestamp  int64             `json:"dirty_timestamp"`
-	LatestTimestamp int64             `json:"latest_timestamp"`
-}
+type Instance = wire.Instance
 
 // InstanceInfo is the per-appid answer of fetch and polls (spec 3.4).
-type InstanceInfo struct {
-	Instances       map[string][]Instance `json:"instances"`
-	LatestTimestamp int64                 `json:"latest_timestamp"`
-}
+type InstanceInfo struct{ wire.InstanceInfo }
 
 // All returns the instances of every zone.
 func (ii *InstanceInfo) All() []Instance {
 	var out []Instance
 	for _, z := range ii.Instances {
-		out = append(out, z...)
+		for _, in := range z {
+			out = append(out, *in)
+		}
 	}
 	return out
 }
 
 // NodeInfo is one entry of /discovery/nodes (spec 4.10).
-type NodeInfo struct {
-	Addr   string `json:"addr"`
-	Status int    `json:"status"`
-	Zone   string `json:"zone"`
-}
+type NodeInfo = wire.Node
 
 func (c *Client) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -134,9 +115,11 @@ func (c *Client) Do(ctx context.Context, method, path string, params url.Values,
 		return nil, err
 	}
 	env := &Envelope{HTTPStatus: status, ContentType: ctype, Body: raw}
-	if err := json.Unmarshal(raw, env); err != nil {
+	we, err := wire.DecodeEnvelope(raw)
+	if err != nil {
 		return env, fmt.Errorf("%s %s: HTTP %d, not a JSON envelope: %w: %q", method, path, status, err, raw)
 	}
+	env.Envelope = *we
 	return env, nil
 }
 
@@ -191,7 +174,7 @@ func Form(ins Instance) url.Values {
 	if st == 0 {
 		st = 1
 	}
-	v.Set("status", strconv.FormatInt(st, 10))
+	v.Set("status", strconv.FormatUint(uint64(st), 10))
 	md := ""
 	if ins.Metadata != nil {
 		b, _ := json.Marshal(ins.Metadata)

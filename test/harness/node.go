@@ -57,6 +57,8 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the address file and /readyz.
 	// Zero: 45 s.
 	ReadyTimeout time.Duration
+	// Binary is the server binary to run. Empty: BuildBinary's.
+	Binary string
 }
 
 func (o Options) withDefaults() Options {
@@ -133,7 +135,11 @@ type addrFile struct {
 // is printed if the test failed.
 func StartNode(tb testing.TB, opts Options) *Node {
 	tb.Helper()
-	n, err := startNode(tb, BuildBinary(tb), opts, nil)
+	bin := opts.Binary
+	if bin == "" {
+		bin = BuildBinary(tb)
+	}
+	n, err := startNode(tb, bin, opts, nil)
 	if err != nil {
 		tb.Fatalf("harness: %v", err)
 	}
@@ -364,6 +370,24 @@ func (n *Node) Stop(tb testing.TB) {
 	if n.exitErr != nil {
 		tb.Errorf("harness: node %s: graceful stop: %v (want exit status 0)", n.Name, n.exitErr)
 	}
+}
+
+// Signal sends sig, waits for the exit and returns the exit status (-1
+// when killed by a signal).
+func (n *Node) Signal(tb testing.TB, sig os.Signal) int {
+	tb.Helper()
+	n.stopping.Store(true)
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		tb.Fatalf("harness: node %s: %v: %v", n.Name, sig, err)
+	}
+	select {
+	case <-n.done:
+	case <-time.After(defaultStopTimeout):
+		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+		<-n.done
+		tb.Fatalf("harness: node %s: no exit within %s of %v", n.Name, defaultStopTimeout, sig)
+	}
+	return n.cmd.ProcessState.ExitCode()
 }
 
 // ExitErr is the process's exit error (nil for status 0); only valid once
