@@ -97,10 +97,12 @@ func TestEvict_LimitPerScan(t *testing.T) {
 // instances); the protect gauge shows it.
 func TestEvict_ProtectionThreshold(t *testing.T) {
 	e := newEnv(t)
-	hosts := hostNames(10) // E = 20, T = 17
+	hosts := hostNames(10) // E = 20 once they renewed, T = 17
 	for _, h := range hosts {
 		e.register(appA, z1, h)
 	}
+	e.renewN(appA, hosts, 1) // a key counts toward E from its first renew
+	e.reg.Scan()             // closes that window
 	e.clock.Advance(91 * time.Second)
 	e.renewN(appA, hosts[:8], 2) // 16 < 17
 	if ev := e.reg.Scan(); len(ev) != 0 {
@@ -130,6 +132,7 @@ func TestEvict_ProtectedOnlyAfterAnHour(t *testing.T) {
 	for _, h := range hostNames(10) {
 		e.register(appA, z1, h)
 	}
+	e.renewN(appA, hostNames(10), 1) // they renewed once (E = 20), then stopped
 	e.clock.Advance(1000 * time.Second)
 	if ev := e.reg.Scan(); len(ev) != 0 || !e.reg.Stats().Protected {
 		t.Fatalf("evicted while protected: %+v", ev)

@@ -121,8 +121,8 @@ func TestLists_RepeatedNamesNoCommaSplit(t *testing.T) {
 	e := newEnv(t)
 	e.register("a,b", z1, "h1")
 	e.register("a", z1, "h1")
-	e.post("/discovery/register", with(regForm(appA, z1, "h1"), "addrs", "grpc://1.1.1.1:1,http://1.1.1.1:2")).wantCode(0)
-	if in := e.instance(appA, z1, "h1"); !slices.Equal(in.Addrs, []string{"grpc://1.1.1.1:1,http://1.1.1.1:2"}) {
+	e.post("/discovery/register", with(regForm(appA, z1, "h1"), "addrs", "grpc://1.1.1.1:1?tags=a,b")).wantCode(0)
+	if in := e.instance(appA, z1, "h1"); !slices.Equal(in.Addrs, []string{"grpc://1.1.1.1:1?tags=a,b"}) {
 		t.Fatalf("addrs split: %q", in.Addrs)
 	}
 	var got map[string]typedInfo

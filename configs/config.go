@@ -65,6 +65,16 @@ func DefaultConfig() Config {
 	}
 }
 
+// RecordLimits are the limits every stored record must pass (registry
+// Limits), taken from the HTTP API's input limits so that no path (a peer,
+// an import, a snapshot) stores what a client may not. Load sets
+// Registry.Limits from it; callers building a Config by hand do the same.
+func (c Config) RecordLimits() registry.Limits {
+	l := c.HTTP.Limits
+	return registry.Limits{MaxStringLen: l.MaxStringLen, MaxAddrs: l.MaxAddrs, MaxAddrLen: l.MaxAddrLen,
+		MaxMetadataBytes: l.MaxMetadataBytes, MaxMetadataKeys: l.MaxMetadataKeys}
+}
+
 func osHostname() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {

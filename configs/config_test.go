@@ -67,6 +67,7 @@ func TestDefaultFile_EqualsDefaultConfig(t *testing.T) {
 	}
 	got.Cluster.Zones = zones
 	normalize(&got, leaves())
+	got.Registry.Limits = got.RecordLimits() // derived, not a key of the file
 
 	want := DefaultConfig()
 	want.Node.Hostname = "" // resolved at runtime when empty
@@ -627,6 +628,7 @@ func TestLoad_ConfigFile(t *testing.T) {
 		c := mustLoad(t, []string{"--config", writeFile(t, "http:\n  limits:\n    max_addrs: 8\n")}, nil)
 		want := DefaultConfig()
 		want.HTTP.Limits.MaxAddrs = 8
+		want.Registry.Limits = want.RecordLimits() // stored records obey the same limit
 		if diff := cmp.Diff(want, c); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}

@@ -48,7 +48,10 @@ func walkLeaves(t reflect.Type, prefix string, index []int, out *[]leaf) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("mapstructure")
-		if tag == "" || tag == "-" {
+		if tag == "-" {
+			continue // derived by the program from other keys (registry.Limits from http.limits)
+		}
+		if tag == "" {
 			// A field without a key could never be configured: a contract
 			// change that must be handled here, not silently skipped.
 			panic(fmt.Sprintf("configs: field %s.%s has no mapstructure tag", t.Name(), f.Name))

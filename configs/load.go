@@ -207,6 +207,7 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 	if cfg.Node.Hostname == "" {
 		cfg.Node.Hostname = osHostname()
 	}
+	cfg.Registry.Limits = cfg.RecordLimits()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}

@@ -101,6 +101,7 @@ type Node struct {
 
 // New validates cfg and builds a node. Nothing listens until Start.
 func New(cfg configs.Config, opts Options) (*Node, error) {
+	cfg.Registry.Limits = cfg.RecordLimits()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
@@ -118,6 +119,9 @@ func New(cfg configs.Config, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	// Every stored record passes the public input limits, whatever path
+	// it came by (spec 10.5).
+	cfg.Registry.Limits = cfg.RecordLimits()
 	reg, err := registry.New(cfg.Registry, opts.Clock, log.With("component", "registry"))
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)

@@ -30,6 +30,22 @@ type Config struct {
 	// TombstoneTTL is how long a cancel is remembered (anti-entropy and
 	// replay protection). Must exceed the anti-entropy interval by far.
 	TombstoneTTL time.Duration `mapstructure:"tombstone_ttl"`
+	// MaxClockSkew bounds how far ahead of this node's clock a timestamp
+	// from another node (dirty_timestamp, set_timestamp, a cancel time, any
+	// timestamp of an imported copy) may be: a version from the future
+	// outranks every later write of the real owner until the clock catches
+	// up, and a renew_timestamp from the future is never evicted. Nodes'
+	// clocks must agree within it (NTP).
+	MaxClockSkew time.Duration `mapstructure:"max_clock_skew"`
+	// MaxInstances, MaxApps and MaxEnvs cap what the node holds; a write
+	// that would go beyond is refused (-503, counted) and the node keeps
+	// what it has. They bound memory and the metric series (one per env).
+	MaxInstances int `mapstructure:"max_instances"`
+	MaxApps      int `mapstructure:"max_apps"`
+	MaxEnvs      int `mapstructure:"max_envs"`
+	// Limits bound every stored record; the node sets them from the HTTP
+	// API's input limits (http.limits), so they are not keys of their own.
+	Limits Limits `mapstructure:"-"`
 }
 
 // DefaultConfig returns the original system's numbers.
@@ -42,6 +58,11 @@ func DefaultConfig() Config {
 		ProtectThreshold:      0.85,
 		ExpectedResetInterval: 15 * time.Minute,
 		TombstoneTTL:          time.Hour,
+		MaxClockSkew:          time.Minute,
+		MaxInstances:          1_000_000,
+		MaxApps:               100_000,
+		MaxEnvs:               64,
+		Limits:                DefaultLimits(),
 	}
 }
 
@@ -60,6 +81,19 @@ func (c Config) Validate() error {
 	pos("tombstone_ttl", c.TombstoneTTL)
 	if c.ProtectedEvictAfter > 0 && c.ProtectedEvictAfter < c.EvictAfter {
 		errs = append(errs, fmt.Errorf("protected_evict_after: must be >= evict_after (%s), got %s", c.EvictAfter, c.ProtectedEvictAfter))
+	}
+	pos("max_clock_skew", c.MaxClockSkew)
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"max_instances", c.MaxInstances}, {"max_apps", c.MaxApps}, {"max_envs", c.MaxEnvs}} {
+		if v.n < 1 {
+			errs = append(errs, fmt.Errorf("%s: must be >= 1, got %d", v.key, v.n))
+		}
+	}
+	l := c.Limits
+	if l.MaxStringLen < 1 || l.MaxAddrs < 1 || l.MaxAddrLen < 1 || l.MaxMetadataBytes < 2 || l.MaxMetadataKeys < 1 {
+		errs = append(errs, fmt.Errorf("limits: every limit must be positive, got %+v", l))
 	}
 	if c.ProtectThreshold <= 0 || c.ProtectThreshold >= 1 {
 		errs = append(errs, fmt.Errorf("protect_threshold: must be in (0,1), got %v", c.ProtectThreshold))

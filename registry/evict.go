@@ -11,7 +11,9 @@ import (
 // Returns the evicted instances.
 //
 // Order: the window counter R is swapped to 0; if ExpectedResetInterval has
-// passed since the last recompute, expected renews E = 2 × instances; the
+// passed since the last recompute, expected renews E = 2 × the instances
+// that renewed at least once (registrations that never renew do not count:
+// they cannot switch protection on); the
 // node is protected when SelfPreservation is on and R < floor(E ×
 // ProtectThreshold) (never with E = 0). Candidates are instances silent for
 // strictly more than EvictAfter (unprotected) or ProtectedEvictAfter
@@ -29,13 +31,14 @@ func (r *Registry) Scan() []Instance {
 	renews := r.renews.Swap(0)
 	r.lastRenews = renews
 	if now-r.lastReset >= int64(r.cfg.ExpectedResetInterval) {
-		r.expected = 2 * int64(r.size)
+		r.expected.Store(2 * r.counted.Load())
 		r.lastReset = now
 	}
-	threshold := r.threshold(r.expected)
+	expected := r.expected.Load()
+	threshold := r.threshold(expected)
 	protected := r.cfg.SelfPreservation && renews < threshold
 	if protected != r.protected {
-		attrs := []any{"expected", r.expected, "threshold", threshold, "actual", renews}
+		attrs := []any{"expected", expected, "threshold", threshold, "actual", renews}
 		if protected {
 			r.log.Warn("self-preservation on: too few renews, evicting only instances silent longer than protected_evict_after",
 				append(attrs, "protected_evict_after", r.cfg.ProtectedEvictAfter)...)

@@ -225,7 +225,7 @@ func TestGuardRecompute(t *testing.T) {
 	r := newTestReg(t)
 	r.fill(5, 1)
 	r.mu.Lock()
-	r.expected = 7 // drifted, e.g. by apps renewing less than twice a minute
+	r.expected.Store(7) // drifted, e.g. by apps renewing less than twice a minute
 	r.mu.Unlock()
 	r.clk.Advance(15*time.Minute - time.Nanosecond)
 	r.renewAll()
@@ -241,7 +241,7 @@ func TestGuardRecompute(t *testing.T) {
 	}
 	// The next recompute is 15 min after this one.
 	r.mu.Lock()
-	r.expected = 3
+	r.expected.Store(3)
 	r.mu.Unlock()
 	r.clk.Advance(14 * time.Minute)
 	r.renewAll()
@@ -255,7 +255,7 @@ func TestExpectedNeverNegative(t *testing.T) {
 	r := newTestReg(t)
 	r.fill(2, 1)
 	r.mu.Lock()
-	r.expected = 2
+	r.expected.Store(2)
 	r.mu.Unlock()
 	for _, in := range r.Snapshot().Instances {
 		if _, err := r.Cancel(in.Key(), 0); err != nil {

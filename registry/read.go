@@ -273,8 +273,11 @@ func (r *Registry) Stats() Stats {
 		Apps:             make(map[string]int, len(r.envs)),
 		Tombstones:       r.tombs,
 		Protected:        r.protected,
-		ExpectedRenews:   r.expected,
-		Threshold:        r.threshold(r.expected),
+		ExpectedRenews:   r.expected.Load(),
+		Full: struct{ Instances, Apps, Envs uint64 }{
+			r.full[fullInstances].Load(), r.full[fullApps].Load(), r.full[fullEnvs].Load(),
+		},
+		Threshold:        r.threshold(r.expected.Load()),
 		LastMinuteRenews: r.lastRenews,
 		Evictions:        r.evictions,
 	}

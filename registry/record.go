@@ -2,7 +2,6 @@ package registry
 
 import (
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -25,7 +24,9 @@ type rec struct {
 	region   unique.Handle[string]
 	version  unique.Handle[string]
 	meta     unique.Handle[string] // packed sorted pairs (packMeta); zero = no metadata
+	owner    unique.Handle[string] // client address that registered it; zero = unknown
 	renew    atomic.Int64
+	counted  atomic.Bool // renewed at least once: counts toward the expected renews
 	reg      int64
 	up       int64
 	dirty    int64
@@ -135,25 +136,6 @@ func packAddrs(in []string) []string {
 	return out
 }
 
-// validateInstance checks what every stored instance must have.
-func validateInstance(in *Instance) error {
-	if err := validateKey(in.Key()); err != nil {
-		return err
-	}
-	if in.Status != StatusUp && in.Status != StatusWaiting {
-		return invalid("status", "must be 1 or 2, got %d", in.Status)
-	}
-	if len(in.Addrs) == 0 {
-		return invalid("addrs", "at least one address is required")
-	}
-	for i, a := range in.Addrs {
-		if a == "" {
-			return invalid(fmt.Sprintf("addrs[%d]", i), "must not be empty")
-		}
-	}
-	return nil
-}
-
 // newRec builds the content part of a record from in (timestamps are set by
 // the caller). Done outside the registry lock.
 func newRec(in *Instance) *rec {
@@ -175,6 +157,7 @@ func (r *rec) clone() *rec {
 		region:   r.region,
 		version:  r.version,
 		meta:     r.meta,
+		owner:    r.owner,
 		reg:      r.reg,
 		up:       r.up,
 		dirty:    r.dirty,
@@ -182,6 +165,7 @@ func (r *rec) clone() *rec {
 		status:   r.status,
 	}
 	c.renew.Store(r.renew.Load())
+	c.counted.Store(r.counted.Load())
 	return c
 }
 

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Registry is the in-memory registry. Create it with New.
@@ -29,14 +28,22 @@ type Registry struct {
 	size  int // instances in all envs
 	tombs int // live tombstones in all apps
 
-	// Self-preservation guard (mu).
-	expected   int64 // expected renews per minute
-	lastReset  int64 // ns of the last recompute of expected
+	nApps int // app structures in all envs (live or keeping tombstones)
+
+	// Self-preservation guard (mu, except the atomics, which Renew changes
+	// under mu.RLock). A key counts toward the expected renews only from
+	// its first renew: registrations that never renew cannot switch
+	// self-preservation on.
+	expected   atomic.Int64 // expected renews per minute
+	counted    atomic.Int64 // instances that renewed at least once
+	lastReset  int64        // ns of the last recompute of expected
 	protected  bool
 	lastRenews int64 // renews counted in the last closed window
 	evictions  uint64
 
 	renews atomic.Int64 // renews in the current window (counted under mu.RLock)
+
+	full [3]atomic.Uint64 // writes refused by max_instances, max_apps, max_envs
 
 	wmu      sync.Mutex
 	waiters  map[AppKey]*waitList
@@ -100,23 +107,19 @@ func New(cfg Config, clock Clock, logger *slog.Logger) (*Registry, error) {
 
 func (r *Registry) now() int64 { return r.clock.Now().UnixNano() }
 
-// maxFutureLatest bounds how far ahead of the local clock a peer-supplied
-// value may push an app latest_timestamp (latestHint, imported latest,
-// set_timestamp, cancel at). Without it one bogus value near MaxInt64 would
-// make the counter overflow and stop increasing.
-const maxFutureLatest = int64(24 * time.Hour)
-
-func clampFuture(t, now int64) int64 { return min(t, now+maxFutureLatest) }
+// clampFuture bounds how far ahead of the local clock a peer-supplied value
+// may push an app latest_timestamp (latestHint, imported latest,
+// set_timestamp, cancel at): one bogus value near MaxInt64 would make the
+// counter overflow and stop increasing.
+func (r *Registry) clampFuture(t, now int64) int64 { return min(t, now+int64(r.cfg.MaxClockSkew)) }
 
 // tooFarAhead refuses a version timestamp (dirty_timestamp, set_timestamp,
-// cancel time) more than maxFutureLatest ahead of the clock: such a value
-// outranks every later write, and a tombstone at it could never be passed
-// (a register needs dirty_timestamp > tombstone; tomb+1 overflows at
-// MaxInt64), so the key would stay unregistrable. A peer's clock may run
-// ahead, but not by a day.
+// cancel time) more than max_clock_skew ahead of the clock: such a value
+// outranks every later write of the real owner, and a tombstone at it
+// could block the key until the clock catches up.
 func (r *Registry) tooFarAhead(field string, t int64) error {
-	if t > r.now()+maxFutureLatest {
-		return invalid(field, "%d is more than %s ahead of this node's clock", t, time.Duration(maxFutureLatest))
+	if t > r.now()+int64(r.cfg.MaxClockSkew) {
+		return invalid(field, "%d is more than %s ahead of this node's clock", t, r.cfg.MaxClockSkew)
 	}
 	return nil
 }
@@ -129,18 +132,48 @@ func (r *Registry) getApp(env, id string) *app {
 	return es.apps[id]
 }
 
-func (r *Registry) ensureApp(env, id string) *app {
+// Indexes of Registry.full.
+const (
+	fullInstances = iota
+	fullApps
+	fullEnvs
+)
+
+// ensureApp returns the app, creating it (and its env) within max_apps and
+// max_envs; ErrFull beyond.
+func (r *Registry) ensureApp(env, id string) (*app, error) {
 	es := r.envs[env]
 	if es == nil {
+		if len(r.envs) >= r.cfg.MaxEnvs {
+			r.full[fullEnvs].Add(1)
+			return nil, fmt.Errorf("%w: env %q would exceed max_envs (%d)", ErrFull, trunc(env), r.cfg.MaxEnvs)
+		}
 		es = &envState{name: strings.Clone(env), apps: make(map[string]*app)}
 		r.envs[es.name] = es
 	}
 	a := es.apps[id]
 	if a == nil {
+		if r.nApps >= r.cfg.MaxApps {
+			r.full[fullApps].Add(1)
+			if len(es.apps) == 0 {
+				delete(r.envs, es.name)
+			}
+			return nil, fmt.Errorf("%w: appid %q would exceed max_apps (%d)", ErrFull, trunc(id), r.cfg.MaxApps)
+		}
 		a = &app{es: es, env: es.name, id: strings.Clone(id), emptyAt: r.now()}
 		es.apps[a.id] = a
+		r.nApps++
 	}
-	return a
+	return a, nil
+}
+
+// roomFor refuses a new instance beyond max_instances.
+func (r *Registry) roomFor() error {
+	if r.size >= r.cfg.MaxInstances {
+		r.full[fullInstances].Add(1)
+		return fmt.Errorf("%w: max_instances (%d) reached", ErrFull, r.cfg.MaxInstances)
+	}
+	return nil
 }
 
 // find locates k's record (nil parts when absent). Caller holds mu.
@@ -198,6 +231,11 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	}
 	old = b.set(nr)
 	if old != nil {
+		// Same key: it keeps its standing with the guard and its owner.
+		nr.counted.Store(old.counted.Load())
+		if nr.owner == noHandle {
+			nr.owner = old.owner
+		}
 		if old.isUp() {
 			b.up--
 			a.up--
@@ -217,8 +255,13 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	return old
 }
 
-// remove deletes rc from bucket b, dropping an empty zone (spec 3.3.4).
+// remove deletes rc from bucket b, dropping an empty zone (spec 3.3.4), and
+// lowers the expected renews by 2 when rc counted toward them.
 func (r *Registry) remove(a *app, b *zoneBucket, rc *rec, now int64) {
+	if rc.counted.Load() {
+		r.counted.Add(-1)
+		r.lowerExpected()
+	}
 	b.del(rc.hostname)
 	if rc.isUp() {
 		b.up--
@@ -275,17 +318,21 @@ func (r *Registry) dropTomb(a *app, zone, host string) {
 	}
 }
 
-func (r *Registry) lowerExpected() { r.expected = max(r.expected-2, 0) }
+// lowerExpected subtracts 2 from the expected renews, never below 0.
+func (r *Registry) lowerExpected() {
+	for {
+		e := r.expected.Load()
+		if r.expected.CompareAndSwap(e, max(e-2, 0)) {
+			return
+		}
+	}
+}
 
 // changed invalidates the app's encoded answers and wakes its waiters.
 // Called under mu.Lock after every advance of the app latest_timestamp.
 func (r *Registry) changed(a *app) {
 	a.cache.Store(nil)
 	r.wakeLocked(a)
-}
-
-func validateKey(k Key) error {
-	return requireFields("env", k.Env, "appid", k.AppID, "zone", k.Zone, "hostname", k.Hostname)
 }
 
 // Register stores in (client or replicated register). in.DirtyTimestamp == 0
@@ -305,18 +352,37 @@ func validateKey(k Key) error {
 // registers with dirty_timestamp <= its time. When nothing is stored (blocked
 // by a tombstone) stored is the zero Instance.
 func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, applied bool, err error) {
-	if err := validateInstance(&in); err != nil {
+	return r.RegisterFrom(in, latestHint, "")
+}
+
+// RegisterFrom is Register recording owner, the client address the
+// registration came from (for the key-ownership write policy); "" keeps
+// the owner recorded before, if any. A new key beyond max_instances (or a
+// new app or env beyond their caps) is ErrFull.
+func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (stored Instance, applied bool, err error) {
+	if err := r.cfg.Limits.validateInstance(&in); err != nil {
 		return Instance{}, false, err
 	}
 	if err := r.tooFarAhead("dirty_timestamp", in.DirtyTimestamp); err != nil {
 		return Instance{}, false, err
 	}
 	nr := newRec(&in) // allocations and interning outside the lock
+	nr.owner = intern(owner)
 
 	r.mu.Lock()
 	now := r.now()
-	a := r.ensureApp(in.Env, in.AppID)
+	a, err := r.ensureApp(in.Env, in.AppID)
+	if err != nil {
+		r.unlock()
+		return Instance{}, false, err
+	}
 	_, old := a.lookup(in.Zone, in.Hostname)
+	if old == nil {
+		if err := r.roomFor(); err != nil {
+			r.unlock()
+			return Instance{}, false, err
+		}
+	}
 	tomb, hasTomb := a.tombs[hostKey{in.Zone, in.Hostname}]
 
 	dirty := in.DirtyTimestamp
@@ -337,8 +403,6 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 		nr.renew.Store(now)
 		if old != nil {
 			nr.up = old.up
-		} else {
-			r.expected += 2
 		}
 		r.put(a, in.Zone, nr)
 		if hasTomb {
@@ -346,7 +410,7 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 		}
 		cur = nr
 	}
-	a.advance(max(now, clampFuture(latestHint, now)))
+	a.advance(max(now, r.clampFuture(latestHint, now)))
 	r.changed(a)
 	r.unlock()
 	if cur != nil { // records are immutable: copy outside the lock
@@ -371,6 +435,10 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 	rc.renew.Store(r.now())
 	a.renewGen.Add(1) // after the store: a fetch that sees the new gen sees the new time
 	r.renews.Add(1)
+	if rc.counted.CompareAndSwap(false, true) { // its first renew: now it is expected to renew
+		r.counted.Add(1)
+		r.expected.Add(2)
+	}
 	r.mu.RUnlock()
 	// rc is immutable apart from renew: copy it without holding writers off.
 	ins := rc.instance(k.Env, k.AppID, k.Zone, false)
@@ -401,7 +469,7 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 // at counts as 0; an empty key field or an at more than a day ahead of the
 // clock is ErrInvalid.
 func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
-	if err := validateKey(k); err != nil {
+	if err := r.cfg.Limits.checkKey(k); err != nil {
 		return Tombstone{}, err
 	}
 	// The cancel time travels as latest_timestamp on the wire (spec 4.0).
@@ -417,8 +485,10 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 		if at == 0 {
 			return Tombstone{Key: k}, ErrNotFound
 		}
-		a = r.ensureApp(k.Env, k.AppID)
-		return Tombstone{Key: k, At: r.putTomb(a, k.Zone, k.Hostname, at)}, ErrNotFound
+		if a, err := r.ensureApp(k.Env, k.AppID); err == nil {
+			return Tombstone{Key: k, At: r.putTomb(a, k.Zone, k.Hostname, at)}, ErrNotFound
+		}
+		return Tombstone{Key: k}, ErrNotFound // full: the cancel of an unknown key is not remembered
 	}
 	if at > 0 && old.dirty > at {
 		return Tombstone{Key: k}, ErrConflict
@@ -429,8 +499,7 @@ func (r *Registry) Cancel(k Key, at int64) (Tombstone, error) {
 	}
 	r.remove(a, b, old, now)
 	tombAt = r.putTomb(a, k.Zone, k.Hostname, tombAt)
-	r.lowerExpected()
-	a.advance(clampFuture(at, now))
+	a.advance(r.clampFuture(at, now))
 	r.changed(a)
 	return Tombstone{Key: k, At: tombAt}, nil
 }
@@ -453,7 +522,6 @@ func (r *Registry) Evict(k Key) (Instance, error) {
 
 func (r *Registry) evictLocked(a *app, b *zoneBucket, rc *rec, now int64) {
 	r.remove(a, b, rc, now)
-	r.lowerExpected()
 	r.evictions++
 	a.advance(now)
 	r.changed(a)
@@ -472,7 +540,7 @@ func (r *Registry) evictLocked(a *app, b *zoneBucket, rc *rec, now int64) {
 // when at least one instance changed (fix of Defect D3). A negative
 // SetTimestamp, or one more than a day ahead of the clock, is ErrInvalid.
 func (r *Registry) Set(req SetRequest) ([]Instance, error) {
-	if err := validateSet(&req); err != nil {
+	if err := r.cfg.Limits.validateSet(&req); err != nil {
 		return nil, err
 	}
 	if err := r.tooFarAhead("set_timestamp", req.SetTimestamp); err != nil {
@@ -530,23 +598,30 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 		out = append(out, nr.instance(a.env, a.id, b.name, false))
 	}
 	if len(out) > 0 {
-		a.advance(clampFuture(ts, now))
+		a.advance(r.clampFuture(ts, now))
 		r.changed(a)
 	}
 	return out, nil
 }
 
-func validateSet(req *SetRequest) error {
-	if err := requireFields("env", req.Env, "appid", req.AppID, "zone", req.Zone); err != nil {
-		return err
+func (l Limits) validateSet(req *SetRequest) error {
+	for _, f := range [...]struct{ name, v string }{{"env", req.Env}, {"appid", req.AppID}, {"zone", req.Zone}} {
+		if err := checkText(f.name, f.v, l.MaxStringLen, true); err != nil {
+			return err
+		}
 	}
 	n := len(req.Hostnames)
 	if n == 0 {
 		return invalid("hostname", "at least one is required")
 	}
 	for i, h := range req.Hostnames {
-		if h == "" {
-			return invalid(fmt.Sprintf("hostname[%d]", i), "must not be empty")
+		if err := checkText(fmt.Sprintf("hostname[%d]", i), h, l.MaxStringLen, true); err != nil {
+			return err
+		}
+	}
+	for _, m := range req.Metadata {
+		if err := l.checkMetadata(m); err != nil {
+			return err
 		}
 	}
 	if len(req.Statuses) != 0 && len(req.Statuses) != n {
@@ -572,12 +647,15 @@ func validateSet(req *SetRequest) error {
 // newer tombstone exists. The app latest_timestamp becomes
 // max(in.LatestTimestamp, prev+1); pollers wake.
 //
-// Details: an invalid copy (empty key field, bad status, no addrs, a
-// timestamp more than a day ahead of the clock) is refused; a zero timestamp in the copy is replaced by now (timestamps are
-// never 0 on the wire); a tombstone at t blocks copies with dirty <= t. When
-// the copy is not applied nothing changes (no advance, no wake-up).
+// Details: an invalid copy (it fails the limits and checks every stored
+// record passes, or a timestamp is more than max_clock_skew ahead of the
+// clock) is refused, and so is a new key beyond the caps; a zero timestamp
+// in the copy is replaced by now (timestamps are never 0 on the wire); a
+// tombstone at t blocks copies with dirty <= t. When the copy is not
+// applied nothing changes (no advance, no wake-up). An imported key counts
+// toward the expected renews from its first renew, like any other.
 func (r *Registry) Import(in Instance) (applied bool) {
-	if validateInstance(&in) != nil {
+	if r.cfg.Limits.validateInstance(&in) != nil {
 		return false
 	}
 	for _, t := range [...]int64{in.RegTimestamp, in.UpTimestamp, in.RenewTimestamp, in.DirtyTimestamp, in.LatestTimestamp} {
@@ -601,8 +679,9 @@ func (r *Registry) Import(in Instance) (applied bool) {
 	nr.renew.Store(nz(in.RenewTimestamp))
 
 	a := r.getApp(in.Env, in.AppID)
+	var old *rec
 	if a != nil {
-		_, old := a.lookup(in.Zone, in.Hostname)
+		_, old = a.lookup(in.Zone, in.Hostname)
 		if old != nil && old.dirty >= nr.dirty {
 			return false
 		}
@@ -610,15 +689,30 @@ func (r *Registry) Import(in Instance) (applied bool) {
 			return false
 		}
 	} else {
-		a = r.ensureApp(in.Env, in.AppID)
+		var err error
+		if a, err = r.ensureApp(in.Env, in.AppID); err != nil {
+			return false
+		}
 	}
-	if old := r.put(a, in.Zone, nr); old == nil {
-		r.expected += 2
+	if old == nil && r.roomFor() != nil {
+		return false
 	}
+	r.put(a, in.Zone, nr)
 	r.dropTomb(a, in.Zone, in.Hostname)
-	a.advance(clampFuture(nr.latest, now))
+	a.advance(r.clampFuture(nr.latest, now))
 	r.changed(a)
 	return true
+}
+
+// Owner returns the client address recorded for a live key (RegisterFrom);
+// "" when unknown.
+func (r *Registry) Owner(k Key) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if _, _, rc := r.find(k); rc != nil {
+		return unintern(rc.owner)
+	}
+	return ""
 }
 
 // Get returns a copy of one instance.

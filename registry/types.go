@@ -88,6 +88,9 @@ type Stats struct {
 	Threshold        int64  // floor(ExpectedRenews * threshold)
 	LastMinuteRenews int64  // renews counted in the last closed window
 	Evictions        uint64 // total instances evicted since start
+
+	// Full counts the writes refused by the caps, since start.
+	Full struct{ Instances, Apps, Envs uint64 }
 }
 
 // Clock is the registry's source of time.
@@ -106,16 +109,6 @@ func invalid(field, format string, args ...any) error {
 	return &invalidError{msg: field + ": " + fmt.Sprintf(format, args...)}
 }
 
-// requireFields returns an ErrInvalid naming the first empty value of
-// name, value pairs.
-func requireFields(pairs ...string) error {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if pairs[i+1] == "" {
-			return invalid(pairs[i], "must not be empty")
-		}
-	}
-	return nil
-}
 
 // Errors returned by the registry. The api package maps them to discovery
 // error codes: ErrInvalid → -400, ErrNotFound → -404, ErrConflict → -409.
@@ -131,4 +124,7 @@ var (
 	// ErrConflict: (replicated renew) the sender's copy is older; the
 	// returned Instance is the receiver's newer copy for the sender to adopt.
 	ErrConflict = errors.New("conflict")
+	// ErrFull: a new instance, app or env would exceed max_instances,
+	// max_apps or max_envs. Nothing was changed.
+	ErrFull = errors.New("registry full")
 )

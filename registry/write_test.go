@@ -42,8 +42,21 @@ func TestRegisterNewKeyTimestamps(t *testing.T) {
 	if got := r.latest(appA); got != now {
 		t.Fatalf("app latest = %d, want now %d", got, now)
 	}
+	// A new key counts toward the expected renews from its first renew on.
+	if got := r.Stats().ExpectedRenews; got != 0 {
+		t.Fatalf("expected renews after the register = %d, want 0", got)
+	}
+	if _, err := r.Renew(in.Key(), false, 0); err != nil {
+		t.Fatal(err)
+	}
 	if got := r.Stats().ExpectedRenews; got != 2 {
-		t.Fatalf("expected renews = %d, want 2", got)
+		t.Fatalf("expected renews after the first renew = %d, want 2", got)
+	}
+	if _, err := r.Renew(in.Key(), false, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Stats().ExpectedRenews; got != 2 {
+		t.Fatalf("expected renews after the second renew = %d, want 2", got)
 	}
 }
 
@@ -176,7 +189,7 @@ func TestRegisterCopiesAreIndependent(t *testing.T) {
 func TestRegisterLatestHint(t *testing.T) {
 	r := newTestReg(t)
 	r.reg(inst(appA, z1, "h1"))
-	hint := r.now() + int64(time.Minute)
+	hint := r.now() + int64(30*time.Second)
 	if _, _, err := r.Register(inst(appA, z1, "h2"), hint); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +200,7 @@ func TestRegisterLatestHint(t *testing.T) {
 	if _, _, err := r.Register(inst(appA, z1, "h3"), 1<<62); err != nil {
 		t.Fatal(err)
 	}
-	if got, lim := r.latest(appA), r.now()+maxFutureLatest; got != lim {
+	if got, lim := r.latest(appA), r.now()+int64(r.cfg.MaxClockSkew); got != lim {
 		t.Fatalf("app latest = %d, want clamp %d", got, lim)
 	}
 }
@@ -343,7 +356,7 @@ func TestCancel(t *testing.T) {
 func TestCancelClientTombstoneCoversFutureDirty(t *testing.T) {
 	r := newTestReg(t)
 	in := inst(appA, z1, "h1")
-	in.DirtyTimestamp = r.now() + int64(time.Hour) // stamped by a peer whose clock runs ahead
+	in.DirtyTimestamp = r.now() + int64(30*time.Second) // stamped by a peer whose clock runs ahead
 	r.reg(in)
 	tb, err := r.Cancel(in.Key(), 0)
 	if err != nil || tb.At != in.DirtyTimestamp {
@@ -565,10 +578,7 @@ func TestImport(t *testing.T) {
 			if got, want := r.latest(appA), max(tc.in.LatestTimestamp, prev+1); got != want {
 				t.Fatalf("app latest = %d, want %d", got, want)
 			}
-			wantExp := exp
-			if tc.stored == 0 {
-				wantExp += 2
-			}
+			wantExp := exp // an imported key counts from its first renew
 			if r.Stats().ExpectedRenews != wantExp {
 				t.Fatalf("expected renews %d, want %d", r.Stats().ExpectedRenews, wantExp)
 			}
@@ -819,7 +829,7 @@ func TestTimestampsTable(t *testing.T) { // C16, C17, C20
 }
 
 // A version timestamp (dirty_timestamp, set_timestamp, cancel time, imported
-// timestamps) more than maxFutureLatest ahead of the clock is refused with
+// timestamps) more than int64(r.cfg.MaxClockSkew) ahead of the clock is refused with
 // nothing changed: such a value (e.g. MaxInt64) would outrank every later
 // write, and a cancel of it left a tombstone no register could pass (its
 // dirty_timestamp would have to be tomb+1, which overflowed), so the key
@@ -827,7 +837,7 @@ func TestTimestampsTable(t *testing.T) { // C16, C17, C20
 func TestFarFutureVersionsRefused(t *testing.T) {
 	r := newTestReg(t)
 	r.reg(inst(appA, z1, "h1"))
-	for _, far := range []int64{r.now() + maxFutureLatest + 1, math.MaxInt64} {
+	for _, far := range []int64{r.now() + int64(r.cfg.MaxClockSkew) + 1, math.MaxInt64} {
 		before, latest := r.Snapshot(), r.latest(appA)
 		wantField := func(what string, err error, field string) {
 			t.Helper()
@@ -860,7 +870,7 @@ func TestFarFutureVersionsRefused(t *testing.T) {
 	// Up to the bound a peer's clock may run ahead; cancel and re-register
 	// still work after it.
 	in := inst(appA, z1, "h1")
-	in.DirtyTimestamp = r.now() + maxFutureLatest
+	in.DirtyTimestamp = r.now() + int64(r.cfg.MaxClockSkew)
 	if _, applied, err := r.Register(in, 0); err != nil || !applied {
 		t.Fatalf("Register at the bound: %v %v", applied, err)
 	}
