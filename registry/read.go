@@ -269,11 +269,11 @@ func (r *Registry) AppState(apps []AppKey) Snapshot {
 func (r *Registry) Stats() Stats {
 	r.mu.RLock()
 	s := Stats{
-		Instances:        make(map[string]int, len(r.envs)),
-		Apps:             make(map[string]int, len(r.envs)),
-		Tombstones:       r.tombs,
-		Protected:        r.protected,
-		ExpectedRenews:   r.expected.Load(),
+		Instances:      make(map[string]int, len(r.envs)),
+		Apps:           make(map[string]int, len(r.envs)),
+		Tombstones:     r.tombs,
+		Protected:      r.protected,
+		ExpectedRenews: r.expected.Load(),
 		Full: struct{ Instances, Apps, Envs uint64 }{
 			r.full[fullInstances].Load(), r.full[fullApps].Load(), r.full[fullEnvs].Load(),
 		},

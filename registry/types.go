@@ -109,7 +109,6 @@ func invalid(field, format string, args ...any) error {
 	return &invalidError{msg: field + ": " + fmt.Sprintf(format, args...)}
 }
 
-
 // Errors returned by the registry. The api package maps them to discovery
 // error codes: ErrInvalid → -400, ErrNotFound → -404, ErrConflict → -409.
 var (

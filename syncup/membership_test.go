@@ -294,7 +294,7 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 	testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
 	quiet(t, a, b)
 	stale, _ := b.reg.Get(k)
-	stale.Addrs = []string{"http://10.255.0.1:7171"} // the previous run's address
+	stale.Addrs = []string{"http://10.255.0.1:7171"}                   // the previous run's address
 	stale.DirtyTimestamp = time.Now().Add(30 * time.Second).UnixNano() // a clock ahead, within max_clock_skew
 	if !b.reg.Import(stale) {
 		t.Fatal("setup: import")
