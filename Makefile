@@ -24,7 +24,7 @@ DISCO_NOFILE ?= $(shell n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -g
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 COMPOSE_CMD = DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
-.PHONY: help build image test test-go test-deploy test-containers check-deploy \
+.PHONY: help build image test test-go fuzz-short lint test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean
 
 help: ## list targets
@@ -38,7 +38,7 @@ image: build ## container image discovery:dev (IMAGE=...), FROM scratch, no pull
 	docker build -f deploy/Dockerfile -t $(IMAGE) \
 		--build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) $(BUILD_DIR)
 
-test: test-go test-deploy test-containers ## the whole suite, exactly what .ci/run runs
+test: lint test-go fuzz-short test-deploy test-containers ## the whole suite, exactly what .ci/run runs
 
 # Go modules tested by test-go: the server (with test/), the wire types, the
 # SDK and the test toolkit are modules of their own.
@@ -46,6 +46,28 @@ GO_MODULES := . api/wire api/client internal/testkit
 
 test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (no Docker)
 	@set -e; for m in $(GO_MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...); done
+
+# Every fuzz target as module:package:target. go test replays each
+# target's committed corpus (testdata/fuzz) on every run; fuzz-short also
+# mutates for FUZZTIME each.
+FUZZ_TARGETS := \
+	.:./api:FuzzFormBinding .:./api:FuzzPollsPairs .:./api:FuzzMetadata .:./api:FuzzHandlers \
+	.:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
+	api/wire:.:FuzzFastDecode api/wire:.:FuzzDecodeSnapshot \
+	api/client:.:FuzzDecodePolls
+FUZZTIME ?= 8s
+
+fuzz-short: ## run every fuzz target for FUZZTIME (default 8s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		m=$${t%%:*}; rest=$${t#*:}; p=$${rest%%:*}; f=$${rest#*:}; \
+		echo "== fuzz $$f ($$m $$p)"; \
+		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$p) || exit 1; \
+	done
+
+GOLANGCI_LINT ?= golangci-lint
+
+lint: ## golangci-lint (v2, .golangci.yml) on every Go module
+	@set -e; for m in $(GO_MODULES); do echo "== lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
 
 test-deploy: ## compose and Prometheus config tests (nested module test/deploy; needs promtool)
 	cd test/deploy && GOFLAGS=-mod=mod $(GO) test -count=1 ./...

@@ -247,14 +247,6 @@ func TestDecodeSnapshot_Malformed(t *testing.T) {
 	}
 }
 
-func FuzzDecodeSnapshot(f *testing.F) {
-	f.Add(`{"instances":[{"env":"e","appid":"a","zone":"z","hostname":"h","addrs":["x"]}],"tombstones":[{"key":{"env":"e"},"at":1}]}`)
-	f.Add(`{"instances":[],"tombstones":[]}`)
-	f.Fuzz(func(t *testing.T, s string) {
-		_ = wire.DecodeSnapshot(strings.NewReader(s), func(SnapshotItem) error { return nil })
-	})
-}
-
 func FuzzHandlerReplicate(f *testing.F) {
 	f.Add(`{"ops":[{"op":"register","replication":true,"instance":{"env":"e","appid":"a","zone":"z","hostname":"h","addrs":["x"],"status":1,"dirty_timestamp":5}}]}`)
 	f.Add(`{"ops":[{"op":"set","from_zone":true,"set":{"env":"e","appid":"a","zone":"z","hostnames":["h"],"statuses":[1,2],"set_timestamp":3}}]}`)
