@@ -3,6 +3,7 @@ package syncup
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -69,6 +70,8 @@ type Deps struct {
 	Memberlist func(*memberlist.Config)
 	// Resolver resolves gossip seed names; nil: net.DefaultResolver.
 	Resolver Resolver
+	// PeerTLS, when set, makes the HTTP transport reach peers over HTTPS.
+	PeerTLS *tls.Config
 	// EvictAfter is the registry's evict_after (0: its default). Startup
 	// sync and anti-entropy do not copy instances silent for longer: they
 	// are due for eviction, and evictions leave no tombstone, so nodes that
@@ -112,6 +115,7 @@ type Cluster struct {
 	// ownTr is the transport New built (closed at shutdown), nil when
 	// Deps brought one.
 	ownTr *HTTPTransport
+	auth  *PeerAuth // nil without a secret
 
 	members *membership
 	repl    *replicator
@@ -145,6 +149,10 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 	if err := validateSelf(self); err != nil {
 		return nil, err
 	}
+	cfg, err := cfg.secured()
+	if err != nil {
+		return nil, err
+	}
 	keys, err := newKeyring(cfg)
 	if err != nil {
 		return nil, err
@@ -160,11 +168,16 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", name)
-	c := &Cluster{cfg: cfg, self: self, name: name, log: log, reg: reg}
+	c := &Cluster{cfg: cfg, self: self, name: name, log: log, reg: reg, auth: newPeerAuth(keys, cfg.MaxClockSkew)}
+	if cfg.Insecure && cfg.Secret == "" {
+		log.Warn("INSECURE: cluster.insecure is set and there is no cluster.secret: gossip is not encrypted and " +
+			"any host that reaches the gossip or HTTP port can join, read and change the whole registry; " +
+			"set cluster.secret (discovery keygen) on every node")
+	}
 
 	tr := deps.Transport
 	if tr == nil {
-		c.ownTr = NewHTTPTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout})
+		c.ownTr = NewHTTPTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout, Auth: c.auth, TLS: deps.PeerTLS})
 		tr = c.ownTr
 	}
 	stale := deps.EvictAfter
@@ -181,7 +194,8 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 	c.recs.live = c.members.ownerLive
 	c.repl.react = c.react
 	c.syncer = newSyncer(cfg, tr, reg, c.recs, c.repl, c.members.sameZone, c.met, log)
-	c.handler = &handler{cfg: cfg, reg: reg, repl: c.repl, recs: c.recs, ready: c.syncer.Ready, met: c.met, log: log}
+	c.handler = &handler{cfg: cfg, reg: reg, repl: c.repl, recs: c.recs, ready: c.syncer.Ready, met: c.met, log: log,
+		auth: c.auth, open: cfg.Insecure, sem: make(chan struct{}, cfg.MaxPeerRequests)}
 	c.members.onChange = c.membersChanged
 
 	mreg := deps.Metrics
@@ -353,6 +367,15 @@ func (c *Cluster) Ready() bool { return c.syncer.Ready() }
 
 // ReadyC is closed when Ready turns true.
 func (c *Cluster) ReadyC() <-chan struct{} { return c.syncer.readyCh }
+
+// PeerAuth verifies requests signed with the cluster secret (nil without
+// one): the HTTP layer asks it whether a public request carrying peer-only
+// parameters comes from a node.
+func (c *Cluster) PeerAuth() *PeerAuth { return c.auth }
+
+// Insecure reports whether the node runs with cluster.insecure and no
+// secret (for the discovery_security_insecure gauge).
+func (c *Cluster) Insecure() bool { return c.cfg.Insecure && c.cfg.Secret == "" }
 
 // Handler serves the internal peer endpoints (mount at /discovery/internal/).
 func (c *Cluster) Handler() http.Handler { return c.handler }

@@ -31,6 +31,15 @@ type Config struct {
 	// signatures) but not used by this node: the second step of a key
 	// rotation (docs/security.md).
 	AcceptSecrets []string `mapstructure:"accept_secrets"`
+	// Insecure runs without a secret on a network: gossip in clear text
+	// and peer requests unauthenticated. Without it a node with no secret
+	// only binds gossip to loopback and takes no peer request; with join
+	// seeds, remote zones or a non-loopback gossip address it refuses to
+	// start.
+	Insecure bool `mapstructure:"insecure"`
+	// MaxClockSkew bounds the age (and future) of a signed peer request;
+	// nodes' clocks must agree within it. Replays inside it are refused.
+	MaxClockSkew time.Duration `mapstructure:"max_clock_skew"`
 	// Label keeps clusters sharing a network apart.
 	Label string `mapstructure:"label"`
 	// Zones maps other zone names to HTTP host:port seeds of that zone
@@ -63,8 +72,10 @@ type Config struct {
 
 	// Limits on what a peer may send to the internal endpoints (spec 10.5
 	// spirit: a bad or hostile payload is refused, never trusted).
-	MaxBatchOps  int   `mapstructure:"max_batch_ops"`  // ops accepted in one replicate request; must be >= batch_size
-	MaxBodyBytes int64 `mapstructure:"max_body_bytes"` // body of one replicate or digest request (a digest is ~80 B per app); a larger replicate batch is split by the sender
+	MaxBatchOps     int   `mapstructure:"max_batch_ops"`     // ops accepted in one replicate request; must be >= batch_size
+	MaxBodyBytes    int64 `mapstructure:"max_body_bytes"`    // body of one replicate or digest request (a digest is ~80 B per app); a larger replicate batch is split by the sender
+	MaxDigests      int   `mapstructure:"max_digests"`       // app digests accepted in one digest request (at least registry.max_apps)
+	MaxPeerRequests int   `mapstructure:"max_peer_requests"` // peer requests served at once; beyond, HTTP 503 (the peer retries)
 }
 
 // DefaultConfig returns production defaults.
@@ -83,7 +94,10 @@ func DefaultConfig() Config {
 		PeerTimeout:         5 * time.Second,
 		RetryMaxBackoff:     5 * time.Second,
 		MaxBatchOps:         4096,
-		MaxBodyBytes:        64 << 20,
+		MaxBodyBytes:        16 << 20,
+		MaxDigests:          200_000,
+		MaxPeerRequests:     32,
+		MaxClockSkew:        time.Minute,
 	}
 }
 
@@ -105,6 +119,7 @@ func (c Config) Validate() error {
 		{"cluster.renew_interval", c.RenewInterval},
 		{"cluster.peer_timeout", c.PeerTimeout},
 		{"cluster.retry_max_backoff", c.RetryMaxBackoff},
+		{"cluster.max_clock_skew", c.MaxClockSkew},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
@@ -124,6 +139,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("cluster.max_body_bytes: must be >= 65536, got %d", c.MaxBodyBytes))
+	}
+	if c.MaxDigests < 1 {
+		errs = append(errs, fmt.Errorf("cluster.max_digests: must be >= 1, got %d", c.MaxDigests))
+	}
+	if c.MaxPeerRequests < 1 {
+		errs = append(errs, fmt.Errorf("cluster.max_peer_requests: must be >= 1, got %d", c.MaxPeerRequests))
 	}
 	errs = append(errs, c.validateAddrs()...)
 	return errors.Join(errs...)
@@ -200,4 +221,38 @@ func splitIPPort(s string, allowZeroPort bool) (net.IP, int, error) {
 		return nil, 0, fmt.Errorf("%q: host must be an IP literal (memberlist does not resolve names here)", s)
 	}
 	return ip, port, nil
+}
+
+// ErrNoSecret is New's error for a node that would take peers on a network
+// without a cluster secret and without cluster.insecure.
+var ErrNoSecret = errors.New("cluster.secret: required to take peers on a network (cluster.join, cluster.zones or a non-loopback cluster.bind/advertise is set); " +
+	"create one with `discovery keygen` and give every node the same one (DISCOVERY_CLUSTER_SECRET), " +
+	"or set cluster.insecure=true to run without (never on a shared network)")
+
+// secured applies the secure-by-default rule: with a secret, or
+// cluster.insecure, c is used as is. Without either, a node that has no
+// one to join binds gossip to loopback (a standalone node: nobody can
+// join it, and it takes no peer request); one that would take peers on a
+// network is refused with ErrNoSecret.
+func (c Config) secured() (Config, error) {
+	if c.Secret != "" || c.Insecure {
+		return c, nil
+	}
+	ip, port, err := splitIPPort(c.Bind, true)
+	if err != nil {
+		return c, err
+	}
+	network := len(c.Join) > 0 || len(c.Zones) > 0 || (!ip.IsUnspecified() && !ip.IsLoopback())
+	if c.Advertise != "" {
+		if aip, _, err := splitIPPort(c.Advertise, false); err == nil && !aip.IsLoopback() {
+			network = true
+		}
+	}
+	if network {
+		return c, ErrNoSecret
+	}
+	if ip.IsUnspecified() {
+		c.Bind = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	return c, nil
 }

@@ -3,9 +3,12 @@ package syncup
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,7 +32,18 @@ type handler struct {
 	ready func() bool
 	met   *metrics
 	log   *slog.Logger
+	// auth verifies every request (nil without a secret). Without it, open
+	// says whether unauthenticated peers are taken at all (cluster.insecure);
+	// a node with neither takes no peer request.
+	auth *PeerAuth
+	open bool
+	// sem bounds the peer requests served at once.
+	sem chan struct{}
 }
+
+// RefusedHeader names why a peer request was refused (HTTP 401 or 503), for
+// the HTTP layer's refusal metric and log.
+const RefusedHeader = "X-Discovery-Refused"
 
 // errBadRequest marks a payload a peer should not resend (HTTP 400).
 var errBadRequest = errors.New("bad request")
@@ -191,55 +205,130 @@ func diffDigests(mine, theirs map[registry.AppKey]uint64) []registry.AppKey {
 }
 
 // ServeHTTP serves the internal endpoints (mounted at /discovery/internal/;
-// the paths are also accepted with that prefix stripped).
+// the paths are also accepted with that prefix stripped). Every request is
+// authenticated first (before its body is read), then takes one of
+// max_peer_requests slots; every answer to an authenticated request is
+// signed.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	if !strings.HasPrefix(path, "/discovery/internal/") {
 		path = "/discovery/internal" + path
 	}
+	method := http.MethodPost
 	switch path {
-	case PathReplicate:
-		h.serveReplicate(w, r)
-	case PathDigest:
-		servePost(h, w, r, h.digest)
+	case PathReplicate, PathDigest:
 	case PathSnapshot:
-		if !allow(w, r, http.MethodGet) {
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set(ReadyHeader, strconv.FormatBool(h.ready()))
-		w.WriteHeader(http.StatusOK)
-		bw := bufio.NewWriterSize(w, 256<<10)
-		if err := wire.EncodeSnapshot(bw, func(sink func(SnapshotItem) error) error {
-			return h.snapshot(r.Context(), sink)
-		}); err != nil {
-			h.log.Debug("snapshot stream aborted", "err", err)
-		}
+		method = http.MethodGet
 	default:
 		httpError(w, http.StatusNotFound, "unknown internal endpoint "+r.URL.Path)
+		return
+	}
+	if !allow(w, r, method) {
+		return
+	}
+	var claim peerClaim
+	switch {
+	case h.auth != nil:
+		var err error
+		uri := path // signed as sent: the full path, whatever prefix the mux stripped
+		if r.URL.RawQuery != "" {
+			uri += "?" + r.URL.RawQuery
+		}
+		if claim, err = h.auth.verifyHeader(r, uri); err != nil {
+			reason := "peer_auth"
+			if errors.Is(err, ErrPeerReplay) {
+				reason = "peer_replay"
+			}
+			refuse(w, http.StatusUnauthorized, reason, err.Error())
+			return
+		}
+	case !h.open:
+		refuse(w, http.StatusUnauthorized, "no_secret", "this node has no cluster.secret: it takes no peer requests")
+		return
+	}
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	default:
+		refuse(w, http.StatusServiceUnavailable, "peer_busy", fmt.Sprintf("more than %d peer requests at once; retry", cap(h.sem)))
+		return
+	}
+	var body []byte
+	if method == http.MethodPost {
+		bp := getBuf()
+		defer putBuf(bp)
+		var err error
+		body, err = readAll((*bp)[:0], r.Body, r.ContentLength, h.cfg.MaxBodyBytes)
+		*bp = body
+		var tl errTooLarge
+		switch {
+		case errors.As(err, &tl):
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", tl.limit))
+			return
+		case err != nil:
+			httpError(w, http.StatusBadRequest, "body: "+err.Error())
+			return
+		}
+	}
+	if h.auth != nil { // a GET has no body: the signature must vouch for none
+		if err := claim.checkBody(body); err != nil {
+			refuse(w, http.StatusUnauthorized, "peer_auth", err.Error())
+			return
+		}
+	}
+	switch path {
+	case PathReplicate:
+		h.serveReplicate(w, r, body, claim)
+	case PathDigest:
+		var req DigestRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
+			return
+		}
+		if len(req.Digests) > h.cfg.MaxDigests {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("digests: at most %d, got %d", h.cfg.MaxDigests, len(req.Digests)))
+			return
+		}
+		resp, err := h.digest(r.Context(), &req)
+		if err != nil {
+			h.answer(w, nil, err)
+			return
+		}
+		out, err := json.Marshal(resp)
+		if err != nil {
+			h.answer(w, nil, err)
+			return
+		}
+		h.writeSigned(w, claim, append(out, '\n'))
+	case PathSnapshot:
+		h.serveSnapshot(w, r, claim)
 	}
 }
 
-// serveReplicate serves the replicate endpoint: the body is read whole
-// (bounded by max_body_bytes), decoded by the wire package and answered by
-// its encoder.
-func (h *handler) serveReplicate(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodPost) {
-		return
+// refuse answers a refused peer request, naming the reason for the HTTP
+// layer's refusal metric.
+func refuse(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set(RefusedHeader, reason)
+	httpError(w, code, msg)
+}
+
+// writeSigned answers 200 with body, signed for the request of claim.
+func (h *handler) writeSigned(w http.ResponseWriter, claim peerClaim, body []byte) {
+	hdr := w.Header()
+	hdr[contentType] = jsonType
+	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if h.auth != nil {
+		hdr.Set(HeaderPeerSig, h.auth.answerSig(claim.key, claim.nonce, http.StatusOK, bodyDigest(body)))
 	}
-	bp := getBuf()
-	defer putBuf(bp)
-	body, err := readAll((*bp)[:0], r.Body, r.ContentLength, h.cfg.MaxBodyBytes)
-	*bp = body
-	var tl errTooLarge
-	switch {
-	case errors.As(err, &tl):
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", tl.limit))
-		return
-	case err != nil:
-		httpError(w, http.StatusBadRequest, "body: "+err.Error())
-		return
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(body); err != nil {
+		h.log.Debug("write answer", "err", err)
 	}
+}
+
+// serveReplicate decodes a replicate batch (wire's decoder), applies it
+// and answers by wire's encoder.
+func (h *handler) serveReplicate(w http.ResponseWriter, r *http.Request, body []byte, claim peerClaim) {
 	var req ReplicateRequest
 	if err := wire.DecodeReplicateRequest(body, &req); err != nil {
 		httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
@@ -254,27 +343,40 @@ func (h *handler) serveReplicate(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(out)
 	*out = wire.AppendReplicateResponse((*out)[:0], resp)
 	*out = append(*out, '\n')
-	hdr := w.Header()
-	hdr[contentType] = jsonType
-	hdr["Content-Length"] = []string{strconv.Itoa(len(*out))}
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(*out); err != nil {
-		h.log.Debug("write answer", "err", err)
-	}
+	h.writeSigned(w, claim, *out)
 }
 
-// servePost answers a JSON POST endpoint: method check, bounded decode,
-// serve, JSON answer.
-func servePost[Req, Resp any](h *handler, w http.ResponseWriter, r *http.Request, serve func(context.Context, *Req) (*Resp, error)) {
-	if !allow(w, r, http.MethodPost) {
+// hashingWriter hashes what it writes.
+type hashingWriter struct {
+	w io.Writer
+	h hash.Hash
+}
+
+func (hw *hashingWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	return n, err
+}
+
+// serveSnapshot streams the snapshot; its signature follows as a trailer.
+func (h *handler) serveSnapshot(w http.ResponseWriter, r *http.Request, claim peerClaim) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(ReadyHeader, strconv.FormatBool(h.ready()))
+	if h.auth != nil {
+		w.Header().Set("Trailer", HeaderPeerSig)
+	}
+	w.WriteHeader(http.StatusOK)
+	hw := &hashingWriter{w: w, h: sha256.New()}
+	bw := bufio.NewWriterSize(hw, 256<<10)
+	if err := wire.EncodeSnapshot(bw, func(sink func(SnapshotItem) error) error {
+		return h.snapshot(r.Context(), sink)
+	}); err != nil {
+		h.log.Debug("snapshot stream aborted", "err", err)
 		return
 	}
-	var req Req
-	if !h.decode(w, http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), &req) {
-		return
+	if h.auth != nil {
+		w.Header().Set(HeaderPeerSig, h.auth.answerSig(claim.key, claim.nonce, http.StatusOK, hex.EncodeToString(hw.h.Sum(nil))))
 	}
-	resp, err := serve(r.Context(), &req)
-	h.answer(w, resp, err)
 }
 
 func allow(w http.ResponseWriter, r *http.Request, method string) bool {
@@ -284,24 +386,6 @@ func allow(w http.ResponseWriter, r *http.Request, method string) bool {
 	w.Header().Set("Allow", method)
 	httpError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed, use "+method)
 	return false
-}
-
-func (h *handler) decode(w http.ResponseWriter, body io.Reader, v any) bool {
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			httpError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", mbe.Limit))
-			return false
-		}
-		httpError(w, http.StatusBadRequest, "body: invalid JSON: "+err.Error())
-		return false
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		httpError(w, http.StatusBadRequest, "body: trailing data after the JSON object")
-		return false
-	}
-	return true
 }
 
 func (h *handler) answer(w http.ResponseWriter, v any, err error) {

@@ -89,7 +89,7 @@ func TestHTTP_SnapshotStreamRoundTrip(t *testing.T) {
 	if _, err := a.reg.Cancel(registry.Key{Env: "test", AppID: "demo.fill.1", Zone: "z1", Hostname: "gone"}, time.Now().UnixNano()); err == nil {
 		t.Fatal("cancel of an absent key should answer not found")
 	}
-	tr := NewHTTPTransport(HTTPTransportConfig{Timeout: time.Second})
+	tr := NewHTTPTransport(HTTPTransportConfig{Timeout: time.Second, Auth: a.c.auth})
 	defer tr.CloseIdleConnections()
 	var got registry.Snapshot
 	ready, err := tr.Snapshot(t.Context(), a.addr, func(it SnapshotItem) error {
@@ -115,10 +115,14 @@ func TestHTTP_SnapshotStreamRoundTrip(t *testing.T) {
 	}
 }
 
-func post(t *testing.T, h http.Handler, path, body string) (*httptest.ResponseRecorder, map[string]any) {
+// post sends body to the node's peer handler, signed with the cluster
+// secret like a peer's request.
+func post(t *testing.T, n *tnode, path, body string) (*httptest.ResponseRecorder, map[string]any) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+	n.c.auth.Sign(req, []byte(body))
+	n.c.Handler().ServeHTTP(rec, req)
 	var m map[string]any
 	_ = json.Unmarshal(rec.Body.Bytes(), &m)
 	return rec, m
@@ -158,7 +162,9 @@ func TestHandler_BadPayloads(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			n.c.auth.Sign(req, []byte(tc.body))
+			h.ServeHTTP(rec, req)
 			if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.msg) {
 				t.Fatalf("got %d %q, want %d containing %q", rec.Code, rec.Body.String(), tc.code, tc.msg)
 			}
@@ -183,7 +189,9 @@ func TestHandler_PerOpCodes(t *testing.T) {
 	}
 	body := `{"ops":[` + strings.Join([]string{renew(100), reg(3, 100), reg(1, 100), renew(100), renew(50), renew(200)}, ",") + `]}`
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathReplicate, strings.NewReader(body)))
+	req := httptest.NewRequest(http.MethodPost, PathReplicate, strings.NewReader(body))
+	n.c.auth.Sign(req, []byte(body))
+	h.ServeHTTP(rec, req)
 	if rec.Code != 200 {
 		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body.String())
 	}
@@ -262,7 +270,9 @@ func FuzzHandlerReplicate(f *testing.F) {
 	h := c.Handler()
 	f.Fuzz(func(t *testing.T, body string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathReplicate, strings.NewReader(body)))
+		req := httptest.NewRequest(http.MethodPost, PathReplicate, strings.NewReader(body))
+		c.auth.Sign(req, []byte(body))
+		h.ServeHTTP(rec, req)
 		if rec.Code != 200 && rec.Code != 400 {
 			t.Fatalf("code %d", rec.Code)
 		}

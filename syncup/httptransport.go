@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -26,27 +30,28 @@ const (
 
 // HTTPTransportConfig configures NewHTTPTransport.
 type HTTPTransportConfig struct {
-	// Client, if set, is used as is (shared, keep-alive). Nil: one is built
-	// with Timeout as dial and response-header timeout.
-	Client *http.Client
 	// Timeout bounds dialing and waiting for response headers; default 5 s.
 	// Whole requests are bounded by the caller's ctx.
 	Timeout time.Duration
-	// MaxResponseBytes bounds replicate and digest answers; default 1 GiB.
-	// Snapshots are streamed and not bounded here.
+	// MaxResponseBytes bounds replicate and digest answers; default 256 MiB.
+	// Snapshots are streamed, each element bounded by wire.MaxSnapshotItem.
 	MaxResponseBytes int64
+	// Auth signs every request and checks the signature of every answer;
+	// nil: neither (a cluster running without a secret, insecure mode).
+	Auth *PeerAuth
+	// TLS, when set, reaches the peers over HTTPS with it.
+	TLS *tls.Config
 }
 
 // HTTPTransport is the production Transport: JSON over HTTP/1.1 to the
 // peers' internal endpoints, through one shared keep-alive client.
+// Replicate bodies are encoded by the wire package's hand-written encoder
+// (the sender hands it the per-op encodings it shares between peers).
 type HTTPTransport struct {
-	client  *http.Client
-	max     int64
-	timeout time.Duration
-	// raw: replicate requests use pool (peerconn.go) rather than client;
-	// only when the client is our own.
-	raw  bool
-	pool connPool
+	client *http.Client
+	max    int64
+	auth   *PeerAuth
+	scheme string
 }
 
 var (
@@ -60,60 +65,75 @@ func NewHTTPTransport(cfg HTTPTransportConfig) *HTTPTransport {
 		cfg.Timeout = 5 * time.Second
 	}
 	if cfg.MaxResponseBytes <= 0 {
-		cfg.MaxResponseBytes = 1 << 30
+		cfg.MaxResponseBytes = 256 << 20
 	}
-	t := &HTTPTransport{max: cfg.MaxResponseBytes, timeout: cfg.Timeout, client: cfg.Client}
-	if t.client == nil {
-		t.raw = true
-		t.pool.dialer = net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
-		tr := &http.Transport{
-			Proxy:                 nil, // peers are reached directly
-			DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: cfg.Timeout,
-			ExpectContinueTimeout: time.Second,
-		}
-		t.client = &http.Client{Transport: tr}
+	tr := &http.Transport{
+		Proxy:                 nil, // peers are reached directly
+		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       30 * time.Second, // below the peers' http.idle_timeout, so they rarely close one under us
+		ResponseHeaderTimeout: cfg.Timeout,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       cfg.TLS,
+		TLSHandshakeTimeout:   cfg.Timeout,
 	}
-	return t
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+	}
+	return &HTTPTransport{client: &http.Client{Transport: tr}, max: cfg.MaxResponseBytes, auth: cfg.Auth, scheme: scheme}
 }
 
-// CloseIdleConnections closes kept-alive connections; meant for shutdown:
-// replicate connections are not kept any more afterwards.
-func (t *HTTPTransport) CloseIdleConnections() {
-	t.client.CloseIdleConnections()
-	t.pool.close()
-}
+// CloseIdleConnections closes kept-alive connections (shutdown).
+func (t *HTTPTransport) CloseIdleConnections() { t.client.CloseIdleConnections() }
 
-func (t *HTTPTransport) post(ctx context.Context, addr, path string, in, out any) error {
-	body, err := json.Marshal(in)
+// Header values shared by every request and answer (never modified).
+var (
+	contentType = http.CanonicalHeaderKey("Content-Type")
+	jsonType    = []string{"application/json"}
+	// idempotent makes net/http resend a POST that failed on a kept-alive
+	// connection the peer had closed while idle: replicate ops and digest
+	// exchanges are idempotent (spec 7.2.3), so sending twice is harmless.
+	idempotencyKey = http.CanonicalHeaderKey("X-Idempotency-Key")
+	idempotent     = []string{"replicate"}
+)
+
+// do posts body to path and returns the answer's body, its signature
+// checked against the request.
+func (t *HTTPTransport) do(ctx context.Context, addr, path string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.scheme+addr+path, bytes.NewReader(body))
 	if err != nil {
-		return &PermanentError{Err: err}
+		return nil, &PermanentError{Err: err}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
-	if err != nil {
-		return &PermanentError{Err: err}
+	req.Header[contentType] = jsonType
+	req.Header[idempotencyKey] = idempotent
+	var nonce string
+	if t.auth != nil {
+		nonce = t.auth.Sign(req, body)
 	}
-	req.Header.Set("Content-Type", "application/json")
 	resp, err := t.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer drainClose(resp.Body)
 	if err := statusError(resp); err != nil {
-		return err
+		return nil, err
 	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, t.max))
-	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("decode answer of %s%s: %w", addr, path, err)
+	out, err := readAll(nil, resp.Body, resp.ContentLength, t.max)
+	if err != nil {
+		return nil, fmt.Errorf("read answer of %s%s: %w", addr, path, err)
 	}
-	return nil
+	if t.auth != nil {
+		if err := t.auth.verifyAnswer(resp.Header.Get(HeaderPeerSig), nonce, resp.StatusCode, out); err != nil {
+			return nil, fmt.Errorf("%s%s: %w", addr, path, err)
+		}
+	}
+	return out, nil
 }
 
 // Replicate implements Transport: the request is encoded by the wire
-// package's hand-written encoder and sent by ReplicateRaw.
+// package's encoder and sent by ReplicateRaw.
 func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *ReplicateRequest) (*ReplicateResponse, error) {
 	bp := getBuf()
 	defer putBuf(bp)
@@ -124,64 +144,58 @@ func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *Replica
 // ReplicateRaw implements RawReplicator: body is a complete replicate
 // request.
 func (t *HTTPTransport) ReplicateRaw(ctx context.Context, addr string, body []byte) (*ReplicateResponse, error) {
-	if t.raw {
-		bp := getBuf()
-		defer putBuf(bp)
-		if err := t.replicateConn(ctx, addr, body, bp); err != nil {
-			return nil, err
-		}
-		out, err := wire.DecodeReplicateResponse(*bp)
-		if err != nil {
-			return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
-		}
-		return out, nil
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+PathReplicate, bytes.NewReader(body))
-	if err != nil {
-		return nil, &PermanentError{Err: err}
-	}
-	hreq.Header[contentType] = jsonType
-	resp, err := t.client.Do(hreq)
+	out, err := t.do(ctx, addr, PathReplicate, body)
 	if err != nil {
 		return nil, err
 	}
-	defer drainClose(resp.Body)
-	if err := statusError(resp); err != nil {
-		return nil, err
-	}
-	bp := getBuf()
-	defer putBuf(bp)
-	if *bp, err = readAll((*bp)[:0], resp.Body, resp.ContentLength, t.max); err != nil {
-		return nil, fmt.Errorf("read answer of %s%s: %w", addr, PathReplicate, err)
-	}
-	out, err := wire.DecodeReplicateResponse(*bp)
+	resp, err := wire.DecodeReplicateResponse(out)
 	if err != nil {
 		return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathReplicate, err)
 	}
-	return out, nil
+	return resp, nil
 }
-
-// Header values shared by every request and answer (never modified).
-var (
-	contentType = http.CanonicalHeaderKey("Content-Type")
-	jsonType    = []string{"application/json"}
-)
 
 // Digest implements Transport.
 func (t *HTTPTransport) Digest(ctx context.Context, addr string, req *DigestRequest) (*DigestResponse, error) {
-	var out DigestResponse
-	if err := t.post(ctx, addr, PathDigest, req, &out); err != nil {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	out, err := t.do(ctx, addr, PathDigest, body)
+	if err != nil {
 		return nil, err
 	}
-	return &out, nil
+	var resp DigestResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		return nil, fmt.Errorf("decode answer of %s%s: %w", addr, PathDigest, err)
+	}
+	return &resp, nil
+}
+
+// hashingReader hashes what it reads.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	return n, err
 }
 
 // Snapshot implements Transport: the answer is decoded as a stream, one
-// instance at a time, so memory stays flat whatever the registry size.
+// instance at a time. With Auth the stream's signature arrives in a
+// trailer, after the last item, so the items are held until it checks
+// out and only then handed to sink: a forged stream changes nothing.
 func (t *HTTPTransport) Snapshot(ctx context.Context, addr string, sink func(SnapshotItem) error) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+PathSnapshot, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.scheme+addr+PathSnapshot, nil)
 	if err != nil {
 		return false, &PermanentError{Err: err}
+	}
+	var nonce string
+	if t.auth != nil {
+		nonce = t.auth.Sign(req, nil)
 	}
 	resp, err := t.client.Do(req)
 	if err != nil {
@@ -192,7 +206,30 @@ func (t *HTTPTransport) Snapshot(ctx context.Context, addr string, sink func(Sna
 		return false, err
 	}
 	ready := resp.Header.Get(ReadyHeader) == "true"
-	return ready, wire.DecodeSnapshot(bufio.NewReaderSize(resp.Body, 256<<10), sink)
+	if t.auth == nil {
+		return ready, wire.DecodeSnapshot(bufio.NewReaderSize(resp.Body, 256<<10), sink)
+	}
+	hr := &hashingReader{r: resp.Body, h: sha256.New()}
+	var held []SnapshotItem
+	if err := wire.DecodeSnapshot(bufio.NewReaderSize(hr, 256<<10), func(it SnapshotItem) error {
+		held = append(held, it)
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	if _, err := io.Copy(io.Discard, hr); err != nil { // the rest of the body, then the trailer
+		return false, err
+	}
+	digest := hex.EncodeToString(hr.h.Sum(nil))
+	if err := t.auth.verifyAnswerDigest(resp.Trailer.Get(HeaderPeerSig), nonce, resp.StatusCode, digest); err != nil {
+		return false, fmt.Errorf("%s%s: %w", addr, PathSnapshot, err)
+	}
+	for _, it := range held {
+		if err := sink(it); err != nil {
+			return ready, err
+		}
+	}
+	return ready, nil
 }
 
 func statusError(resp *http.Response) error {
@@ -201,7 +238,10 @@ func statusError(resp *http.Response) error {
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	err := fmt.Errorf("peer answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
-	if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests &&
+		resp.StatusCode != http.StatusUnauthorized {
+		// 401 is not permanent: a peer whose clock or keys are being
+		// fixed accepts the same ops later.
 		return &PermanentError{Err: err}
 	}
 	return err

@@ -20,8 +20,12 @@ func TestMain(m *testing.M) {
 
 // testConfig: background timers long (tests trigger what they need),
 // network timeouts short.
+// testSecret is the cluster secret of the test clusters (base64 of 32 bytes).
+const testSecret = "dGVzdC1zZWNyZXQtb2YtMzItYnl0ZXMtZm9yLXRlc3Q="
+
 func testConfig() Config {
 	cfg := DefaultConfig()
+	cfg.Secret = testSecret
 	cfg.Bind = "127.0.0.1:0"
 	cfg.Label = "test"
 	cfg.JoinTimeout = 5 * time.Second

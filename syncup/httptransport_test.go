@@ -134,34 +134,3 @@ func TestHTTPTransport_ReplicateBoundedByContext(t *testing.T) {
 		t.Fatalf("want the cancel's error, got %v", err)
 	}
 }
-
-// Idle connections to an address nobody asks for any more (a restarted
-// peer listens on a new port) are closed by the next sweep, not kept.
-func TestConnPool_SweepsStaleAddresses(t *testing.T) {
-	var p connPool
-	conn := func() (*peerConn, stdnet.Conn) {
-		a, b := stdnet.Pipe()
-		t.Cleanup(func() { a.Close(); b.Close() })
-		return &peerConn{conn: a}, b
-	}
-	old, oldPeer := conn()
-	p.put("10.0.0.1:7171", old)
-	p.mu.Lock()
-	old.used = time.Now().Add(-2 * idleReuse) // idle for long
-	p.swept = time.Time{}
-	p.mu.Unlock()
-	fresh, _ := conn()
-	p.put("10.0.0.2:7171", fresh)
-	// The old connection was closed: its other end reads EOF.
-	_ = oldPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := oldPeer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Fatalf("stale connection not closed: read %v", err)
-	}
-	if c := p.get("10.0.0.1:7171"); c != nil {
-		t.Fatal("stale connection still pooled")
-	}
-	if c := p.get("10.0.0.2:7171"); c != fresh {
-		t.Fatal("fresh connection lost")
-	}
-	p.close()
-}
