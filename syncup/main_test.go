@@ -68,6 +68,8 @@ type nodeOpt struct {
 	// wrap, if set, wraps the node's registry as the Cluster sees it (fault
 	// and ordering hooks); tnode.reg stays the real registry.
 	wrap func(Registry) Registry
+	// hostname overrides the node's hostname ("h-" + addr).
+	hostname string
 }
 
 func startNode(t testing.TB, o nodeOpt) *tnode {
@@ -96,6 +98,9 @@ func startNode(t testing.TB, o nodeOpt) *tnode {
 		tr = o.net.Transport(o.addr)
 	}
 	self := Self{Env: "test", Zone: o.zone, Region: "r1", Hostname: "h-" + o.addr, HTTPAddr: o.addr, Version: "v0"}
+	if o.hostname != "" {
+		self.Hostname = o.hostname
+	}
 	var creg Registry = reg
 	if o.wrap != nil {
 		creg = o.wrap(reg)

@@ -40,6 +40,12 @@ type membership struct {
 	// left); the live table has already changed. Called from the event
 	// goroutine only.
 	onChange func(left []memberEvent)
+	// onRefuse counts a member refused (reason: meta, identity,
+	// name_conflict). Called from memberlist's goroutines; must not block.
+	onRefuse func(reason string)
+
+	refusedMu  sync.Mutex // guards refusedLog
+	refusedLog map[string]time.Time
 
 	// Set by start, read-only afterwards.
 	ml     *memberlist.Memberlist
@@ -204,6 +210,7 @@ func (m *membership) memberlistConfig() (*memberlist.Config, error) {
 	mc.Delegate = &mlDelegate{m: m}
 	mc.Events = &mlEvents{m: m}
 	mc.Alive = &mlAlive{m: m}
+	mc.Conflict = &mlConflict{m: m}
 	m.mlLog = &mlLogWriter{log: m.log}
 	mc.LogOutput = m.mlLog
 	if m.hook != nil {
@@ -353,12 +360,52 @@ func (a *mlAlive) NotifyAlive(n *memberlist.Node) error {
 	}
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
+		a.m.refuse("meta")
 		return fmt.Errorf("member %q: %w", n.Name, err)
 	}
 	if meta.Zone == a.m.self.Zone && meta.Env == a.m.self.Env && meta.Hostname == a.m.self.Hostname {
+		a.m.refuse("identity")
+		a.m.logRefusal("identity", "a node holding the cluster key claims this node's env, zone and hostname: two nodes configured with one hostname; refused",
+			"member", n.Name, "gossip", n.Address(), "http", meta.HTTPAddr, "hostname", meta.Hostname)
 		return fmt.Errorf("member %q claims this node's identity (hostname %q)", n.Name, meta.Hostname)
 	}
 	return nil
+}
+
+// mlConflict hears of a second member claiming the name of a live one
+// from another address: memberlist keeps the live one and ignores the
+// claim; it is logged and counted here.
+type mlConflict struct{ m *membership }
+
+func (c *mlConflict) NotifyConflict(existing, other *memberlist.Node) {
+	c.m.refuse("name_conflict")
+	c.m.logRefusal("name_conflict", "gossip member name claimed from a second address; the live member is kept",
+		"name", existing.Name, "live", existing.Address(), "claimed_by", other.Address())
+}
+
+func (m *membership) refuse(reason string) {
+	if m.onRefuse != nil {
+		m.onRefuse(reason)
+	}
+}
+
+// logRefusal logs a refused member at most once a minute per reason: an
+// impostor's alive messages repeat with every gossip round.
+func (m *membership) logRefusal(reason, msg string, attrs ...any) {
+	now := time.Now()
+	m.refusedMu.Lock()
+	last, seen := m.refusedLog[reason]
+	due := !seen || now.Sub(last) >= time.Minute
+	if due {
+		if m.refusedLog == nil {
+			m.refusedLog = map[string]time.Time{}
+		}
+		m.refusedLog[reason] = now
+	}
+	m.refusedMu.Unlock()
+	if due {
+		m.log.Error(msg, attrs...)
+	}
 }
 
 // mlEvents hands memberlist's callbacks to the event goroutine without

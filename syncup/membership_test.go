@@ -3,6 +3,7 @@ package syncup
 import (
 	"context"
 	stdnet "net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,6 +307,87 @@ func TestSelfRegistration_OwnRecordWinsConflict(t *testing.T) {
 	})
 	if got, _ := a.reg.Get(k); len(got.Addrs) != 1 || got.Addrs[0] != want {
 		t.Fatalf("A adopted a foreign copy of its own record: %v", got.Addrs)
+	}
+}
+
+// An impostor holding the key cannot take a live member's place: a second
+// member under a live node's gossip name (memberlist's conflict check) is
+// refused, counted, and the real member is still the one listed,
+// replicated to and published. A member under this node's identity (its
+// env, zone and hostname: the key of its infra.discovery record; two nodes
+// configured with one hostname) is refused by the node it copies, which
+// logs the misconfiguration.
+func TestMembership_ImpostorRefused(t *testing.T) {
+	for _, tc := range []string{"name", "identity"} {
+		t.Run(tc, func(t *testing.T) {
+			net := NewMemNetwork()
+			nodes := startCluster(t, net, 2, "z1", nil)
+			a, b := nodes[0], nodes[1]
+			reason := "name_conflict"
+			o := nodeOpt{net: net, join: []*tnode{a}}
+			if tc == "name" {
+				o.cfg = func(c *Config) { c.NodeName = b.c.Name(); c.JoinTimeout = 500 * time.Millisecond }
+			} else {
+				reason = "identity"
+				o.hostname = a.c.recs.self.Hostname
+			}
+			startNode(t, o)
+			testkit.EventuallyTrue(t, waitTimeout, "impostor refused by a", func() bool {
+				return testutil.ToFloat64(a.c.met.refused.WithLabelValues(reason)) > 0
+			})
+			table := a.c.members.table()
+			if tc == "name" {
+				if m, ok := table[b.c.Name()]; !ok || len(table) != 1 {
+					t.Fatalf("a's members %v, want only the real b", table)
+				} else if m.meta.HTTPAddr != b.addr {
+					t.Fatalf("a lists b at %s, want %s", m.meta.HTTPAddr, b.addr)
+				}
+			} else if len(table) != 1 {
+				t.Fatalf("a's members %v, want only b", table)
+			}
+			if peers := a.c.repl.same(); len(peers) != 1 || peers[0].name != b.c.Name() {
+				t.Fatalf("a replicates to %v, want only b", peers)
+			}
+			if tc == "name" {
+				if got, ok := b.reg.Get(a.c.recs.key); !ok || !slices.Equal(got.Addrs, []string{"http://" + a.addr}) {
+					t.Fatalf("b holds a's record as %v, want a's own address", got.Addrs)
+				}
+			}
+		})
+	}
+}
+
+// A node re-asserts its own record whenever the stored copy differs from
+// what it publishes (issue #11): a set that took it out of rotation, a
+// register with a foreign address, here straight into the registry (the
+// public paths refuse both), is undone at the next renew, on every node.
+func TestSelfRegistration_ReassertsChangedRecord(t *testing.T) {
+	for _, tc := range []string{"set", "register"} {
+		t.Run(tc, func(t *testing.T) {
+			net := NewMemNetwork()
+			nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewInterval = 30 * time.Millisecond })
+			a, b := nodes[0], nodes[1]
+			k := a.c.recs.key
+			testkit.EventuallyTrue(t, waitTimeout, "A's record on B", func() bool { return b.has(k) })
+			if tc == "set" {
+				if _, err := a.reg.Set(registry.SetRequest{Env: k.Env, AppID: k.AppID, Zone: k.Zone, Hostnames: []string{k.Hostname}, Statuses: []uint32{2}}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				cur, _ := a.reg.Get(k)
+				cur.Addrs, cur.DirtyTimestamp = []string{"http://6.6.6.6:7171"}, 0
+				if _, _, err := a.reg.Register(cur, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := "http://" + a.addr
+			for _, n := range nodes {
+				testkit.EventuallyTrue(t, waitTimeout, n.c.Name()+" holds A's published record", func() bool {
+					got, ok := n.reg.Get(k)
+					return ok && got.Status == registry.StatusUp && slices.Equal(got.Addrs, []string{want})
+				})
+			}
+		})
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	aeRepairs  prometheus.Counter
 	syncDur    prometheus.Gauge
 	evicted    prometheus.Counter
+	refused    *prometheus.CounterVec // reason: meta, identity, name_conflict
 
 	membersDesc *prometheus.Desc
 	queueDesc   *prometheus.Desc
@@ -69,6 +70,10 @@ func newMetrics() *metrics {
 			Name: "discovery_cluster_dead_node_evictions_total",
 			Help: "infra.discovery records removed because gossip declared their node dead.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_gossip_refused_members_total",
+			Help: "Gossip members refused, by reason: meta (unreadable), identity (claims this node's env, zone and hostname), name_conflict (a live member's name claimed from another address).",
+		}, []string{"reason"}),
 		membersDesc: prometheus.NewDesc("discovery_cluster_members",
 			"Same-zone gossip members (self included) by state: alive, leaving (announced), suspect (our replication link to it fails; memberlist v0.7.0 does not expose its own suspicion).", []string{"state"}, nil),
 		queueDesc: prometheus.NewDesc("discovery_replication_queue_depth",
@@ -84,6 +89,9 @@ func newMetrics() *metrics {
 			m.received.WithLabelValues(string(k), "zone"),
 		}
 	}
+	for _, r := range []string{"meta", "identity", "name_conflict"} {
+		m.refused.WithLabelValues(r)
+	}
 	m.aeRounds.WithLabelValues("ok")
 	m.aeRounds.WithLabelValues("error")
 	for _, r := range []string{dropOverflow, dropPeerGone, dropShutdown} {
@@ -95,7 +103,7 @@ func newMetrics() *metrics {
 // register exports the metrics on reg; c is read at scrape time.
 func (m *metrics) register(reg prometheus.Registerer, c *Cluster) error {
 	m.c = c
-	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m} {
+	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m.refused, m} {
 		if err := reg.Register(col); err != nil {
 			return err
 		}

@@ -65,10 +65,7 @@ func newRecords(self Self, reg Registry, stale time.Duration, met *metrics, log 
 // 7.5.1). minDirty > 0 makes its version at least that (to win over a copy
 // a peer holds).
 func (s *records) register(minDirty int64) {
-	ins := registry.Instance{
-		Region: s.self.Region, Zone: s.self.Zone, Env: s.self.Env, AppID: SelfAppID,
-		Hostname: s.self.Hostname, Addrs: []string{"http://" + s.self.HTTPAddr}, Status: registry.StatusUp,
-	}
+	ins := s.published()
 	if minDirty > 0 {
 		ins.DirtyTimestamp = max(time.Now().UnixNano(), minDirty)
 	}
@@ -80,11 +77,35 @@ func (s *records) register(minDirty int64) {
 	s.fwd(Op{Kind: OpRegister, Instance: cloneInstance(stored)}, true)
 }
 
-// renew renews the own record (replicated) and registers it again when the
-// registry lost it (spec 7.5.2).
+// published is the own record as this node publishes it.
+func (s *records) published() registry.Instance {
+	addrs := []string{"http://" + s.self.HTTPAddr}
+	if s.self.HTTPSAddr != "" {
+		addrs = append(addrs, "https://"+s.self.HTTPSAddr)
+	}
+	return registry.Instance{
+		Region: s.self.Region, Zone: s.self.Zone, Env: s.self.Env, AppID: SelfAppID,
+		Hostname: s.self.Hostname, Addrs: addrs, Status: registry.StatusUp,
+	}
+}
+
+// differs reports whether a stored copy of the own record is not what the
+// node publishes (whatever path changed it).
+func (s *records) differs(got registry.Instance) bool {
+	want := s.published()
+	return got.Region != want.Region || got.Status != want.Status || got.Version != want.Version ||
+		!slices.Equal(got.Addrs, want.Addrs) || len(got.Metadata) != 0
+}
+
+// renew renews the own record (replicated), registers it again when the
+// registry lost it (spec 7.5.2), and re-asserts it, newer, when the stored
+// copy differs from what the node publishes.
 func (s *records) renew() {
 	ins, err := s.reg.Renew(s.key, false, 0)
 	switch {
+	case err == nil && s.differs(ins):
+		s.log.Warn("own record differs from what this node publishes; registering it again", "addrs", ins.Addrs, "status", ins.Status)
+		s.register(ins.DirtyTimestamp + 1)
 	case err == nil:
 		k := ins.Key()
 		s.fwd(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, true)
