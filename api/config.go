@@ -20,7 +20,9 @@ type Config struct {
 	PollHold time.Duration `mapstructure:"poll_hold"`
 	// MaxPollers caps concurrently parked polls; beyond it a poll answers
 	// -503 at once (kratos then backs off 1 s and tries another node). Every
-	// kratos process keeps one poll parked on one node.
+	// kratos process keeps one poll parked on one node. 0 (the default)
+	// derives it from the connection cap: MaxConns less a tenth (at most
+	// 1 000) left for every other request.
 	//
 	// Memory: a parked poll costs about 21-27 KB of RSS (measured with 10 000
 	// parked polls, go1.26, linux/amd64): net/http's per-connection read
@@ -31,6 +33,14 @@ type Config struct {
 	// it to the memory the node may spend on polls divided by ~27 KB (e.g.
 	// 20 000 for 0.5 GB). Polls beyond the cap fail over to other nodes.
 	MaxPollers int `mapstructure:"max_pollers"`
+	// MaxConns caps the HTTP connections open at once; beyond, a new one
+	// gets HTTP 503 and is closed (counted). 0 (the default): the process's
+	// open-file limit less 512 for peers, gossip and files.
+	MaxConns int `mapstructure:"max_conns"`
+	// MaxConnsPerIP caps the connections of one client address (loopback
+	// excepted), so one host cannot take them all. Clients behind one NAT
+	// address share it: raise it for them.
+	MaxConnsPerIP int `mapstructure:"max_conns_per_ip"`
 	// ReadHeaderTimeout, IdleTimeout bound slow or idle connections.
 	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
@@ -61,9 +71,11 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:              ":7171",
 		PollHold:          30 * time.Second,
-		MaxPollers:        100000,
+		MaxPollers:        0,
+		MaxConns:          0,
+		MaxConnsPerIP:     512,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
+		IdleTimeout:       45 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
 		Limits: Limits{
@@ -101,8 +113,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
 		}
 	}
-	if c.MaxPollers <= 0 {
-		errs = append(errs, fmt.Errorf("http.max_pollers: must be > 0, got %d", c.MaxPollers))
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"http.max_pollers", c.MaxPollers}, {"http.max_conns", c.MaxConns}} {
+		if v.n < 0 {
+			errs = append(errs, fmt.Errorf("%s: must be >= 0 (0 derives it from the open-file limit), got %d", v.key, v.n))
+		}
+	}
+	if c.MaxConnsPerIP < 1 {
+		errs = append(errs, fmt.Errorf("http.max_conns_per_ip: must be >= 1, got %d", c.MaxConnsPerIP))
+	}
+	if c.MaxConns > 0 && c.MaxPollers > c.MaxConns {
+		errs = append(errs, fmt.Errorf("http.max_pollers: must be at most http.max_conns (%d), got %d", c.MaxConns, c.MaxPollers))
 	}
 	l := c.Limits
 	for _, v := range []struct {
@@ -124,4 +147,21 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Limits returns MaxConns and MaxPollers with the zero values derived from
+// the open-file limit fds (0: unknown, then 20 000 connections).
+func (c Config) connLimits(fds int) (maxConns, maxPollers int) {
+	maxConns = c.MaxConns
+	if maxConns == 0 {
+		maxConns = 20000
+		if fds > 0 {
+			maxConns = max(fds-512, 64)
+		}
+	}
+	maxPollers = c.MaxPollers
+	if maxPollers == 0 {
+		maxPollers = max(maxConns-min(1000, maxConns/10), 1)
+	}
+	return maxConns, maxPollers
 }

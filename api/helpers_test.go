@@ -128,6 +128,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// peerHeader is the PeerCheck of the protocol tests: a request that carries
+// peer-only parameters counts as a peer's, as the spec's tests assume (the
+// security tests use the real check, syncup.PeerAuth, instead).
+type peerHeader struct{}
+
+func (peerHeader) FromPeer(*http.Request, []byte) bool { return true }
+
 func newEnv(t *testing.T, opt ...options) *tenv {
 	t.Helper()
 	var o options
@@ -159,6 +166,7 @@ func newEnv(t *testing.T, opt ...options) *tenv {
 	))
 	deps := Deps{
 		Registry:   reg,
+		Peers:      peerHeader{},
 		Replicator: e.repl,
 		Ready:      e.ready.Load,
 		Self:       wire.Node{Addr: "127.0.0.1:7171", Status: 0, Zone: z1},

@@ -96,7 +96,7 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 				w.Close()
 				return reply(c, wire.CodeNotModified)
 			}
-			if s.parked.Add(1) > int64(s.cfg.MaxPollers) {
+			if s.parked.Add(1) > int64(s.maxPollers) {
 				s.parked.Add(-1)
 				w.Close()
 				return reply(c, wire.CodeUnavailable)

@@ -1,12 +1,13 @@
 package api
 
 import (
+	"bufio"
+	"net/http"
 	"slices"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/discovery-go/discovery/api/wire"
-	"github.com/discovery-go/discovery/registry"
 )
 
 // fetch: GET /discovery/fetch (spec 4.6). Unknown app or zone: -404 with
@@ -47,18 +48,62 @@ func (s *Server) fetchs(c echo.Context) error {
 }
 
 // fetchAll: GET /discovery/fetch/all (spec 4.5): appid → every instance of
-// every env, zone and status, with original timestamps.
+// every env, zone and status, with original timestamps. It holds the whole
+// registry, metadata included: with an admin token configured only peers
+// (and legacy nodes) and the token get it. The answer is streamed app by
+// app (bounded memory whatever the registry's size), at most two at once.
 func (s *Server) fetchAll(c echo.Context) error {
-	all := s.reg.FetchAll()
-	if all == nil {
-		all = map[string][]*registry.Instance{}
-	}
-	for _, list := range all {
-		for _, in := range list {
-			normalize(in)
+	if !s.guard.fromPeer(c, nil) {
+		if ok, err := s.guard.requireAdmin(c); !ok {
+			return err
+		}
+		if s.guard.token != nil {
+			s.guard.audit(c, "fetch_all")
 		}
 	}
-	return s.replyData(c, wire.CodeOK, all)
+	select {
+	case s.fetchAllSem <- struct{}{}:
+		defer func() { <-s.fetchAllSem }()
+	default:
+		return writeBody(c, wire.CodeUnavailable, envelope(wire.CodeUnavailable, "fetch/all: two are already being answered; retry", nil))
+	}
+	w := c.Response()
+	h := w.Header()
+	h[echo.HeaderContentType] = hdrContentTypeJSON
+	h[headerKratosCode] = stdAnswerOf(wire.CodeOK).header
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	buf := make([]byte, 0, 4<<10)
+	buf = append(buf, `{"code":0,"message":"0","ttl":1,"data":{`...)
+	first := true
+	for _, appid := range s.reg.AppIDs() {
+		list := s.reg.AppInstances(appid)
+		if len(list) == 0 {
+			continue // went away since AppIDs
+		}
+		if !first {
+			buf = append(buf, ',')
+		}
+		first = false
+		buf = wire.AppendString(buf, appid)
+		buf = append(buf, ':', '[')
+		for j := range list {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = list[j].AppendJSON(buf)
+		}
+		buf = append(buf, ']')
+		if _, err := bw.Write(buf); err != nil {
+			return nil // the client went away
+		}
+		buf = buf[:0]
+	}
+	buf = append(buf, '}', '}')
+	if _, err := bw.Write(buf); err != nil {
+		return nil
+	}
+	return bw.Flush()
 }
 
 // nodesHandler: GET /discovery/nodes (spec 4.10): same-zone nodes, self

@@ -45,6 +45,11 @@ type Deps struct {
 	Ready func() bool
 	// Internal, if set, is mounted at /discovery/internal/ (peer protocol).
 	Internal http.Handler
+	// Peers tells requests of the cluster's nodes apart (peer-only
+	// parameters, fetch/all); nil: no request comes from a peer.
+	Peers PeerCheck
+	// Security is what the API enforces beyond the protocol.
+	Security SecurityConfig
 	// Self is this node (addr = advertised HTTP host:port, zone).
 	Self   wire.Node
 	Logger *slog.Logger
@@ -87,6 +92,10 @@ type Server struct {
 	srv      *http.Server
 	m        *metrics
 	gatherer prometheus.Gatherer
+	guard    *guard
+	// fetchAllSem bounds the fetch/all answers streamed at once: each
+	// walks the whole registry.
+	fetchAllSem chan struct{}
 
 	// pollCtx ends at Shutdown: every parked poll answers -304 at once.
 	pollCtx  context.Context
@@ -97,6 +106,12 @@ type Server struct {
 	baseStop context.CancelFunc
 
 	parked atomic.Int64 // polls currently held
+
+	// Connection caps, derived at New from the configuration and the
+	// open-file limit; lim is the listener Serve wraps with them.
+	maxConns, maxPollers int
+	lim                  atomic.Pointer[limitListener]
+	connRefused          *prometheus.CounterVec
 
 	// newConns are connections that have not sent a request yet
 	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves
@@ -140,9 +155,42 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		gath = prometheus.Gatherers{}
 	}
 	s.gatherer = gath
+	if err := deps.Security.Validate(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	g, err := newGuard(deps.Security, deps.Peers, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s.guard = g
+	s.fetchAllSem = make(chan struct{}, 2)
+	fds := fdLimit()
+	s.maxConns, s.maxPollers = cfg.connLimits(fds)
+	s.log.Info("connection limits", "fd_limit", fds, "max_conns", s.maxConns, "max_conns_per_ip", cfg.MaxConnsPerIP, "max_pollers", s.maxPollers)
+	s.connRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "discovery_http_conn_refusals_total",
+		Help: "Connections refused at accept by http.max_conns (global) or http.max_conns_per_ip (per_ip).",
+	}, []string{"reason"})
 	m, err := newMetrics(regr, s.reg, s.parked.Load)
 	if err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
+	for _, c := range []prometheus.Collector{g.refusals, s.connRefused,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_connections", Help: "HTTP connections open now."},
+			func() float64 {
+				if l := s.lim.Load(); l != nil {
+					return float64(l.open())
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_max_conns", Help: "The connection cap in force (http.max_conns, or derived from the open-file limit)."},
+			func() float64 { return float64(s.maxConns) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_max_pollers", Help: "The parked-poll cap in force (http.max_pollers, or derived)."},
+			func() float64 { return float64(s.maxPollers) }),
+	} {
+		if err := regr.Register(c); err != nil {
+			return nil, fmt.Errorf("api: register metrics: %w", err)
+		}
 	}
 	s.m = m
 	s.pollCtx, s.pollStop = context.WithCancel(context.Background())
@@ -204,18 +252,39 @@ func (s *Server) buildEcho(internal http.Handler) *echo.Echo {
 		return c.String(http.StatusOK, "ready\n")
 	})
 	if internal != nil {
-		e.Any(pathInternal, echo.WrapHandler(internal))
+		// Bounded like any request: a slow body cannot hold a peer slot.
+		e.Any(pathInternal, bounded(s.internalRoute(internal)))
 	}
 	return e
 }
+
+// internalRoute serves the peer protocol and counts its refusals (the
+// peer handler names them in a header) with the others.
+func (s *Server) internalRoute(h http.Handler) echo.HandlerFunc {
+	inner := echo.WrapHandler(h)
+	return func(c echo.Context) error {
+		err := inner(c)
+		if reason := c.Response().Header().Get(peerRefusedHeader); reason != "" {
+			s.guard.refused(c, reason, "peer request refused")
+		}
+		return err
+	}
+}
+
+// peerRefusedHeader is syncup.RefusedHeader (not imported: api does not
+// depend on the cluster layer).
+const peerRefusedHeader = "X-Discovery-Refused"
 
 // Handler returns the root handler (all /discovery routes, /metrics,
 // /healthz, /readyz).
 func (s *Server) Handler() http.Handler { return s.e }
 
-// Serve serves on ln until Shutdown. It returns nil after a Shutdown.
+// Serve serves on ln until Shutdown, within the connection caps. It
+// returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	l := newLimitListener(ln, s.maxConns, s.cfg.MaxConnsPerIP, s.connRefused)
+	s.lim.Store(l)
+	err := s.srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -20,16 +20,23 @@ import (
 // The body is bounded by Limits.MaxBodyBytes; a JSON body is rejected
 // (spec 2.2.3). Every failure is a *paramError.
 func (s *Server) form(c echo.Context) (url.Values, error) {
+	v, _, err := s.formBody(c)
+	return v, err
+}
+
+// formBody is form that also returns the urlencoded body as read (what a
+// peer's signature covers).
+func (s *Server) formBody(c echo.Context) (url.Values, []byte, error) {
 	r := c.Request()
 	var query url.Values
 	if r.URL.RawQuery != "" { // kratos sends POST parameters in the body only
 		var err error
 		if query, err = parseQuery(r.URL.RawQuery); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
-		return query, nil
+		return query, nil, nil
 	}
 	max := s.cfg.Limits.MaxBodyBytes
 	ct := r.Header.Get(echo.HeaderContentType)
@@ -37,48 +44,47 @@ func (s *Server) form(c echo.Context) (url.Values, error) {
 	if ct != "" && ct != mt {                 // what kratos sends: no parameters to parse
 		var err error
 		if mt, _, err = mime.ParseMediaType(ct); err != nil {
-			return nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
+			return nil, nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
 		}
 	}
 	r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
 	var body url.Values
+	var raw []byte
 	switch mt {
 	case "application/x-www-form-urlencoded":
-		b, err := readBody(r.Body, r.ContentLength, max)
+		b, err := readBody(r.Body, max)
 		if err != nil {
-			return nil, bodyReadError(err, max)
+			return nil, nil, bodyReadError(err, max)
 		}
 		if body, err = parseURLEncoded(b); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		raw = unsafe.Slice(unsafe.StringData(b), len(b))
 	case "multipart/form-data":
 		if err := r.ParseMultipartForm(max); err != nil {
-			return nil, bodyReadError(err, max)
+			return nil, nil, bodyReadError(err, max)
 		}
 		defer func() { _ = r.MultipartForm.RemoveAll() }()
 		body = url.Values(r.MultipartForm.Value)
 	case "application/json":
-		return nil, perr("body", "JSON bodies are not accepted; send application/x-www-form-urlencoded")
+		return nil, nil, perr("body", "JSON bodies are not accepted; send application/x-www-form-urlencoded")
 	default:
 		// Like net/http's ParseForm: other bodies carry no parameters.
-		return query, nil
+		return query, nil, nil
 	}
 	if len(query) == 0 {
-		return body, nil
+		return body, raw, nil
 	}
-	return mergeForm(body, query), nil
+	return mergeForm(body, query), raw, nil
 }
 
-// readBody reads a whole (already bounded) body in one allocation when its
-// length is announced. The bytes are returned as a string without a copy:
-// the buffer is never written again, and the parameters parsed from it are
-// substrings of it.
-func readBody(body io.Reader, length, max int64) (string, error) {
-	n := 512
-	if length > 0 {
-		n = int(min(length, max)) + 1 // +1: room for the read that sees EOF
-	}
-	buf := make([]byte, 0, n)
+// readBody reads a whole (already bounded) body. The buffer grows with what
+// arrives, never from the announced Content-Length, so a client announcing
+// a large body and sending it slowly holds nothing. The bytes are returned
+// as a string without a copy: the buffer is never written again, and the
+// parameters parsed from it are substrings of it.
+func readBody(body io.Reader, max int64) (string, error) {
+	buf := make([]byte, 0, min(512, max+1))
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, len(buf))
@@ -106,9 +112,52 @@ func bodyReadError(err error, max int64) error {
 	return perr("body", "cannot read: %v", err)
 }
 
+// writeForm reads a write's parameters and settles who sent it. Peer-only
+// parameters (spec 4.0) count only from a node of the cluster; from anyone
+// else they are dropped, so the write is a plain client write stamped by
+// this node. peer reports a node; admin the admin token.
+func (s *Server) writeForm(c echo.Context) (v url.Values, peer, admin bool, err error) {
+	v, body, err := s.formBody(c)
+	if err != nil {
+		return nil, false, false, err
+	}
+	if hasPeerParams(v) {
+		if peer = s.guard.fromPeer(c, body); !peer {
+			stripPeerParams(v)
+			s.guard.refused(c, "peer_params", "peer-only parameters from a client dropped")
+		}
+	}
+	return v, peer, s.guard.hasAdmin(c), nil
+}
+
+// clientWriteRefused applies the rules for writes that come from clients
+// (not peers): infra.discovery is the nodes' own, security.write_cidrs,
+// and key ownership (keys are the instances the write touches). It returns
+// a non-nil answer error when the write is refused.
+func (s *Server) clientWriteRefused(c echo.Context, admin bool, appid string, keys ...registry.Key) (bool, error) {
+	if appid == wire.InfraAppID {
+		return true, s.guard.refuse(c, "reserved_appid", "appid: "+wire.InfraAppID+" is reserved for discovery nodes")
+	}
+	if admin {
+		return false, nil
+	}
+	if !s.guard.writeAllowed(c) {
+		return true, s.guard.refuse(c, "write_cidr", "source address "+source(c).String()+" may not write (security.write_cidrs)")
+	}
+	if s.guard.owners {
+		src := source(c).String()
+		for _, k := range keys {
+			if o := s.reg.Owner(k); o != "" && o != src {
+				return true, s.guard.refuse(c, "key_owner", "hostname: "+k.Hostname+" is registered from another address; only that address or the admin token may change it")
+			}
+		}
+	}
+	return false, nil
+}
+
 // register: POST /discovery/register (spec 4.1).
 func (s *Server) register(c echo.Context) error {
-	v, err := s.form(c)
+	v, peer, admin, err := s.writeForm(c)
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
@@ -116,9 +165,16 @@ func (s *Server) register(c echo.Context) error {
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
+	owner := ""
+	if !peer {
+		if refused, err := s.clientWriteRefused(c, admin, p.Instance.AppID, p.Instance.Key()); refused {
+			return err
+		}
+		owner = source(c).String()
+	}
 	// DirtyTimestamp > 0 is the sender's (a peer, same zone or cross-zone);
 	// a client sends none, so the registry stamps now (spec 3.3).
-	stored, applied, err := s.reg.Register(p.Instance, p.Latest)
+	stored, applied, err := s.reg.RegisterFrom(p.Instance, p.Latest, owner)
 	if err != nil {
 		return s.replyWriteError(c, err)
 	}
@@ -133,13 +189,18 @@ func (s *Server) register(c echo.Context) error {
 // renew: POST /discovery/renew (spec 4.2). data is the renewed instance on
 // 0 and -409 (peers adopt it, spec 7.3), null on -404.
 func (s *Server) renew(c echo.Context) error {
-	v, err := s.form(c)
+	v, peer, admin, err := s.writeForm(c)
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
 	p, err := parseRenew(v, s.cfg.Limits)
 	if err != nil {
 		return replyBadRequest(c, err)
+	}
+	if !peer {
+		if refused, err := s.clientWriteRefused(c, admin, p.Key.AppID, p.Key); refused {
+			return err
+		}
 	}
 	ins, err := s.reg.Renew(p.Key, p.Replication, p.Dirty)
 	switch code := codeOf(err); code {
@@ -162,13 +223,18 @@ func (s *Server) renew(c echo.Context) error {
 // becomes the tombstone time so an older cancel cannot remove a newer
 // registration.
 func (s *Server) cancel(c echo.Context) error {
-	v, err := s.form(c)
+	v, peer, admin, err := s.writeForm(c)
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
 	p, err := parseCancel(v, s.cfg.Limits)
 	if err != nil {
 		return replyBadRequest(c, err)
+	}
+	if !peer {
+		if refused, err := s.clientWriteRefused(c, admin, p.Key.AppID, p.Key); refused {
+			return err
+		}
 	}
 	var at int64
 	if p.Replication || p.FromZone {
@@ -178,6 +244,9 @@ func (s *Server) cancel(c echo.Context) error {
 	if err != nil {
 		return s.replyWriteError(c, err)
 	}
+	if admin {
+		s.guard.audit(c, "cancel", "env", p.Key.Env, "appid", p.Key.AppID, "zone", p.Key.Zone, "hostname", p.Key.Hostname)
+	}
 	if !p.Replication && s.repl != nil {
 		s.repl.Cancel(tomb, p.FromZone)
 	}
@@ -186,20 +255,39 @@ func (s *Server) cancel(c echo.Context) error {
 
 // set: POST /discovery/set (spec 4.4). Everything is validated before
 // anything changes (Defect D7): parameters here, instances in the registry.
+// From a client it needs the admin token when one is configured.
 func (s *Server) set(c echo.Context) error {
-	v, err := s.form(c)
+	v, peer, admin, err := s.writeForm(c)
 	if err != nil {
 		return replyBadRequest(c, err)
+	}
+	if !peer {
+		if ok, err := s.guard.requireAdmin(c); !ok {
+			return err
+		}
 	}
 	p, err := parseSet(v, s.cfg.Limits)
 	if err != nil {
 		return replyBadRequest(c, err)
+	}
+	if !peer {
+		keys := make([]registry.Key, len(p.Req.Hostnames))
+		for i, h := range p.Req.Hostnames {
+			keys[i] = registry.Key{Env: p.Req.Env, AppID: p.Req.AppID, Zone: p.Req.Zone, Hostname: h}
+		}
+		if refused, err := s.clientWriteRefused(c, admin, p.Req.AppID, keys...); refused {
+			return err
+		}
 	}
 	// The registry checks the instances and changes them in one step; its
 	// errors name the offending field first, like ours.
 	changed, err := s.reg.Set(p.Req)
 	if err != nil {
 		return s.replyWriteError(c, err)
+	}
+	if !peer {
+		s.guard.audit(c, "set", "env", p.Req.Env, "appid", p.Req.AppID, "zone", p.Req.Zone, "hostnames", p.Req.Hostnames,
+			"statuses", p.Req.Statuses, "changed", len(changed))
 	}
 	if !p.Replication && s.repl != nil {
 		req := p.Req
@@ -217,10 +305,13 @@ func (s *Server) set(c echo.Context) error {
 // replyWriteError answers a registry error of a write without data.
 func (s *Server) replyWriteError(c echo.Context, err error) error {
 	code := codeOf(err)
-	switch code {
-	case wire.CodeBadRequest:
+	switch {
+	case code == wire.CodeBadRequest:
 		return replyBadRequest(c, err)
-	case wire.CodeUnavailable:
+	case errors.Is(err, registry.ErrFull):
+		// The caps protect the node; the client tries another node.
+		return writeBody(c, wire.CodeUnavailable, envelope(wire.CodeUnavailable, err.Error(), nil))
+	case code == wire.CodeUnavailable:
 		s.log.Error("registry write failed", "route", c.Path(), "err", err)
 	}
 	return reply(c, code)

@@ -17,11 +17,12 @@ import (
 // to the package that uses it; this struct only assembles them. The
 // mapstructure tags are the configuration keys (see discovery.yaml).
 type Config struct {
-	Node     NodeConfig      `mapstructure:"node"`
-	HTTP     api.Config      `mapstructure:"http"`
-	Registry registry.Config `mapstructure:"registry"`
-	Cluster  syncup.Config   `mapstructure:"cluster"`
-	Log      LogConfig       `mapstructure:"log"`
+	Node     NodeConfig         `mapstructure:"node"`
+	HTTP     api.Config         `mapstructure:"http"`
+	Registry registry.Config    `mapstructure:"registry"`
+	Cluster  syncup.Config      `mapstructure:"cluster"`
+	Security api.SecurityConfig `mapstructure:"security"`
+	Log      LogConfig          `mapstructure:"log"`
 }
 
 // NodeConfig is the node's identity: the fields of its own infra.discovery
@@ -92,6 +93,7 @@ func (c Config) Validate() error {
 		withSection("http", c.HTTP.Validate()),
 		withSection("registry", c.Registry.Validate()),
 		withSection("cluster", c.Cluster.Validate()),
+		withSection("security", c.Security.Validate()),
 		c.crossCheck(),
 	}
 	return errors.Join(errs...)
@@ -102,10 +104,15 @@ func (c Config) crossCheck() error {
 	// Peers evict the node's own infra.discovery record like any instance:
 	// at least two renews must fit in the eviction window, so one lost or
 	// late renew does not drop the node from every client's list.
+	var errs []error
 	if r, e := c.Cluster.RenewInterval, c.Registry.EvictAfter; r > 0 && e > 0 && 2*r > e {
-		return fmt.Errorf("cluster.renew_interval: must be at most half of registry.evict_after (%s), got %s", e, r)
+		errs = append(errs, fmt.Errorf("cluster.renew_interval: must be at most half of registry.evict_after (%s), got %s", e, r))
 	}
-	return nil
+	// A digest lists every app: a peer must be able to send all of them.
+	if d, a := c.Cluster.MaxDigests, c.Registry.MaxApps; d > 0 && a > 0 && d < a {
+		errs = append(errs, fmt.Errorf("cluster.max_digests: must be at least registry.max_apps (%d), got %d", a, d))
+	}
+	return errors.Join(errs...)
 }
 
 // withSection prefixes each error of a section's Validate with the section

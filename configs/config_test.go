@@ -359,6 +359,9 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"http.advertise":             {"10.0.0.5:7171", "10.0.0.5:7171"},
 		"cluster.secret":             {"MDEyMzQ1Njc4OWFiY2RlZg==", "MDEyMzQ1Njc4OWFiY2RlZg=="},
 		"cluster.accept_secrets":     {"ZmVkY2JhOTg3NjU0MzIxMA==", []string{"ZmVkY2JhOTg3NjU0MzIxMA=="}},
+		"security.write_cidrs":       {"10.0.0.0/8,192.168.1.0/24", []string{"10.0.0.0/8", "192.168.1.0/24"}},
+		"registry.max_apps":          {"150000", 150000}, // at most cluster.max_digests
+		"security.admin_token":       {"0123456789abcdef-token", "0123456789abcdef-token"},
 		"cluster.peer_timeout":       {"7s", 7 * time.Second},
 		"cluster.renew_interval":     {"40s", 40 * time.Second}, // at most half of registry.evict_after
 		"registry.evict_after":       {"2m", 2 * time.Minute},

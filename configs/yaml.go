@@ -139,7 +139,7 @@ func spaceSections(b []byte) []byte {
 // isSecret reports whether key holds key material, never printed.
 func isSecret(key string) bool {
 	switch key {
-	case "cluster.secret", "cluster.accept_secrets":
+	case "cluster.secret", "cluster.accept_secrets", "security.admin_token":
 		return true
 	}
 	return false

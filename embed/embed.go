@@ -196,8 +196,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	var peers api.PeerCheck
+	if a := cl.PeerAuth(); a != nil {
+		peers = a
+	}
 	srv, err := api.New(n.cfg.HTTP, api.Deps{
 		Registry:   n.reg,
+		Peers:      peers,
+		Security:   n.cfg.Security,
 		Replicator: cl,
 		Nodes:      func() []wire.Node { return wireNodes(cl.Nodes()) },
 		Ready:      cl.Ready,
@@ -212,6 +218,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	insecure := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "discovery_security_insecure",
+		Help: "1 when the node runs with cluster.insecure and no cluster.secret (peers unauthenticated, gossip in clear).",
+	})
+	if cl.Insecure() {
+		insecure.Set(1)
+	}
+	if err := n.metrics.Register(insecure); err != nil {
+		return err
+	}
+	if n.cfg.Security.AdminToken == "" && n.cfg.Security.AdminTokenFile == "" && !loopbackOnly(ln.Addr()) {
+		n.log.Warn("no security.admin_token: set, fetch/all and the admin API are open to every host that reaches the HTTP port")
 	}
 	if err := cl.Start(ctx); err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -358,6 +377,13 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	}
 	n.log.Info("shutdown complete", "took", time.Since(start), "graceful", graceful)
 	return nil
+}
+
+// loopbackOnly reports whether a listener takes connections from this host
+// only.
+func loopbackOnly(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // halfLeft is half the time left before ctx's deadline (5 s without one).

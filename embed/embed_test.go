@@ -22,12 +22,16 @@ import (
 
 func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 
+// testSecret is the test clusters' secret (base64 of 32 bytes).
+const testSecret = "ZW1iZWQtdGVzdC1jbHVzdGVyLXNlY3JldC0zMmJ5dGU="
+
 // testConfig is a node on loopback ephemeral ports.
 func testConfig(hostname string) configs.Config {
 	cfg := configs.DefaultConfig()
 	cfg.Node.Hostname = hostname
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Cluster.Bind = "127.0.0.1:0"
+	cfg.Cluster.Secret = testSecret
 	cfg.Cluster.JoinTimeout = 5 * time.Second
 	cfg.HTTP.ShutdownTimeout = 5 * time.Second
 	return cfg

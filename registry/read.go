@@ -143,6 +143,49 @@ func (r *Registry) FetchAll() map[string][]*Instance {
 	return out
 }
 
+// AppIDs lists every appid that has an instance in some env, sorted once
+// each (the order of a streamed fetch/all).
+func (r *Registry) AppIDs() []string {
+	r.mu.RLock()
+	seen := make(map[string]struct{})
+	for _, es := range r.envs {
+		for id, a := range es.apps {
+			if a.count > 0 {
+				seen[id] = struct{}{}
+			}
+		}
+	}
+	r.mu.RUnlock()
+	out := make([]string, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AppInstances returns copies of appid's instances in every env, zone and
+// status, sorted by (env, zone, hostname): one appid of fetch/all, so the
+// answer can be streamed app by app instead of copying the registry.
+func (r *Registry) AppInstances(appid string) []Instance {
+	r.mu.RLock()
+	var refs []recRef
+	for _, es := range r.envs {
+		if a := es.apps[appid]; a != nil {
+			refs = a.appendRefs(refs)
+		}
+	}
+	r.mu.RUnlock()
+	out := make([]Instance, len(refs))
+	for i, ref := range refs {
+		out[i] = ref.instance()
+	}
+	slices.SortFunc(out, func(x, y Instance) int {
+		return cmp.Or(strings.Compare(x.Env, y.Env), strings.Compare(x.Zone, y.Zone), strings.Compare(x.Hostname, y.Hostname))
+	})
+	return out
+}
+
 // Snapshot returns a copy of every instance and live tombstone.
 //
 // Tombstones live until a Scan finds them older than TombstoneTTL. Both

@@ -35,6 +35,8 @@ const (
 // satisfies it. Semantics are those documented on *registry.Registry.
 type Registry interface {
 	Register(in registry.Instance, latestHint int64) (stored registry.Instance, applied bool, err error)
+	RegisterFrom(in registry.Instance, latestHint int64, owner string) (stored registry.Instance, applied bool, err error)
+	Owner(k registry.Key) string
 	Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error)
 	Cancel(k registry.Key, at int64) (registry.Tombstone, error)
 	Evict(k registry.Key) (registry.Instance, error)
@@ -54,7 +56,10 @@ type Self struct {
 	Env, Zone, Region, Hostname string
 	// HTTPAddr is the advertised HTTP host:port (never an unspecified host).
 	HTTPAddr string
-	Version  string
+	// HTTPSAddr, when set, is the advertised host:port of the HTTPS
+	// listener; the own record then lists an https:// address too.
+	HTTPSAddr string
+	Version   string
 }
 
 // Deps are the collaborators of a Cluster. All are optional.
@@ -197,6 +202,7 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 	c.handler = &handler{cfg: cfg, reg: reg, repl: c.repl, recs: c.recs, ready: c.syncer.Ready, met: c.met, log: log,
 		auth: c.auth, open: cfg.Insecure, sem: make(chan struct{}, cfg.MaxPeerRequests)}
 	c.members.onChange = c.membersChanged
+	c.members.onRefuse = func(reason string) { c.met.refused.WithLabelValues(reason).Inc() }
 
 	mreg := deps.Metrics
 	if mreg == nil {
@@ -402,7 +408,7 @@ func (c *Cluster) Nodes() []Member { return c.members.nodes(c.repl.failing) }
 // and, when fromZone is false, to one node per other zone (spec 7.2). ins
 // is the stored copy (its dirty_timestamp travels with it). Never blocks.
 func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
-	c.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins)}, !fromZone)
+	c.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins), Owner: c.reg.Owner(ins.Key())}, !fromZone)
 }
 
 // Renew forwards a renew with the sender's dirty_timestamp, so peers answer

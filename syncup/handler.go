@@ -78,12 +78,12 @@ func (h *handler) apply(op *Op) OpResult {
 		if h.recs.own(op.Instance.Key(), op.Instance.DirtyTimestamp) {
 			return OpResult{Code: CodeOK}
 		}
-		stored, applied, err := h.reg.Register(*op.Instance, op.Instance.LatestTimestamp)
+		stored, applied, err := h.reg.RegisterFrom(*op.Instance, op.Instance.LatestTimestamp, op.Owner)
 		if err != nil {
 			return errResult(err)
 		}
 		if forward {
-			h.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(stored)}, false)
+			h.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(stored), Owner: op.Owner}, false)
 		}
 		return OpResult{Code: CodeOK, Applied: applied}
 	case OpImport:

@@ -220,6 +220,27 @@ func (a *PeerAuth) Verify(r *http.Request, body []byte) error {
 	return c.checkBody(body)
 }
 
+// FromPeer reports whether r (whose body was read as body) is signed by a
+// node of the cluster: the HTTP layer's check for public requests that
+// carry peer-only parameters.
+func (a *PeerAuth) FromPeer(r *http.Request, body []byte) bool {
+	return a != nil && a.Verify(r, body) == nil
+}
+
+// NewPeerAuth builds the request signer and verifier of a cluster secret
+// (and the secrets also accepted), for clients of the peer protocol other
+// than a node (tools, tests).
+func NewPeerAuth(secret string, accept []string, skew time.Duration) (*PeerAuth, error) {
+	kr, err := newKeyring(Config{Secret: secret, AcceptSecrets: accept})
+	if err != nil {
+		return nil, err
+	}
+	if kr == nil {
+		return nil, errors.New("syncup: NewPeerAuth needs a secret")
+	}
+	return newPeerAuth(kr, skew), nil
+}
+
 // answerSig returns the signature value of an answer to the request with
 // nonce, signed with the key that request used.
 func (a *PeerAuth) answerSig(k signKey, nonce string, status int, digest string) string {

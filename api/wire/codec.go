@@ -85,6 +85,10 @@ func AppendOp(b []byte, op *Op) []byte {
 		b = append(b, `,"set":`...)
 		b = appendSetOp(b, op.Set)
 	}
+	if op.Owner != "" {
+		b = append(b, `,"owner":`...)
+		b = AppendString(b, op.Owner)
+	}
 	return append(b, '}')
 }
 

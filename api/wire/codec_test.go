@@ -23,7 +23,7 @@ func codecOps() []Op {
 	bare := Instance{Env: "e", AppID: "a", Zone: "z", Hostname: "h", Addrs: []string{"x"}, Metadata: map[string]string{}}
 	k := ins.Key()
 	return []Op{
-		{Kind: OpRegister, Replication: true, FromZone: true, Instance: &ins},
+		{Kind: OpRegister, Replication: true, FromZone: true, Instance: &ins, Owner: "10.0.0.7"},
 		{Kind: OpImport, FromZone: true, Instance: &bare},
 		{Kind: OpRenew, Replication: true, Key: &k, DirtyTimestamp: 42},
 		{Kind: OpCancel, FromZone: true, Key: &Key{Env: "e\u2028", AppID: "a", Zone: "z", Hostname: "h"}, DirtyTimestamp: -7},

@@ -511,6 +511,9 @@ func (s *scanner) op(op *Op) bool {
 				op.Set = new(SetOp)
 				ok = s.setOp(op.Set)
 			}
+		case "owner":
+			ok = once(seen, 7)
+			op.Owner, ok = s.istrIf(ok)
 		}
 		return ok
 	})

@@ -53,6 +53,9 @@ type Op struct {
 	DirtyTimestamp int64 `json:"dirty_timestamp,omitempty"`
 	// Set: set.
 	Set *SetOp `json:"set,omitempty"`
+	// Owner: register; the client address the write came from, for the
+	// key-ownership policy (empty: unknown, the receiver keeps its own).
+	Owner string `json:"owner,omitempty"`
 }
 
 // SetOp is a replicated set (spec 4.4): status and/or metadata of existing

@@ -4,6 +4,7 @@
 //	discovery [serve] [flags]  run a node (the default command)
 //	discovery config [flags]   print the effective configuration (YAML)
 //	discovery version          print version, commit and Go version
+//	discovery keygen           print a new cluster secret
 //	discovery health [--addr host:port] [--timeout 2s]
 //	                           exit 0 when the node's /readyz answers 200
 //	discovery bench SCENARIO [flags]
@@ -16,6 +17,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +61,7 @@ func commands() []command {
 		{"config", "print the effective configuration as YAML", configCmd},
 		{"version", "print version, commit and Go version", versionCmd},
 		{"health", "exit 0 when a node's /readyz answers 200, else 1", healthCmd},
+		{"keygen", "print a new cluster secret (base64 of 32 random bytes)", keygenCmd},
 		{"bench", "load tool: register, renew, fetchs, notify, replication, cross-notify", benchCmd},
 	}
 }
@@ -159,6 +163,22 @@ func configCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if _, err := stdout.Write(out); err != nil {
 		return exitFailure
 	}
+	return exitOK
+}
+
+// keygenCmd prints a new cluster secret for cluster.secret
+// (DISCOVERY_CLUSTER_SECRET): 32 bytes from the OS's random source.
+func keygenCmd(args, _ []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("keygen", stderr)
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		fmt.Fprintf(stderr, "discovery keygen: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(k[:]))
 	return exitOK
 }
 

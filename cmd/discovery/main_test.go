@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -101,6 +102,40 @@ func TestVersion(t *testing.T) {
 	runBin(t, baseEnv(), "version").want(t, 0,
 		[]string{"version: " + testVersion, "commit: " + testCommit, "go: " + runtime.Version()}, nil)
 	runBin(t, baseEnv(), "version", "extra").want(t, 2, nil, []string{"extra"})
+}
+
+// keygen prints a fresh 32-byte secret that the configuration accepts.
+func TestKeygen(t *testing.T) {
+	a := runBin(t, baseEnv(), "keygen")
+	a.want(t, 0, nil, nil)
+	b := runBin(t, baseEnv(), "keygen")
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(a.stdout))
+	if err != nil || len(k) != 32 || a.stdout == b.stdout {
+		t.Fatalf("keygen: %q then %q (%v)", a.stdout, b.stdout, err)
+	}
+	runBin(t, baseEnv("DISCOVERY_CLUSTER_SECRET="+strings.TrimSpace(a.stdout)), "config").want(t, 0, []string{"secret: <redacted>"}, nil)
+}
+
+// Secure by default (issue #11): a node that would take peers on a
+// network address without a secret exits at once, saying how to make one;
+// cluster.insecure starts it with a loud warning.
+func TestServe_RefusesPeersWithoutSecret(t *testing.T) {
+	env := baseEnv("DISCOVERY_HTTP_ADDR=127.0.0.1:0", "DISCOVERY_CLUSTER_BIND=127.0.0.1:0",
+		"DISCOVERY_CLUSTER_JOIN=192.0.2.1:7946", "DISCOVERY_CLUSTER_JOIN_TIMEOUT=1s")
+	runBin(t, env).want(t, 1, nil, []string{"cluster.secret", "discovery keygen"})
+	n := harness.StartNode(t, harness.Options{Binary: bin(t), Hostname: "insecure", ExtraEnv: map[string]string{
+		"DISCOVERY_CLUSTER_SECRET":       "",
+		"DISCOVERY_CLUSTER_INSECURE":     "true",
+		"DISCOVERY_CLUSTER_JOIN":         "192.0.2.1:7946",
+		"DISCOVERY_CLUSTER_JOIN_TIMEOUT": "1s",
+	}})
+	if !strings.Contains(n.Logs(), "INSECURE") {
+		t.Errorf("no loud warning in the log:\n%s", n.Logs())
+	}
+	m, err := n.Client.Metrics(t.Context())
+	if err != nil || !strings.Contains(m, "discovery_security_insecure 1") {
+		t.Errorf("insecure gauge: %v\n%s", err, m)
+	}
 }
 
 func TestConfig_PrintsEffectiveConfiguration(t *testing.T) {

@@ -132,8 +132,14 @@ func TestCluster_Healthy(t *testing.T) {
 		// endpoint is applied locally and not forwarded. Peer queues are
 		// FIFO, so once a later client write on the same node has reached
 		// the peers, a forward of the earlier one would have too.
+		// Signed with the cluster secret, as a peer's forward is: a
+		// client's replication=true has no effect (issue #11).
+		peer, err := nodes[0].Client.AsPeer(harness.DefaultSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
 		local := instance("e2e.localonly", "only-here", "grpc://127.0.0.1:9001")
-		mustOK(t, "replicated register")(nodes[0].Client.Register(ctxT(t), local, url.Values{"replication": {"true"}}))
+		mustOK(t, "replicated register")(peer.Register(ctxT(t), local, url.Values{"replication": {"true"}}))
 		barrier := instance("e2e.localonly", "barrier", "grpc://127.0.0.1:9002")
 		mustOK(t, "barrier register")(nodes[0].Client.Register(ctxT(t), barrier))
 		testkit.Eventually(t, 10*time.Second, "barrier replicated", func() error {
@@ -142,7 +148,7 @@ func TestCluster_Healthy(t *testing.T) {
 		if err := wantHosts(nodes[:1], env, local.AppID, []string{"barrier", "only-here"}); err != nil {
 			t.Error(err)
 		}
-		mustOK(t, "cleanup")(nodes[0].Client.Cancel(ctxT(t), local, url.Values{"replication": {"true"}}))
+		mustOK(t, "cleanup")(peer.Cancel(ctxT(t), local, url.Values{"replication": {"true"}}))
 		mustOK(t, "cleanup")(nodes[0].Client.Cancel(ctxT(t), barrier))
 	})
 

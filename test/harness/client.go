@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,10 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/syncup"
 )
 
 // Client speaks the discovery protocol with raw net/http and urlencoded
@@ -25,8 +26,23 @@ type Client struct {
 	Addr string
 	// Timeout bounds a call whose ctx has no deadline. Zero: 10 s.
 	Timeout time.Duration
-	tr      *http.Transport
-	hc      *http.Client
+	// Sign, when set, signs every request as a peer would (see AsPeer).
+	Sign func(req *http.Request, body []byte)
+	tr   *http.Transport
+	hc   *http.Client
+}
+
+// AsPeer returns a client sharing c's connections that signs every request
+// with the cluster secret, as a node forwarding a write does: only then do
+// peer-only parameters (replication, dirty_timestamp, ...) take effect.
+func (c *Client) AsPeer(secret string) (*Client, error) {
+	auth, err := syncup.NewPeerAuth(secret, nil, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	p := *c
+	p.Sign = func(req *http.Request, body []byte) { auth.Sign(req, body) }
+	return &p, nil
 }
 
 // NewClient returns a client of the node at addr (host:port).
@@ -129,8 +145,10 @@ func (c *Client) Raw(ctx context.Context, method, path string, params url.Values
 	defer cancel()
 	u := "http://" + c.Addr + path
 	var body io.Reader
+	var raw []byte
 	if method == http.MethodPost {
-		body = strings.NewReader(params.Encode())
+		raw = []byte(params.Encode())
+		body = bytes.NewReader(raw)
 	} else if len(params) > 0 {
 		u += "?" + params.Encode()
 	}
@@ -144,16 +162,19 @@ func (c *Client) Raw(ctx context.Context, method, path string, params url.Values
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
+	if c.Sign != nil {
+		c.Sign(req, raw)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, 0, "", err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, resp.StatusCode, "", err
 	}
-	return raw, resp.StatusCode, resp.Header.Get("Content-Type"), nil
+	return answer, resp.StatusCode, resp.Header.Get("Content-Type"), nil
 }
 
 // Form builds the register form of ins the way kratos does (spec 4.1):

@@ -21,7 +21,10 @@ import (
 
 // Defaults of Options. Zone, env and region are deliberately not kratos'
 // defaults (zone01, dev, region01), so a server that ignores them shows.
+// Every node gets DefaultSecret as its cluster secret (DISCOVERY_CLUSTER_SECRET)
+// unless ExtraEnv sets another (or "" for none).
 const (
+	DefaultSecret = "aGFybmVzcy1jbHVzdGVyLXNlY3JldC0zMi1ieXRlcyE="
 	DefaultZone   = "sh001"
 	DefaultEnv    = "e2e"
 	DefaultRegion = "sh"
@@ -176,14 +179,15 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 	addrPath := filepath.Join(dir, "addr.json")
 
 	env := map[string]string{
-		"DISCOVERY_HTTP_ADDR":     opts.HTTPAddr,
-		"DISCOVERY_CLUSTER_BIND":  opts.GossipAddr,
-		"DISCOVERY_CLUSTER_JOIN":  strings.Join(opts.Join, ","),
-		"DISCOVERY_NODE_HOSTNAME": opts.Hostname,
-		"DISCOVERY_NODE_ZONE":     opts.Zone,
-		"DISCOVERY_NODE_ENV":      opts.Env,
-		"DISCOVERY_NODE_REGION":   opts.Region,
-		"DISCOVERY_LOG_LEVEL":     "debug",
+		"DISCOVERY_HTTP_ADDR":      opts.HTTPAddr,
+		"DISCOVERY_CLUSTER_BIND":   opts.GossipAddr,
+		"DISCOVERY_CLUSTER_JOIN":   strings.Join(opts.Join, ","),
+		"DISCOVERY_NODE_HOSTNAME":  opts.Hostname,
+		"DISCOVERY_NODE_ZONE":      opts.Zone,
+		"DISCOVERY_NODE_ENV":       opts.Env,
+		"DISCOVERY_NODE_REGION":    opts.Region,
+		"DISCOVERY_LOG_LEVEL":      "debug",
+		"DISCOVERY_CLUSTER_SECRET": DefaultSecret,
 	}
 	if ep != nil {
 		// Peers must only ever learn the proxy addresses; the node binds

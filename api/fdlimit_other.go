@@ -1,0 +1,6 @@
+//go:build !unix
+
+package api
+
+// fdLimit is unknown off unix.
+func fdLimit() int { return 0 }
