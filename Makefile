@@ -22,7 +22,13 @@ COMPOSE   ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docke
 DISCO_NOFILE ?= $(shell n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -ge 65536 ]; then echo 65536; else echo $$n; fi)
 
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-COMPOSE_CMD = DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
+
+# The local cluster's cluster secret and admin token, made once by
+# `discovery keygen` and kept (mode 0600, never committed) so the cluster
+# can be restarted; variables already set in the shell win.
+SECRETS ?= $(BUILD_DIR)/cluster.env
+COMPOSE_CMD = set -a && . ./$(SECRETS) && set +a && \
+	DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
 .PHONY: help build image test test-go fuzz-short lint test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean
@@ -78,16 +84,24 @@ test-containers: ## container suite: builds images, runs 3-node clusters (needs 
 check-deploy: ## promtool check of deploy/prometheus.yml and deploy/alerts.yml
 	deploy/check.sh
 
-cluster-up: image ## start the 3-node cluster (HTTP on 127.0.0.1:7171-7173)
+$(SECRETS):
+	@mkdir -p $(BUILD_DIR) && echo '*' > $(BUILD_DIR)/.gitignore
+	@umask 077 && { \
+		echo "DISCOVERY_CLUSTER_SECRET=$${DISCOVERY_CLUSTER_SECRET:-$$($(GO) run ./cmd/discovery keygen)}"; \
+		echo "DISCOVERY_ADMIN_TOKEN=$${DISCOVERY_ADMIN_TOKEN:-$$($(GO) run ./cmd/discovery keygen)}"; \
+	} > $@.tmp && mv $@.tmp $@
+	@echo "cluster secret and admin token in $@ (source it to use the token: . $@)"
+
+cluster-up: image $(SECRETS) ## start the 3-node cluster (HTTP on 127.0.0.1:7171-7173), with a secret and admin token
 	$(COMPOSE_CMD) up -d
 
-cluster-down: ## stop the cluster and remove its network and volumes
+cluster-down: $(SECRETS) ## stop the cluster and remove its network and volumes
 	$(COMPOSE_CMD) --profile observability down -v --remove-orphans
 
-cluster-ps: ## show the cluster's containers and health
+cluster-ps: $(SECRETS) ## show the cluster's containers and health
 	$(COMPOSE_CMD) ps
 
-cluster-logs: ## follow the cluster's logs
+cluster-logs: $(SECRETS) ## follow the cluster's logs
 	$(COMPOSE_CMD) logs -f
 
 observability-up: cluster-up ## also start Prometheus and Grafana (pulls their public images)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
 )
 
@@ -80,7 +79,7 @@ func buildTargetGroups(instances []*registry.Instance, p targetParams) []targetG
 		}
 		for _, addr := range in.Addrs {
 			u, err := url.Parse(addr)
-			if err != nil || !strings.EqualFold(u.Scheme, p.Scheme) || u.Host == "" || !scrapable(u.Hostname(), in.AppID) {
+			if err != nil || !strings.EqualFold(u.Scheme, p.Scheme) || u.Host == "" || !scrapable(u.Hostname()) {
 				continue
 			}
 			groups = append(groups, targetGroup{Targets: []string{u.Host}, Labels: targetLabels(in)})
@@ -91,22 +90,16 @@ func buildTargetGroups(instances []*registry.Instance, p targetParams) []targetG
 
 // scrapable keeps Prometheus from being pointed, by whoever can register,
 // at addresses a scraper must not reach: link-local (cloud metadata at
-// 169.254.169.254, fe80::/10), multicast, unspecified, and loopback (the
-// scraper's own host) unless the record is a node's own (infra.discovery,
-// written by nodes only).
-func scrapable(host, appid string) bool {
+// 169.254.169.254, fe80::/10), multicast and unspecified. Loopback stays:
+// it is how Prometheus scrapes apps on its own host, and it reaches only
+// what that host serves Prometheus anyway (docs/security.md).
+func scrapable(host string) bool {
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		return true // a name: resolved by Prometheus, outside what the node can judge
 	}
 	ip = ip.Unmap()
-	switch {
-	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(), ip.IsMulticast(), ip.IsUnspecified(), ip.IsInterfaceLocalMulticast():
-		return false
-	case ip.IsLoopback():
-		return appid == wire.InfraAppID
-	}
-	return true
+	return !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() && !ip.IsMulticast() && !ip.IsUnspecified() && !ip.IsInterfaceLocalMulticast()
 }
 
 func targetLabels(in *registry.Instance) map[string]string {

@@ -4,12 +4,14 @@ package containers
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/internal/testkit"
 )
 
@@ -61,6 +63,19 @@ func TestClusterUp(t *testing.T) {
 		})
 		if st := c.api(n).readyz(t.Context()); st != 200 {
 			t.Errorf("%s: /readyz = %d on a healthy node", n, st)
+		}
+	}
+	// The cluster runs with its secret: a host on the client network gets
+	// HTTP 401 from the peer routes, and fetch/all wants the admin token.
+	for _, n := range nodeNames {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, c.api(n).base+wire.PathDigest, strings.NewReader(`{"digests":[]}`))
+		if resp, err := c.api(n).hc.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: unsigned digest: %v %v, want HTTP 401", n, err, resp)
+		} else {
+			resp.Body.Close()
+		}
+		if env, err := c.api(n).do(t.Context(), http.MethodGet, "/discovery/fetch/all", nil); err != nil || env.Code != wire.CodeUnauthorized {
+			t.Errorf("%s: fetch/all without the token: %v %+v, want -401", n, err, env)
 		}
 	}
 	// The image runs as the unprivileged user and carries its healthcheck.

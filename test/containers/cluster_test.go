@@ -156,6 +156,13 @@ func freeSubnetPrefix(t *testing.T) string {
 	return ""
 }
 
+// The cluster secret and admin token of every test cluster, passed as an
+// operator does (make cluster-up exports fresh ones).
+const (
+	clusterSecret = "Y29udGFpbmVyLXN1aXRlLXNlY3JldC0zMi1ieXRlcyE="
+	adminToken    = "container-suite-admin-token"
+)
+
 // env is what compose interpolates deploy/compose.yaml with.
 func (c *cluster) env() []string {
 	nofile := 65536
@@ -174,6 +181,8 @@ func (c *cluster) env() []string {
 		"DISCO_NOFILE=" + strconv.Itoa(nofile),
 		"DISCO_ENV=" + testEnv,
 		"DISCO_ZONE=" + testZone,
+		"DISCOVERY_CLUSTER_SECRET=" + clusterSecret,
+		"DISCOVERY_ADMIN_TOKEN=" + adminToken,
 		// Never start the observability profile (its images would be pulled).
 		"COMPOSE_PROFILES=",
 	}

@@ -32,9 +32,26 @@ const (
 	gossipPort  = 7946
 )
 
+// composeSecret stands for the DISCOVERY_CLUSTER_SECRET the operator (or
+// make cluster-up) exports; compose refuses to run without one.
+const composeSecret = "Y29tcG9zZS10ZXN0LXNlY3JldC0zMi1ieXRlcy0hISE="
+
 // loadProject loads deploy/compose.yaml the way `docker compose` does:
-// interpolation from env, then deploy/.env; normalisation; profiles.
+// interpolation from env (with composeSecret unless env sets one), then
+// deploy/.env; normalisation; profiles.
 func loadProject(t *testing.T, env []string, profiles ...string) *types.Project {
+	t.Helper()
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "DISCOVERY_CLUSTER_SECRET=") }) {
+		env = append(slices.Clone(env), "DISCOVERY_CLUSTER_SECRET="+composeSecret)
+	}
+	p, err := tryLoadProject(t, env, profiles...)
+	if err != nil {
+		t.Fatalf("load %s: %v", composeFile, err)
+	}
+	return p
+}
+
+func tryLoadProject(t *testing.T, env []string, profiles ...string) (*types.Project, error) {
 	t.Helper()
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(deployDir, composeFile)},
@@ -46,15 +63,28 @@ func loadProject(t *testing.T, env []string, profiles ...string) *types.Project 
 		cli.WithProfiles(profiles),
 	)
 	if err != nil {
-		t.Fatalf("compose options: %v", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	p, err := opts.LoadProject(ctx)
-	if err != nil {
-		t.Fatalf("load %s: %v", composeFile, err)
+	return opts.LoadProject(ctx)
+}
+
+// Every node gets the cluster secret and the admin token from the shell;
+// without a secret compose itself refuses, saying how to make one (a node
+// without one would refuse to start with seeds anyway).
+func TestCompose_CarriesSecret(t *testing.T) {
+	const token = "compose-test-admin-token"
+	p := loadProject(t, []string{"DISCOVERY_ADMIN_TOKEN=" + token})
+	for _, n := range discoveryNodes(t, p, dotEnv(t)["DISCOVERY_IMAGE"]) {
+		cfg := loadNodeConfig(t, n)
+		if cfg.Cluster.Secret != composeSecret || cfg.Security.AdminToken != token {
+			t.Errorf("%s: secret %q token %q, want the shell's", n.Name, cfg.Cluster.Secret, cfg.Security.AdminToken)
+		}
 	}
-	return p
+	if _, err := tryLoadProject(t, []string{"DISCOVERY_CLUSTER_SECRET="}); err == nil || !strings.Contains(err.Error(), "discovery keygen") {
+		t.Fatalf("compose without a secret: %v, want a refusal naming discovery keygen", err)
+	}
 }
 
 // dotEnv reads deploy/.env (KEY=VALUE lines) for expected defaults.
