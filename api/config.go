@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -50,6 +51,24 @@ type Config struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// Limits on request input (spec 10.5).
 	Limits Limits `mapstructure:"limits"`
+	// TLS is the optional HTTPS listener beside the plain one kratos
+	// needs, for the SDK, ctl and the web page.
+	TLS TLSConfig `mapstructure:"tls"`
+}
+
+// TLSConfig is the HTTPS listener (configuration section "http.tls"). The
+// certificate and key are read again whenever either file changes (a
+// renewal by cert-manager, certbot or a mounted Secret), without a restart.
+type TLSConfig struct {
+	// Addr is the HTTPS listen address, e.g. ":7443". Empty: no HTTPS.
+	Addr string `mapstructure:"addr"`
+	// Advertise is the HTTPS host:port published in the node's own
+	// infra.discovery record (an https:// addr beside the http:// one).
+	// Empty: derived from Addr like http.advertise.
+	Advertise string `mapstructure:"advertise"`
+	// CertFile and KeyFile are the PEM certificate chain and private key.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // Limits bound what one request may carry (spec 10.5). Each must accept all
@@ -126,6 +145,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConns > 0 && c.MaxPollers > c.MaxConns {
 		errs = append(errs, fmt.Errorf("http.max_pollers: must be at most http.max_conns (%d), got %d", c.MaxConns, c.MaxPollers))
+	}
+	if c.TLS.Addr != "" && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("http.tls.cert_file, http.tls.key_file: both required when http.tls.addr is set"))
+	}
+	if c.TLS.Addr == "" && (c.TLS.CertFile != "" || c.TLS.KeyFile != "" || c.TLS.Advertise != "") {
+		errs = append(errs, errors.New("http.tls.addr: must be set when a certificate or advertise address is (no HTTPS listener otherwise)"))
+	}
+	if c.TLS.Addr != "" && c.TLS.Addr == c.Addr && !strings.HasSuffix(c.Addr, ":0") {
+		errs = append(errs, fmt.Errorf("http.tls.addr: must differ from http.addr (%s)", c.Addr))
 	}
 	l := c.Limits
 	for _, v := range []struct {

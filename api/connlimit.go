@@ -9,12 +9,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// limitListener caps connections: at most max at once, and at most perIP
-// from one client address (loopback excepted: the same host). A connection
-// beyond a cap gets a one-line HTTP 503 and is closed at once, so one host
-// cannot take the file descriptors every other client needs.
-type limitListener struct {
-	net.Listener
+// connCaps are the connection caps shared by every listener of a server
+// (plain and HTTPS): at most max at once, and at most perIP from one
+// client address (loopback excepted: the same host).
+type connCaps struct {
 	max, perIP int
 	refused    *prometheus.CounterVec // reason: global, per_ip
 
@@ -23,8 +21,50 @@ type limitListener struct {
 	byIP  map[netip.Addr]int
 }
 
-func newLimitListener(ln net.Listener, max, perIP int, refused *prometheus.CounterVec) *limitListener {
-	return &limitListener{Listener: ln, max: max, perIP: perIP, refused: refused, byIP: map[netip.Addr]int{}}
+func newConnCaps(max, perIP int, refused *prometheus.CounterVec) *connCaps {
+	return &connCaps{max: max, perIP: perIP, refused: refused, byIP: map[netip.Addr]int{}}
+}
+
+// admit takes a slot for ip, or returns the reason it cannot.
+func (k *connCaps) admit(ip netip.Addr) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.total >= k.max:
+		return "global"
+	case !ip.IsLoopback() && k.byIP[ip] >= k.perIP:
+		return "per_ip"
+	}
+	k.total++
+	k.byIP[ip]++
+	return ""
+}
+
+func (k *connCaps) release(ip netip.Addr) {
+	k.mu.Lock()
+	k.total--
+	if n := k.byIP[ip] - 1; n > 0 {
+		k.byIP[ip] = n
+	} else {
+		delete(k.byIP, ip)
+	}
+	k.mu.Unlock()
+}
+
+func (k *connCaps) open() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.total
+}
+
+// limitListener applies the caps at accept. A connection beyond a cap is
+// closed at once, after a one-line HTTP 503 on a plain listener (a TLS
+// client could not read it), so one host cannot take the file descriptors
+// every other client needs.
+type limitListener struct {
+	net.Listener
+	caps  *connCaps
+	plain bool
 }
 
 // Accept returns the next connection within the caps; those beyond are
@@ -36,26 +76,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c)
-		reason := ""
-		l.mu.Lock()
-		switch {
-		case l.total >= l.max:
-			reason = "global"
-		case !ip.IsLoopback() && l.byIP[ip] >= l.perIP:
-			reason = "per_ip"
-		default:
-			l.total++
-			l.byIP[ip]++
-		}
-		l.mu.Unlock()
+		reason := l.caps.admit(ip)
 		if reason == "" {
-			return &limitConn{Conn: c, l: l, ip: ip}, nil
+			return &limitConn{Conn: c, caps: l.caps, ip: ip}, nil
 		}
-		l.refused.WithLabelValues(reason).Inc()
-		// A new socket's send buffer is empty: this write does not block;
-		// the deadline is for a peer that never reads.
-		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		_, _ = c.Write(refusal[reason])
+		l.caps.refused.WithLabelValues(reason).Inc()
+		if l.plain {
+			// A new socket's send buffer is empty: this write does not
+			// block; the deadline is for a peer that never reads.
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = c.Write(refusal[reason])
+		}
 		_ = c.Close()
 	}
 }
@@ -63,23 +94,6 @@ func (l *limitListener) Accept() (net.Conn, error) {
 var refusal = map[string][]byte{
 	"global": []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections (max_conns)\n"),
 	"per_ip": []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 56\r\n\r\ntoo many connections from your address (max_conns_per_ip)\n"),
-}
-
-func (l *limitListener) release(ip netip.Addr) {
-	l.mu.Lock()
-	l.total--
-	if n := l.byIP[ip] - 1; n > 0 {
-		l.byIP[ip] = n
-	} else {
-		delete(l.byIP, ip)
-	}
-	l.mu.Unlock()
-}
-
-func (l *limitListener) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.total
 }
 
 func remoteIP(c net.Conn) netip.Addr {
@@ -93,13 +107,13 @@ func remoteIP(c net.Conn) netip.Addr {
 // limitConn releases its slot once, when closed.
 type limitConn struct {
 	net.Conn
-	l    *limitListener
+	caps *connCaps
 	ip   netip.Addr
 	once sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.caps.release(c.ip) })
 	return err
 }

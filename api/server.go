@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto/tls"
 	"context"
 	"errors"
 	"fmt"
@@ -108,10 +109,12 @@ type Server struct {
 	parked atomic.Int64 // polls currently held
 
 	// Connection caps, derived at New from the configuration and the
-	// open-file limit; lim is the listener Serve wraps with them.
+	// open-file limit, shared by the plain and the HTTPS listener.
 	maxConns, maxPollers int
-	lim                  atomic.Pointer[limitListener]
+	caps                 *connCaps
 	connRefused          *prometheus.CounterVec
+	// tls serves the HTTPS listener (nil: http.tls.addr unset).
+	tls *certReloader
 
 	// newConns are connections that have not sent a request yet
 	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves
@@ -171,18 +174,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Name: "discovery_http_conn_refusals_total",
 		Help: "Connections refused at accept by http.max_conns (global) or http.max_conns_per_ip (per_ip).",
 	}, []string{"reason"})
+	s.caps = newConnCaps(s.maxConns, cfg.MaxConnsPerIP, s.connRefused)
+	if cfg.TLS.Addr != "" {
+		if s.tls, err = newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, s.log); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		if err := s.tls.register(regr); err != nil {
+			return nil, fmt.Errorf("api: register metrics: %w", err)
+		}
+	}
 	m, err := newMetrics(regr, s.reg, s.parked.Load)
 	if err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
 	}
 	for _, c := range []prometheus.Collector{g.refusals, s.connRefused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_connections", Help: "HTTP connections open now."},
-			func() float64 {
-				if l := s.lim.Load(); l != nil {
-					return float64(l.open())
-				}
-				return 0
-			}),
+			func() float64 { return float64(s.caps.open()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_max_conns", Help: "The connection cap in force (http.max_conns, or derived from the open-file limit)."},
 			func() float64 { return float64(s.maxConns) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "discovery_http_max_pollers", Help: "The parked-poll cap in force (http.max_pollers, or derived)."},
@@ -282,9 +289,26 @@ func (s *Server) Handler() http.Handler { return s.e }
 // Serve serves on ln until Shutdown, within the connection caps. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	l := newLimitListener(ln, s.maxConns, s.cfg.MaxConnsPerIP, s.connRefused)
-	s.lim.Store(l)
-	err := s.srv.Serve(l)
+	err := s.srv.Serve(&limitListener{Listener: ln, caps: s.caps, plain: true})
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS serves HTTPS on ln (TCP) until Shutdown, within the same caps
+// as Serve, with the certificate of http.tls (reloaded when its files
+// change). HTTP/1.1 only: long-polls hold one connection each either way.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.tls == nil {
+		return errors.New("api: ServeTLS without http.tls.addr")
+	}
+	conf := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"http/1.1"},
+		GetCertificate: s.tls.getCertificate,
+	}
+	err := s.srv.Serve(tls.NewListener(&limitListener{Listener: ln, caps: s.caps}, conf))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -313,16 +313,21 @@ func TestLoad_DocumentedEnvNames(t *testing.T) {
 // new key is covered without editing the test).
 func TestLoad_EveryKeyHasWorkingEnvAndFlag(t *testing.T) {
 	// Keys that are only valid together with another one.
-	requires := map[string][2]string{
-		"cluster.accept_secrets": {"cluster.secret", "MDEyMzQ1Njc4OWFiY2RlZg=="},
+	tlsSet := [][2]string{{"http.tls.addr", "127.0.0.1:0"}, {"http.tls.cert_file", "c.pem"}, {"http.tls.key_file", "k.pem"}}
+	requires := map[string][][2]string{
+		"cluster.accept_secrets": {{"cluster.secret", "MDEyMzQ1Njc4OWFiY2RlZg=="}},
+		"http.tls.addr":          tlsSet[1:],
+		"http.tls.advertise":     tlsSet,
+		"http.tls.cert_file":     {tlsSet[0], tlsSet[2]},
+		"http.tls.key_file":      tlsSet[:2],
 	}
 	for _, l := range leaves() {
 		text, want := sampleValue(t, l)
 		t.Run(l.key, func(t *testing.T) {
 			var withArgs, withEnv []string
-			if r, ok := requires[l.key]; ok {
-				withArgs = []string{"--" + r[0] + "=" + r[1]}
-				withEnv = []string{EnvName(r[0]) + "=" + r[1]}
+			for _, r := range requires[l.key] {
+				withArgs = append(withArgs, "--"+r[0]+"="+r[1])
+				withEnv = append(withEnv, EnvName(r[0])+"="+r[1])
 			}
 			for _, src := range []struct {
 				name          string
@@ -357,6 +362,8 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"cluster.bind":               {"127.0.0.1:0", "127.0.0.1:0"},
 		"cluster.advertise":          {"10.0.0.5:7946", "10.0.0.5:7946"},
 		"http.advertise":             {"10.0.0.5:7171", "10.0.0.5:7171"},
+		"http.tls.addr":              {"127.0.0.1:7443", "127.0.0.1:7443"},
+		"http.tls.advertise":         {"10.0.0.5:7443", "10.0.0.5:7443"},
 		"cluster.secret":             {"MDEyMzQ1Njc4OWFiY2RlZg==", "MDEyMzQ1Njc4OWFiY2RlZg=="},
 		"cluster.accept_secrets":     {"ZmVkY2JhOTg3NjU0MzIxMA==", []string{"ZmVkY2JhOTg3NjU0MzIxMA=="}},
 		"security.write_cidrs":       {"10.0.0.0/8,192.168.1.0/24", []string{"10.0.0.0/8", "192.168.1.0/24"}},

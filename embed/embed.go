@@ -52,6 +52,9 @@ type Options struct {
 	// Listener, if set, is the HTTP listener (cfg.HTTP.Addr is then only
 	// used for the health subcommand's default). The node closes it.
 	Listener net.Listener
+	// TLSListener, if set, is the HTTPS listener (TCP; http.tls.addr must
+	// be set, and only names the certificate's use). The node closes it.
+	TLSListener net.Listener
 	// Transport, if set, reaches the peers instead of HTTP (tests: a
 	// syncup.MemNetwork; Attach the node with AttachTo).
 	Transport syncup.Transport
@@ -69,6 +72,9 @@ type Addrs struct {
 	HTTPListen string // bound HTTP host:port
 	Gossip     string // advertised gossip host:port
 	GossipBind string // bound gossip host:port
+	// HTTPS and HTTPSListen are the advertised and bound HTTPS host:port;
+	// empty without http.tls.addr.
+	HTTPS, HTTPSListen string
 }
 
 // Node is one discovery node. Its methods are safe for concurrent use.
@@ -180,15 +186,37 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			_ = ln.Close()
 		}
 	}()
+	tlsLn := n.opts.TLSListener
+	if tlsLn == nil && n.cfg.HTTP.TLS.Addr != "" {
+		if tlsLn, err = net.Listen("tcp", n.cfg.HTTP.TLS.Addr); err != nil {
+			return fmt.Errorf("https listen: %w", err)
+		}
+	}
+	if tlsLn != nil {
+		defer func() {
+			if err != nil {
+				_ = tlsLn.Close()
+			}
+		}()
+		if n.cfg.HTTP.TLS.Addr == "" {
+			return errors.New("embed: Options.TLSListener without http.tls.addr and a certificate")
+		}
+	}
 	// The advertised address (port 0 → the bound port) is needed by
 	// everything that publishes this node.
 	advertise, err := api.AdvertiseAddr(n.cfg.HTTP.Advertise, ln.Addr())
 	if err != nil {
 		return fmt.Errorf("http.advertise: %w", err)
 	}
+	var advertiseTLS string
+	if tlsLn != nil {
+		if advertiseTLS, err = api.AdvertiseAddr(n.cfg.HTTP.TLS.Advertise, tlsLn.Addr()); err != nil {
+			return fmt.Errorf("http.tls.advertise: %w", err)
+		}
+	}
 	cl, err := syncup.New(n.cfg.Cluster, syncup.Self{
 		Env: n.cfg.Node.Env, Zone: n.cfg.Node.Zone, Region: n.cfg.Node.Region, Hostname: n.cfg.Node.Hostname,
-		HTTPAddr: advertise, Version: n.opts.Version,
+		HTTPAddr: advertise, HTTPSAddr: advertiseTLS, Version: n.opts.Version,
 	}, n.reg, syncup.Deps{
 		Logger: n.log.With("component", "syncup"), Metrics: n.metrics, Transport: n.opts.Transport,
 		Memberlist: n.opts.Memberlist, Resolver: n.opts.Resolver, EvictAfter: n.cfg.Registry.EvictAfter,
@@ -237,6 +265,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.ln, n.cluster, n.srv, n.started = ln, cl, srv, true
 	n.addrs = Addrs{HTTP: advertise, HTTPListen: ln.Addr().String(), Gossip: cl.GossipAddr(), GossipBind: cl.GossipBindAddr()}
+	if tlsLn != nil {
+		n.addrs.HTTPS, n.addrs.HTTPSListen = advertiseTLS, tlsLn.Addr().String()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := srv.ServeTLS(tlsLn); err != nil {
+				n.fail(fmt.Errorf("https serve: %w", err))
+			}
+		}()
+	}
 
 	lctx, cancel := context.WithCancel(context.Background())
 	n.loopCancel = cancel
@@ -253,7 +291,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.fail(fmt.Errorf("registry: %w", err))
 		}
 	}()
-	n.log.Info("listening", "http", n.addrs.HTTPListen, "gossip", n.addrs.Gossip, "advertise", advertise,
+	n.log.Info("listening", "http", n.addrs.HTTPListen, "https", n.addrs.HTTPSListen, "gossip", n.addrs.Gossip, "advertise", advertise,
 		"env", n.cfg.Node.Env, "zone", n.cfg.Node.Zone, "hostname", n.cfg.Node.Hostname, "node", cl.Name(), "version", n.opts.Version)
 	return nil
 }

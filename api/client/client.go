@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ type Client struct {
 	log     *slog.Logger
 	hc      *http.Client
 	ownHC   bool
+	scheme  string // of every request and of the learned node addrs: http, or https with Config.TLS
 	nodes   *nodeSet
 	metrics *metrics
 
@@ -59,7 +61,11 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: o.logger, hc: o.httpClient, nodes: newNodeSet(cfg.Nodes), regs: map[string]*registration{}}
+	c := &Client{cfg: cfg, log: o.logger, hc: o.httpClient, nodes: newNodeSet(cfg.Nodes), regs: map[string]*registration{}, scheme: "http"}
+	var tlsConf *tls.Config
+	if cfg.TLS != nil {
+		c.scheme, tlsConf = "https", cfg.TLS.Clone()
+	}
 	if c.log == nil {
 		c.log = DiscardLogger()
 	}
@@ -70,6 +76,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 40 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 8,
 			IdleConnTimeout:     40 * time.Second,
+			TLSClientConfig:     tlsConf,
 		}}
 	}
 	c.hub.init()

@@ -1,11 +1,14 @@
 package client
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +25,9 @@ const (
 	EnvZone     = "ZONE"            // default DefaultZone
 	EnvDeploy   = "DEPLOY_ENV"      // default DefaultEnv
 	EnvHostname = "HOSTNAME"        // default os.Hostname()
+	// EnvCAFile names a PEM file of the CA that signed the nodes' HTTPS
+	// certificates; set, the client speaks HTTPS (Config.CAFile).
+	EnvCAFile = "DISCOVERY_CA_FILE"
 
 	DefaultRegion = "region01"
 	DefaultZone   = "zone01"
@@ -65,6 +71,16 @@ type Config struct {
 	// MaxResponseBytes caps the size of an answer body; a longer body is
 	// ErrBadResponse. Large registries answer big polls, so leave room.
 	MaxResponseBytes int64
+
+	// TLS, when set, makes the client speak HTTPS to the nodes' HTTPS
+	// listeners (http.tls on the server): Nodes are then HTTPS host:ports
+	// and the node list is learned from the https:// addrs of
+	// infra.discovery. Kratos clients cannot; the plain listener stays.
+	TLS *tls.Config
+	// CAFile, when TLS is nil, is a PEM file of the CA that signed the
+	// nodes' certificates; it sets TLS with that CA as the only root.
+	// Empty: DISCOVERY_CA_FILE.
+	CAFile string
 }
 
 // DefaultConfig returns the defaults for the tunables; the identity fields and
@@ -103,6 +119,20 @@ func (c Config) resolve(getenv func(string) string, hostname func() (string, err
 	str(&c.Zone, EnvZone, DefaultZone)
 	str(&c.Env, EnvDeploy, DefaultEnv)
 	str(&c.Hostname, EnvHostname, "")
+	if c.TLS == nil {
+		str(&c.CAFile, EnvCAFile, "")
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return c, fmt.Errorf("%w: CAFile: %v", ErrInvalidConfig, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return c, fmt.Errorf("%w: CAFile %s: no PEM certificate in it", ErrInvalidConfig, c.CAFile)
+			}
+			c.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+	}
 	if c.Hostname == "" {
 		h, err := hostname()
 		if err != nil {

@@ -90,9 +90,12 @@ func TestNodesFromInfra(t *testing.T) {
 		},
 		"z2": {{Status: StatusUp, Addrs: []string{"http://node.z2:7171"}}},
 	}}
-	same, other := nodesFromInfra(info, "z1")
+	same, other := nodesFromInfra(info, "z1", "http")
 	if !slices.Equal(same, []string{"10.0.0.1:7171"}) || !slices.Equal(other, []string{"node.z2:7171"}) {
 		t.Fatalf("same %v other %v", same, other)
+	}
+	if same, other := nodesFromInfra(info, "z1", "https"); !slices.Equal(same, []string{"10.0.0.8:443"}) || len(other) != 0 {
+		t.Fatalf("https: same %v other %v", same, other)
 	}
 }
 

@@ -94,9 +94,9 @@ func (n *nodeSet) setLearned(same, other []string) bool {
 }
 
 // nodesFromInfra extracts node host:ports from infra.discovery instances:
-// http addrs only (a node advertises exactly one, spec 7.5.1), UP only, split
-// by whether the node is in zone.
-func nodesFromInfra(info *Instances, zone string) (same, other []string) {
+// addrs of scheme only (http: one per node, spec 7.5.1; https: the nodes
+// with an HTTPS listener), UP only, split by whether the node is in zone.
+func nodesFromInfra(info *Instances, zone, scheme string) (same, other []string) {
 	for z, l := range info.Zones {
 		for i := range l {
 			if l[i].Status != StatusUp {
@@ -104,7 +104,7 @@ func nodesFromInfra(info *Instances, zone string) (same, other []string) {
 			}
 			for _, a := range l[i].Addrs {
 				u, err := url.Parse(a)
-				if err != nil || u.Scheme != "http" || checkHostPort(u.Host) != nil {
+				if err != nil || u.Scheme != scheme || checkHostPort(u.Host) != nil {
 					continue
 				}
 				if h, _, _ := net.SplitHostPort(u.Host); net.ParseIP(h) != nil && net.ParseIP(h).IsUnspecified() {

@@ -25,7 +25,7 @@ const userAgent = "discovery-go-client"
 func (c *Client) roundTrip(ctx context.Context, node, method, path string, params url.Values, timeout time.Duration) (*envelope, error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	u := "http://" + node + path
+	u := c.scheme + "://" + node + path
 	var body io.Reader
 	if method == http.MethodGet {
 		u += "?" + params.Encode()

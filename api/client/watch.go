@@ -356,7 +356,7 @@ func (c *Client) apply(node string, sent map[string]int64, ans *pollAnswer) erro
 		return fmt.Errorf("%w: polls on %s: answer carries no change", ErrBadResponse, node)
 	}
 	if infra != nil {
-		same, other := nodesFromInfra(infra, c.cfg.Zone)
+		same, other := nodesFromInfra(infra, c.cfg.Zone, c.scheme)
 		if c.nodes.setLearned(same, other) {
 			c.log.Info("discovery node list updated", "same_zone", same, "other_zones", other)
 		}

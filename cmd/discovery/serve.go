@@ -23,7 +23,7 @@ func serveCmd(args, environ []string, _, stderr io.Writer) int {
 	defer signal.Stop(sigc)
 
 	fs := newFlagSet("serve", stderr)
-	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<advertised host:port>","http_listen":"<bound host:port>","gossip_bind":"<bound host:port>"} to this file (atomically)`)
+	addrFile := fs.String("addr-file", "", `once listening, write {"http":"<advertised host:port>","gossip":"<advertised host:port>","http_listen":"<bound host:port>","gossip_bind":"<bound host:port>","https":"...","https_listen":"..."} to this file (atomically; https only with http.tls.addr)`)
 	cfg, code, ok := parseConfig(fs, args, environ, stderr)
 	if !ok {
 		return code
@@ -81,7 +81,7 @@ func runNode(cfg configs.Config, opt nodeOptions) error {
 	}
 	if opt.addrFile != "" {
 		a := n.Addrs()
-		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: a.HTTP, Gossip: a.Gossip, HTTPListen: a.HTTPListen, GossipBind: a.GossipBind}); err != nil {
+		if err := writeAddrFile(opt.addrFile, listenAddrs{HTTP: a.HTTP, Gossip: a.Gossip, HTTPListen: a.HTTPListen, GossipBind: a.GossipBind, HTTPS: a.HTTPS, HTTPSListen: a.HTTPSListen}); err != nil {
 			stop()
 			return fmt.Errorf("--addr-file: %w", err)
 		}
@@ -106,6 +106,9 @@ type listenAddrs struct {
 	Gossip     string `json:"gossip"`
 	HTTPListen string `json:"http_listen"`
 	GossipBind string `json:"gossip_bind"`
+	// With http.tls.addr only.
+	HTTPS       string `json:"https,omitempty"`
+	HTTPSListen string `json:"https_listen,omitempty"`
 }
 
 // writeAddrFile writes a into path atomically (temporary file + rename), so

@@ -275,7 +275,8 @@ func NodeAddrs(n *Node, upOnly bool) ([]string, error) {
 }
 
 // InfraAddrs returns the sorted host:port of the UP infra.discovery records
-// n holds in its own env and zone (the http:// scheme stripped).
+// n holds in its own env and zone: their http:// addrs, scheme stripped
+// (what kratos takes; https:// addrs of nodes with TLS are left out).
 func InfraAddrs(n *Node) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -286,7 +287,9 @@ func InfraAddrs(n *Node) ([]string, error) {
 	var out []string
 	for _, in := range ii.All() {
 		for _, a := range in.Addrs {
-			out = append(out, strings.TrimPrefix(a, "http://"))
+			if hp, ok := strings.CutPrefix(a, "http://"); ok {
+				out = append(out, hp)
+			}
 		}
 	}
 	sort.Strings(out)

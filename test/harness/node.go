@@ -110,6 +110,9 @@ type Node struct {
 	// AdvertisedHTTP and AdvertisedGossip are what peers and clients use:
 	// the fault proxies when Opts.Faults, else HTTP and Gossip.
 	AdvertisedHTTP, AdvertisedGossip string
+	// HTTPS is the advertised HTTPS host:port (DISCOVERY_HTTP_TLS_ADDR
+	// set), else empty.
+	HTTPS string
 	// LogPath holds the process's stdout and stderr.
 	LogPath string
 	// Client talks to HTTP.
@@ -131,6 +134,7 @@ type addrFile struct {
 	Gossip     string `json:"gossip"`
 	HTTPListen string `json:"http_listen"`
 	GossipBind string `json:"gossip_bind"`
+	HTTPS      string `json:"https"`
 }
 
 // StartNode starts one node (standalone, or joining opts.Join) and waits
@@ -254,6 +258,7 @@ func startOnce(tb testing.TB, bin string, opts Options, ep *endpoint) (*Node, er
 		n.HTTP, n.Gossip = h.String(), g.String()
 		n.AdvertisedHTTP, n.AdvertisedGossip = af.HTTP, af.Gossip
 	}
+	n.HTTPS = af.HTTPS
 	n.Client = NewClient(n.HTTP)
 	if opts.NoWaitReady {
 		return n, nil
