@@ -99,7 +99,7 @@ func newMetrics(r prometheus.Registerer, reg *registry.Registry, parked func() i
 type registryCollector struct {
 	reg *registry.Registry
 
-	instances, apps, protected, expected, actual, threshold, evictions, tombstones, waiters *prometheus.Desc
+	instances, apps, protected, expected, actual, threshold, evictions, tombstones, waiters, full *prometheus.Desc
 }
 
 func newRegistryCollector(reg *registry.Registry) *registryCollector {
@@ -117,12 +117,13 @@ func newRegistryCollector(reg *registry.Registry) *registryCollector {
 		evictions:  d("discovery_registry_evictions_total", "Instances evicted since start."),
 		tombstones: d("discovery_registry_tombstones", "Cancel tombstones currently remembered."),
 		waiters:    d("discovery_registry_poll_waiters", "Long-poll waiters armed in the registry."),
+		full:       d("discovery_registry_full_refusals_total", "Writes refused because a new key would exceed registry.max_instances, max_apps or max_envs, by cap.", "cap"),
 	}
 }
 
 func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.instances, c.apps, c.protected, c.expected, c.actual,
-		c.threshold, c.evictions, c.tombstones, c.waiters} {
+		c.threshold, c.evictions, c.tombstones, c.waiters, c.full} {
 		ch <- d
 	}
 }
@@ -149,4 +150,10 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(st.Evictions))
 	g(c.tombstones, float64(st.Tombstones))
 	g(c.waiters, float64(st.Waiters))
+	for _, f := range []struct {
+		cap string
+		n   uint64
+	}{{"max_instances", st.Full.Instances}, {"max_apps", st.Full.Apps}, {"max_envs", st.Full.Envs}} {
+		ch <- prometheus.MustNewConstMetric(c.full, prometheus.CounterValue, float64(f.n), f.cap)
+	}
 }

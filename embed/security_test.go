@@ -284,6 +284,10 @@ func TestAttack_UnboundedGrowth(t *testing.T) {
 	if s.Instances["dev"] != 20 || refused != 21 || s.Full.Instances != 21 { // the node's own record takes one
 		t.Fatalf("held %d, refused %d, stats %+v", s.Instances["dev"], refused, s.Full)
 	}
+	m, err := c.Metrics(t.Context())
+	if err != nil || !strings.Contains(m, `discovery_registry_full_refusals_total{cap="max_instances"} 21`) {
+		t.Fatalf("refusals not exported (%v):\n%s", err, grepLines(m, "full_refusals"))
+	}
 }
 
 // Registrations that never renew cannot push the node into
@@ -496,6 +500,10 @@ func TestAuthMatrix_PublicRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expired, err := syncup.NewPeerAuthWithClock(testSecret, nil, time.Minute, func() time.Time { return time.Now().Add(-2 * time.Minute) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Client routes need no credential.
 	ins := legit("m1")
 	for _, step := range []func() (*harness.Envelope, error){
@@ -542,6 +550,7 @@ func TestAuthMatrix_PublicRoutes(t *testing.T) {
 	}{
 		{"none", func(*http.Request, []byte) {}, false},
 		{"wrong", func(r *http.Request, b []byte) { wrong.Sign(r, b) }, false},
+		{"expired", func(r *http.Request, b []byte) { expired.Sign(r, b) }, false},
 		{"right", func(r *http.Request, b []byte) { good.Sign(r, b); replayed = r.Header.Clone() }, true},
 		{"replayed", func(r *http.Request, _ []byte) { r.Header = replayed }, false},
 	} {

@@ -241,6 +241,17 @@ func NewPeerAuth(secret string, accept []string, skew time.Duration) (*PeerAuth,
 	return newPeerAuth(kr, skew), nil
 }
 
+// NewPeerAuthWithClock is NewPeerAuth with the clock that stamps and
+// checks requests (tools that replay a capture, tests of the skew bound).
+func NewPeerAuthWithClock(secret string, accept []string, skew time.Duration, now func() time.Time) (*PeerAuth, error) {
+	a, err := NewPeerAuth(secret, accept, skew)
+	if err != nil {
+		return nil, err
+	}
+	a.now = now
+	return a, nil
+}
+
 // answerSig returns the signature value of an answer to the request with
 // nonce, signed with the key that request used.
 func (a *PeerAuth) answerSig(k signKey, nonce string, status int, digest string) string {
