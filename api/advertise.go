@@ -40,9 +40,9 @@ func advertiseAddr(configured string, bound net.Addr, ifaceAddrs func() ([]net.A
 	if err != nil {
 		return "", fmt.Errorf("bound address %q: %w", bound.String(), err)
 	}
-	ip, perr := netip.ParseAddr(host)
-	if host != "" && (perr != nil || !ip.IsUnspecified()) {
-		return net.JoinHostPort(host, port), nil
+	// A host that is not an IP literal (a name) is published as given.
+	if ip, perr := netip.ParseAddr(host); host != "" && (perr != nil || !ip.IsUnspecified()) {
+		return net.JoinHostPort(host, port), nil //nolint:nilerr // a name is not an error here
 	}
 	return net.JoinHostPort(firstUnicast(ifaceAddrs), port), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -332,7 +331,7 @@ func TestServer_ShutdownReleasesPolls(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	base := "http://" + ln.Addr().String()
-	q := url.Values(pollsQuery(tEnv, "x", appA, la)).Encode()
+	q := pollsQuery(tEnv, "x", appA, la).Encode()
 	results := make(chan resp, 3)
 	for range 3 {
 		go func() { results <- httpGet(t, base+"/discovery/polls?"+q) }()

@@ -1,8 +1,8 @@
 package api
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -401,7 +401,7 @@ func (s *Server) callRecover(h echo.HandlerFunc, c echo.Context) (err error) {
 		if r == nil {
 			return
 		}
-		if r == http.ErrAbortHandler {
+		if r == http.ErrAbortHandler { //nolint:errorlint // the sentinel value net/http panics with, never wrapped
 			panic(r)
 		}
 		if err, _ = r.(error); err == nil {

@@ -128,7 +128,7 @@ func targetLabels(in *registry.Instance) map[string]string {
 func sanitizeLabel(s string) string {
 	b := []byte(s)
 	for i, ch := range b {
-		if !(ch == '_' || ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9') {
+		if ch != '_' && (ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z') && (ch < '0' || ch > '9') {
 			b[i] = '_'
 		}
 	}

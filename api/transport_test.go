@@ -226,7 +226,8 @@ func TestEnvelope_EveryAnswer(t *testing.T) {
 			t.Errorf("Kratos-Status-Code %q for code %d", hdr, code)
 		}
 		msg := r.message()
-		if code != -400 && !(code == -404 && strings.HasSuffix(msg, " not found")) && msg != fmtCode(code) {
+		notFound := code == -404 && strings.HasSuffix(msg, " not found")
+		if code != -400 && !notFound && msg != fmtCode(code) {
 			t.Errorf("message %q for code %d", msg, code)
 		}
 		env := r.env()

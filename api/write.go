@@ -316,16 +316,3 @@ func (s *Server) replyWriteError(c echo.Context, err error) error {
 	}
 	return reply(c, code)
 }
-
-// normalize makes an instance's JSON match what clients expect from answers:
-// addrs an array and metadata an object, never null (spec 3.1.3, 3.2.4).
-// Instances from the registry are copies, so this edits our own value.
-func normalize(in *registry.Instance) *registry.Instance {
-	if in.Addrs == nil {
-		in.Addrs = []string{}
-	}
-	if in.Metadata == nil {
-		in.Metadata = map[string]string{}
-	}
-	return in
-}

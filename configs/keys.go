@@ -70,12 +70,12 @@ func walkLeaves(t reflect.Type, prefix string, index []int, out *[]leaf) {
 }
 
 func kindOf(key string, t reflect.Type) kind {
-	switch {
-	case t == durationType:
+	switch t {
+	case durationType:
 		return kindDuration
-	case t == listType:
+	case listType:
 		return kindList
-	case t == zonesType:
+	case zonesType:
 		return kindZones
 	}
 	switch t.Kind() {

@@ -163,11 +163,13 @@ func decodeErrors(err error) error {
 	var walk func(error)
 	walk = func(e error) {
 		var de *mapstructure.DecodeError
-		if errors.As(e, &de) && e == error(de) {
+		// This walks the error tree itself, node by node: the comparison
+		// and the type switch look at this node, not down its chain.
+		if errors.As(e, &de) && e == error(de) { //nolint:errorlint // this node itself
 			lines = append(lines, fmt.Errorf("%s: %w", de.Name(), de.Unwrap()))
 			return
 		}
-		switch u := e.(type) {
+		switch u := e.(type) { //nolint:errorlint // this node itself
 		case interface{ Unwrap() []error }:
 			for _, c := range u.Unwrap() {
 				walk(c)

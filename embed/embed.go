@@ -177,7 +177,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	ln := n.opts.Listener
 	if ln == nil {
-		if ln, err = net.Listen("tcp", n.cfg.HTTP.Addr); err != nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.HTTP.Addr); err != nil {
 			return fmt.Errorf("http listen: %w", err)
 		}
 	}
@@ -188,7 +188,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 	tlsLn := n.opts.TLSListener
 	if tlsLn == nil && n.cfg.HTTP.TLS.Addr != "" {
-		if tlsLn, err = net.Listen("tcp", n.cfg.HTTP.TLS.Addr); err != nil {
+		if tlsLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.HTTP.TLS.Addr); err != nil {
 			return fmt.Errorf("https listen: %w", err)
 		}
 	}

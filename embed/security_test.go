@@ -185,7 +185,7 @@ func TestAttack_DumpThroughFetchAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+n.Addrs().HTTP+"/discovery/fetch/all", nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+n.Addrs().HTTP+"/discovery/fetch/all", nil)
 	auth.Sign(req, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -425,7 +425,7 @@ func TestAttack_SlowAndLargeBodies(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			body := strings.NewReader("metadata=" + strings.Repeat("x", 60<<20))
-			req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://"+addr+"/discovery/register", body)
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "http://"+addr+"/discovery/register", body)
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -463,7 +463,7 @@ func TestAttack_OversizedRecordsFromAPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	post := func(body string) (int, string) {
-		req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+n.Addrs().HTTP+wire.PathReplicate, strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+n.Addrs().HTTP+wire.PathReplicate, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		auth.Sign(req, []byte(body))
 		resp, err := http.DefaultClient.Do(req)
@@ -531,7 +531,7 @@ func TestAuthMatrix_PublicRoutes(t *testing.T) {
 		v.Set("dirty_timestamp", fmt.Sprint(stored.DirtyTimestamp-1))
 		v.Set("addrs", "grpc://10.9.9.9:1")
 		body := v.Encode()
-		req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+n.Addrs().HTTP+"/discovery/register", strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+n.Addrs().HTTP+"/discovery/register", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		sign(req, []byte(body))
 		resp, err := http.DefaultClient.Do(req)

@@ -115,19 +115,6 @@ func TestHTTP_SnapshotStreamRoundTrip(t *testing.T) {
 	}
 }
 
-// post sends body to the node's peer handler, signed with the cluster
-// secret like a peer's request.
-func post(t *testing.T, n *tnode, path, body string) (*httptest.ResponseRecorder, map[string]any) {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
-	n.c.auth.Sign(req, []byte(body))
-	n.c.Handler().ServeHTTP(rec, req)
-	var m map[string]any
-	_ = json.Unmarshal(rec.Body.Bytes(), &m)
-	return rec, m
-}
-
 // Bad payloads are a 400 naming the field, never a panic, and change nothing.
 func TestHandler_BadPayloads(t *testing.T) {
 	n := startNode(t, nodeOpt{net: NewMemNetwork(), cfg: func(c *Config) { c.MaxBatchOps = 64; c.MaxBodyBytes = 64 << 10 }})

@@ -112,7 +112,7 @@ func (t *HTTPTransport) do(ctx context.Context, addr, path string, body []byte) 
 	if t.auth != nil {
 		nonce = t.auth.Sign(req, body)
 	}
-	resp, err := t.client.Do(req)
+	resp, err := t.client.Do(req) //nolint:bodyclose // drainClose below closes it
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,7 @@ func (t *HTTPTransport) Snapshot(ctx context.Context, addr string, sink func(Sna
 	if t.auth != nil {
 		nonce = t.auth.Sign(req, nil)
 	}
-	resp, err := t.client.Do(req)
+	resp, err := t.client.Do(req) //nolint:bodyclose // drainClose below closes it
 	if err != nil {
 		return false, err
 	}

@@ -206,7 +206,7 @@ func TestPeerAuth_RotationWithTwoKeys(t *testing.T) {
 	defer resp.Body.Close()
 	var m map[string]string
 	_ = json.NewDecoder(resp.Body).Decode(&m)
-	if resp.StatusCode != 401 {
+	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("rogue's signed request: HTTP %d %v", resp.StatusCode, m)
 	}
 }

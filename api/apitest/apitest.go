@@ -56,7 +56,7 @@ func StartNode(tb testing.TB, opts Options) *Node {
 	if opts.Config != nil {
 		cfg = *opts.Config
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(tb.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		func() float64 { return float64(len(c.nodes.snapshot())) },
 		func() float64 { return float64(c.hub.size()) })
 	if err != nil {
-		return nil, fmt.Errorf("%w: metrics: %v", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: metrics: %w", ErrInvalidConfig, err)
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	// The client's own watch of the node list; never removed.

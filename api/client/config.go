@@ -124,7 +124,7 @@ func (c Config) resolve(getenv func(string) string, hostname func() (string, err
 		if c.CAFile != "" {
 			pem, err := os.ReadFile(c.CAFile)
 			if err != nil {
-				return c, fmt.Errorf("%w: CAFile: %v", ErrInvalidConfig, err)
+				return c, fmt.Errorf("%w: CAFile: %w", ErrInvalidConfig, err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
@@ -136,7 +136,7 @@ func (c Config) resolve(getenv func(string) string, hostname func() (string, err
 	if c.Hostname == "" {
 		h, err := hostname()
 		if err != nil {
-			return c, fmt.Errorf("%w: Hostname: unset, %s unset and os.Hostname failed: %v", ErrInvalidConfig, EnvHostname, err)
+			return c, fmt.Errorf("%w: Hostname: unset, %s unset and os.Hostname failed: %w", ErrInvalidConfig, EnvHostname, err)
 		}
 		c.Hostname = h
 	}
@@ -166,7 +166,7 @@ func (c Config) Validate() error {
 	}
 	for i, n := range c.Nodes {
 		if err := checkHostPort(n); err != nil {
-			errs = append(errs, fmt.Errorf("%w: Nodes[%d] %q: %v", ErrInvalidConfig, i, n, err))
+			errs = append(errs, fmt.Errorf("%w: Nodes[%d] %q: %w", ErrInvalidConfig, i, n, err))
 		}
 	}
 	for _, f := range []struct{ name, v string }{

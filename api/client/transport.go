@@ -34,7 +34,7 @@ func (c *Client) roundTrip(ctx context.Context, node, method, path string, param
 	}
 	req, err := http.NewRequestWithContext(rctx, method, u, body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, method, path, err)
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -50,7 +50,7 @@ func (c *Client) roundTrip(ctx context.Context, node, method, path string, param
 		if rctx.Err() != nil {
 			return fmt.Errorf("%w: %s %s on %s: no answer within %s", ErrUnavailable, method, path, node, timeout)
 		}
-		return fmt.Errorf("%w: %s %s on %s: %s: %v", ErrUnavailable, method, path, node, what, err)
+		return fmt.Errorf("%w: %s %s on %s: %s: %w", ErrUnavailable, method, path, node, what, err)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -69,7 +69,7 @@ func (c *Client) roundTrip(ctx context.Context, node, method, path string, param
 	}
 	env, err := wire.DecodeEnvelope(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s on %s: %v", ErrBadResponse, method, path, node, err)
+		return nil, fmt.Errorf("%w: %s %s on %s: %w", ErrBadResponse, method, path, node, err)
 	}
 	return env, nil
 }
@@ -130,7 +130,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, params url.V
 	}
 	if err != nil && last != nil && !errors.Is(err, last) {
 		// ctx ended while retrying: keep the reason and the last node error.
-		return fmt.Errorf("%s: %w (last error: %v)", op, err, last)
+		return fmt.Errorf("%s: %w (last error: %v)", op, err, last) //nolint:errorlint // only ctx's cause is wrapped: the last node error must not make the call look like ErrUnavailable
 	}
 	return err
 }

@@ -116,7 +116,7 @@ func decodeInfo(appid string, raw json.RawMessage) (*Instances, error) {
 	}
 	var w wire.InstanceInfo
 	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadResponse, appid, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadResponse, appid, err)
 	}
 	if w.LatestTimestamp <= 0 { // missing or 0: kratos treats it as an error too (spec 5.5)
 		return nil, fmt.Errorf("%w: %s: latest_timestamp missing or not positive", ErrBadResponse, appid)
@@ -152,7 +152,7 @@ func decodePolls(env *envelope, asked map[string]bool) (*pollAnswer, error) {
 	if env.HasData() {
 		var data map[string]json.RawMessage
 		if err := json.Unmarshal(env.Data, &data); err != nil {
-			return nil, fmt.Errorf("%w: polls data: %v", ErrBadResponse, err)
+			return nil, fmt.Errorf("%w: polls data: %w", ErrBadResponse, err)
 		}
 		keys := sortedKeys(data)
 		for _, appid := range keys {

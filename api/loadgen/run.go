@@ -162,7 +162,7 @@ func (r *runner) runOps(ctx context.Context, count int64, dur time.Duration, lim
 				}
 				if lim != nil {
 					if err := lim.Wait(gctx); err != nil {
-						return nil // ctx ended (or the wait would pass it)
+						return nil //nolint:nilerr // ctx ended (or the wait would pass it): a normal end
 					}
 				}
 				t0 := time.Now()
@@ -173,7 +173,7 @@ func (r *runner) runOps(ctx context.Context, count int64, dur time.Duration, lim
 					h.Record(d)
 					oks[w]++
 				case errors.Is(err, errCanceled) || gctx.Err() != nil:
-					return nil
+					return nil //nolint:nilerr // the run's end, not a failure
 				case errs == nil:
 					return fmt.Errorf("operation %d: %s", seq, errKey(err))
 				default:

@@ -69,7 +69,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, form url.Values
 	}
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
-		return envelope{}, fmt.Errorf("%s %s: %v: %.200s", method, path, err, b)
+		return envelope{}, fmt.Errorf("%s %s: %w: %.200s", method, path, err, b)
 	}
 	return env, nil
 }
@@ -122,7 +122,7 @@ func (c *apiClient) fetch(ctx context.Context, appid string) (map[string]instanc
 		Instances map[string][]instance `json:"instances"`
 	}
 	if err := json.Unmarshal(env.Data, &info); err != nil {
-		return nil, fmt.Errorf("fetch %s: %v", appid, err)
+		return nil, fmt.Errorf("fetch %s: %w", appid, err)
 	}
 	for _, list := range info.Instances {
 		for _, in := range list {

@@ -72,7 +72,7 @@ func startCluster(t *testing.T) *cluster {
 			lastErr = nil
 			break
 		}
-		lastErr = fmt.Errorf("%v\n%s", err, out)
+		lastErr = fmt.Errorf("%w\n%s", err, out)
 		portTaken := bytes.Contains(out, []byte("address already in use")) || bytes.Contains(out, []byte("port is already allocated"))
 		if !bytes.Contains(out, []byte("overlap")) && !portTaken {
 			break
@@ -366,11 +366,6 @@ func (c *cluster) api(node string) *apiClient {
 	a := newAPIClient(fmt.Sprintf("http://127.0.0.1:%d", c.ports[node]))
 	c.apis[node] = a
 	return a
-}
-
-func jsonString(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 // nofileLimit is this process's hard open-file limit, taken as the engine's

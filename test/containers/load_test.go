@@ -84,7 +84,7 @@ func startLoad(t *testing.T, c *cluster, appid string, nodes []string, workers i
 					l.count(func() { l.stats.renews++ })
 					if err == nil && code == -404 {
 						// As kratos does: the node lost it, register again.
-						code, err = cl.register(opCtx, in)
+						_, err = cl.register(opCtx, in)
 						l.count(func() { l.stats.reregisters++ })
 					}
 				}

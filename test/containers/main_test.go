@@ -103,7 +103,7 @@ func detectCompose() ([]string, error) {
 func buildImages() error {
 	ctx := context.Background()
 	if out, err := command(ctx, 10*time.Minute, nil, "make", "-C", suite.root, "image", "IMAGE="+suite.image); err != nil {
-		return fmt.Errorf("make image: %v\n%s", err, out)
+		return fmt.Errorf("make image: %w\n%s", err, out)
 	}
 	dir, err := os.MkdirTemp("", "kratosclient-")
 	if err != nil {
@@ -114,11 +114,11 @@ func buildImages() error {
 	build.Dir = filepath.Join(suite.root, "test", "kratos")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build kratosclient: %v\n%s", err, out)
+		return fmt.Errorf("build kratosclient: %w\n%s", err, out)
 	}
 	dockerfile := filepath.Join(suite.root, "test", "containers", "testdata", "kratosclient.Dockerfile")
 	if out, err := command(ctx, 5*time.Minute, nil, "docker", "build", "-f", dockerfile, "-t", suite.kratosImage, dir); err != nil {
-		return fmt.Errorf("build kratosclient image: %v\n%s", err, out)
+		return fmt.Errorf("build kratosclient image: %w\n%s", err, out)
 	}
 	return nil
 }

@@ -240,7 +240,7 @@ func startPrometheus(t *testing.T, bin string, c *cluster) *prometheus {
 			return testkit.State(false, err.Error())
 		}
 		resp.Body.Close()
-		return testkit.State(resp.StatusCode == 200, resp.Status)
+		return testkit.State(resp.StatusCode == http.StatusOK, resp.Status)
 	})
 	return p
 }
@@ -338,7 +338,7 @@ func (p *prometheus) get(ctx context.Context, path string, q url.Values, into an
 		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(b, &env); err != nil {
-		return fmt.Errorf("%s: %v: %.200s", path, err, b)
+		return fmt.Errorf("%s: %w: %.200s", path, err, b)
 	}
 	if env.Status != "success" {
 		return fmt.Errorf("%s: %s", path, env.Error)

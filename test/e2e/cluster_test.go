@@ -324,7 +324,7 @@ func TestCluster_KillUnderLoad(t *testing.T) {
 		cancel()
 		if !ok {
 			complete("before ready")
-			return fmt.Errorf("/readyz not 200 (%v)", err)
+			return fmt.Errorf("/readyz not 200 (%w)", err)
 		}
 		return nil
 	})

@@ -273,12 +273,6 @@ func (f *Fabric) isBlocked(src, dst *endpoint) bool {
 	return src != nil && f.blocked[[2]*endpoint{src, dst}]
 }
 
-func (f *Fabric) anyBlocked() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.blocked) > 0
-}
-
 func (f *Fabric) byUDPSource(a netip.AddrPort) *endpoint {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -334,7 +328,7 @@ func (f *Fabric) Close() {
 func (p *proxy) close() {
 	p.ln.Close()
 	if p.pc != nil {
-		p.pc.Close()
+		_ = p.pc.Close()
 	}
 	p.f.mu.Lock()
 	conns := make([]*pipe, 0, len(p.conns))
@@ -351,7 +345,7 @@ func (p *proxy) close() {
 		c.b.Close()
 	}
 	for _, u := range ups {
-		u.Close()
+		_ = u.Close()
 	}
 }
 

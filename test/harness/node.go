@@ -284,11 +284,11 @@ func (n *Node) waitAddrFile(path string, deadline time.Time) (addrFile, error) {
 		last = err
 		select {
 		case <-n.done:
-			return addrFile{}, fmt.Errorf("node %s exited before writing its address file (%v)", n.Name, n.exitErr)
+			return addrFile{}, fmt.Errorf("node %s exited before writing its address file (%w)", n.Name, n.exitErr)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
-			return addrFile{}, fmt.Errorf("node %s: no address file within %s: %v", n.Name, n.Opts.ReadyTimeout, last)
+			return addrFile{}, fmt.Errorf("node %s: no address file within %s: %w", n.Name, n.Opts.ReadyTimeout, last)
 		}
 	}
 }
@@ -311,11 +311,11 @@ func (n *Node) waitReady(deadline time.Time) error {
 		last = err
 		select {
 		case <-n.done:
-			return fmt.Errorf("node %s exited before it was ready (%v)", n.Name, n.exitErr)
+			return fmt.Errorf("node %s exited before it was ready (%w)", n.Name, n.exitErr)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s: not ready within %s: %v", n.Name, n.Opts.ReadyTimeout, last)
+			return fmt.Errorf("node %s: not ready within %s: %w", n.Name, n.Opts.ReadyTimeout, last)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -268,19 +269,19 @@ func (n *Node) replicate(ctx context.Context, act action, ins *Instance, noCross
 // renewPeer is the sender side of the renew handshake (7.3).
 func (n *Node) renewPeer(ctx context.Context, p *peer, ins *Instance) {
 	a, err := n.post(ctx, p.addr, actRenew.path(), instanceParams(ins, actRenew, p.otherZone))
-	if err == errCode(codeServerErr) {
+	if errors.Is(err, errCode(codeServerErr)) {
 		p.status.Store(nodeLost)
 		return
 	}
 	p.status.Store(nodeUP) // even on a transport error (D12)
-	switch err {
-	case nil:
-	case errCode(codeNothing):
+	switch {
+	case err == nil:
+	case errors.Is(err, errCode(codeNothing)):
 		// The peer lacks the instance or holds an older copy: push ours.
 		if _, err := n.post(ctx, p.addr, actRegister.path(), instanceParams(ins, actRegister, p.otherZone)); err != nil {
 			n.log.Warn("re-register on peer failed", "peer", p.addr, "appid", ins.AppID, "hostname", ins.Hostname, "err", err)
 		}
-	case errCode(codeConflict):
+	case errors.Is(err, errCode(codeConflict)):
 		// The peer holds a newer copy: register it into ourselves the way the
 		// original does (its own register endpoint, addrs comma-joined).
 		var res *Instance
