@@ -53,7 +53,7 @@ func (s *Server) fetchs(c echo.Context) error {
 // (and legacy nodes) and the token get it. The answer is streamed app by
 // app (bounded memory whatever the registry's size), at most two at once.
 func (s *Server) fetchAll(c echo.Context) error {
-	if !s.guard.fromPeer(c, nil) {
+	if peer, _ := s.guard.fromPeer(c, nil); !peer {
 		if ok, err := s.guard.requireAdmin(c); !ok {
 			return err
 		}

@@ -85,6 +85,13 @@ type PeerCheck interface {
 	FromPeer(r *http.Request, body []byte) bool
 }
 
+// LegacyCheck recognises a request from a configured legacy
+// (bilibili/discovery) node. Legacy nodes cannot sign: their requests are
+// trusted by source address (docs/security.md, docs/migration.md).
+type LegacyCheck interface {
+	FromLegacy(r *http.Request) bool
+}
+
 // peerOnly are the parameters of spec 4.0 that only nodes send.
 var peerOnly = [...]string{"replication", "from_zone", "dirty_timestamp", "set_timestamp", "latest_timestamp", "reg_timestamp"}
 
@@ -116,6 +123,7 @@ type guard struct {
 	nets     []netip.Prefix
 	owners   bool
 	peers    PeerCheck
+	legacy   LegacyCheck
 	log      *slog.Logger
 	refusals *prometheus.CounterVec // route, reason
 
@@ -123,12 +131,12 @@ type guard struct {
 	logged map[netip.Addr]time.Time
 }
 
-func newGuard(cfg SecurityConfig, peers PeerCheck, log *slog.Logger) (*guard, error) {
+func newGuard(cfg SecurityConfig, peers PeerCheck, legacy LegacyCheck, log *slog.Logger) (*guard, error) {
 	tok, err := cfg.token()
 	if err != nil {
 		return nil, err
 	}
-	g := &guard{peers: peers, owners: cfg.KeyOwnership, log: log, logged: map[netip.Addr]time.Time{}}
+	g := &guard{peers: peers, legacy: legacy, owners: cfg.KeyOwnership, log: log, logged: map[netip.Addr]time.Time{}}
 	if tok != "" {
 		g.token = []byte(tok)
 	}
@@ -177,9 +185,16 @@ func (g *guard) refused(c echo.Context, reason, detail string) {
 	g.log.Warn("request refused", "route", route, "reason", reason, "source", src.String(), "detail", detail)
 }
 
-// fromPeer reports whether the request comes from a node of the cluster.
-func (g *guard) fromPeer(c echo.Context, body []byte) bool {
-	return g.peers != nil && g.peers.FromPeer(c.Request(), body)
+// fromPeer reports whether the request comes from a node of the cluster:
+// signed with its secret, or sent by a configured legacy node (legacy).
+func (g *guard) fromPeer(c echo.Context, body []byte) (peer, legacy bool) {
+	if g.peers != nil && g.peers.FromPeer(c.Request(), body) {
+		return true, false
+	}
+	if g.legacy != nil && g.legacy.FromLegacy(c.Request()) {
+		return true, true
+	}
+	return false, false
 }
 
 // adminCode checks the admin token: 0 when it is not configured or

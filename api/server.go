@@ -49,6 +49,9 @@ type Deps struct {
 	// Peers tells requests of the cluster's nodes apart (peer-only
 	// parameters, fetch/all); nil: no request comes from a peer.
 	Peers PeerCheck
+	// Legacy recognises the nodes of an original bilibili/discovery
+	// cluster this node runs beside (a migration); nil: none.
+	Legacy LegacyCheck
 	// Security is what the API enforces beyond the protocol.
 	Security SecurityConfig
 	// Self is this node (addr = advertised HTTP host:port, zone).
@@ -161,7 +164,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := deps.Security.Validate(); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	g, err := newGuard(deps.Security, deps.Peers, s.log)
+	g, err := newGuard(deps.Security, deps.Peers, deps.Legacy, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}

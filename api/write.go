@@ -122,9 +122,18 @@ func (s *Server) writeForm(c echo.Context) (v url.Values, peer, admin bool, err 
 		return nil, false, false, err
 	}
 	if hasPeerParams(v) {
-		if peer = s.guard.fromPeer(c, body); !peer {
+		var legacy bool
+		if peer, legacy = s.guard.fromPeer(c, body); !peer {
 			stripPeerParams(v)
 			s.guard.refused(c, "peer_params", "peer-only parameters from a client dropped")
+		}
+		if legacy {
+			// The original forwards a multi-address instance with its
+			// addrs comma-joined in one value (Defect D4): split them back,
+			// so a joined addr is never stored or spread here.
+			if a, ok := v["addrs"]; ok {
+				v["addrs"], _ = wire.SplitJoinedAddrs(a)
+			}
 		}
 	}
 	return v, peer, s.guard.hasAdmin(c), nil

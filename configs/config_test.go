@@ -61,7 +61,7 @@ func TestDefaultFile_EqualsDefaultConfig(t *testing.T) {
 	if err := v.UnmarshalExact(&got, viper.DecodeHook(decodeHook())); err != nil {
 		t.Fatal(err)
 	}
-	zones, _, err := zonesFromYAML(defaultFile)
+	zones, _, err := zonesFromYAML(defaultFile, "cluster.zones")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestDefaultFile_ListsEveryKeyWithComment(t *testing.T) {
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k, v := m.Content[i], m.Content[i+1]
 			key := strings.TrimPrefix(prefix+"."+k.Value, ".")
-			if v.Kind == yaml.MappingNode && key != "cluster.zones" {
+			if v.Kind == yaml.MappingNode && key != "cluster.zones" && key != "cluster.legacy_zones" {
 				walk(v, key)
 				continue
 			}

@@ -128,16 +128,17 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 		v.SetDefault(l.key, l.value(&def).Interface())
 	}
 
-	// cluster.zones is tracked outside viper as well: viper lower-cases map
-	// keys, and zone names are case-sensitive identifiers.
+	// The zone maps (cluster.zones, cluster.legacy_zones) are tracked
+	// outside viper as well: viper lower-cases map keys, and zone names
+	// are case-sensitive identifiers.
 	if err := v.ReadConfig(bytes.NewReader(embedded)); err != nil {
 		return Config{}, fmt.Errorf("embedded default configuration: %w", err)
 	}
 	if err := checkFileKeys(embedded, ls); err != nil {
 		return Config{}, fmt.Errorf("embedded default configuration: %w", err)
 	}
-	zones, _, err := zonesFromYAML(embedded)
-	if err != nil {
+	zones := map[string]map[string][]string{} // zone-map key -> value
+	if err := zoneMapsFromYAML(embedded, ls, zones); err != nil {
 		return Config{}, fmt.Errorf("embedded default configuration: %w", err)
 	}
 
@@ -156,12 +157,8 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 		if err := checkFileKeys(data, ls); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
 		}
-		z, ok, err := zonesFromYAML(data)
-		if err != nil {
+		if err := zoneMapsFromYAML(data, ls, zones); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
-		}
-		if ok {
-			zones = z
 		}
 	}
 
@@ -174,8 +171,8 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 			return Config{}, fmt.Errorf("environment: %w", err)
 		}
 	}
-	if env.zones != nil {
-		zones = env.zones
+	for k, z := range env.zones {
+		zones[k] = z
 	}
 
 	for _, l := range ls {
@@ -189,7 +186,7 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 				if err != nil {
 					return Config{}, fmt.Errorf("flag --%s: %w", l.key, err)
 				}
-				zones = z
+				zones[l.key] = z
 			}
 			continue
 		}
@@ -202,7 +199,11 @@ func load(fs *pflag.FlagSet, environ []string, embedded []byte) (Config, error) 
 	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(decodeHook())); err != nil {
 		return Config{}, decodeErrors(err)
 	}
-	cfg.Cluster.Zones = zones
+	for _, l := range ls {
+		if z, ok := zones[l.key]; ok && l.kind == kindZones {
+			l.value(&cfg).Set(reflect.ValueOf(z))
+		}
+	}
 	normalize(&cfg, ls)
 	if cfg.Node.Hostname == "" {
 		cfg.Node.Hostname = osHostname()
@@ -243,6 +244,12 @@ func setNested(m map[string]any, key string, val any) {
 // configuration key. It reads the file itself: viper's merge silently drops
 // a scalar given where the defaults hold a section ("http: 5").
 func checkFileKeys(data []byte, ls []leaf) error {
+	maps := map[string]bool{}
+	for _, l := range ls {
+		if l.kind == kindZones {
+			maps[l.key] = true
+		}
+	}
 	var m map[string]any
 	if err := yaml.Unmarshal(data, &m); err != nil {
 		return err
@@ -255,7 +262,7 @@ func checkFileKeys(data []byte, ls []leaf) error {
 			if prefix != "" {
 				key = prefix + "." + key
 			}
-			if sub, ok := v.(map[string]any); ok && key != "cluster.zones" {
+			if sub, ok := v.(map[string]any); ok && !maps[key] {
 				walk(sub, key)
 				continue
 			}
@@ -312,8 +319,9 @@ func sectionKeys(k string, ls []leaf) string {
 
 // envLayer is what the environment sets.
 type envLayer struct {
-	values     map[string]any      // key → typed value (cluster.zones excluded)
-	zones      map[string][]string // cluster.zones, nil when not set
+	values map[string]any                 // key → typed value (zone maps excluded)
+	zones  map[string]map[string][]string // zone-map key → value, for those set
+
 	configPath string
 }
 
@@ -348,7 +356,10 @@ func readEnv(environ []string, ls []leaf) (envLayer, error) {
 			continue
 		}
 		if l.kind == kindZones {
-			out.zones = x.(map[string][]string)
+			if out.zones == nil {
+				out.zones = map[string]map[string][]string{}
+			}
+			out.zones[l.key] = x.(map[string][]string)
 			continue
 		}
 		out.values[l.key] = x
@@ -356,22 +367,38 @@ func readEnv(environ []string, ls []leaf) (envLayer, error) {
 	return out, errors.Join(errs...)
 }
 
-// zonesFromYAML reads cluster.zones from a YAML file with the zone names'
-// case kept. ok is false when the file does not set it. Both forms are
-// accepted: a mapping of zone to a list (or comma-separated string) of
-// seeds, and the one-line string form.
-func zonesFromYAML(data []byte) (zones map[string][]string, ok bool, err error) {
+// zoneMapsFromYAML sets, in out, every zone map (kindZones key) the YAML
+// file sets.
+func zoneMapsFromYAML(data []byte, ls []leaf, out map[string]map[string][]string) error {
+	for _, l := range ls {
+		if l.kind != kindZones {
+			continue
+		}
+		z, ok, err := zonesFromYAML(data, l.key)
+		if err != nil {
+			return err
+		}
+		if ok {
+			out[l.key] = z
+		}
+	}
+	return nil
+}
+
+// zonesFromYAML reads the zone map at key (e.g. cluster.zones) from a YAML
+// file with the zone names' case kept. ok is false when the file does not
+// set it. Both forms are accepted: a mapping of zone to a list (or
+// comma-separated string) of host:port, and the one-line string form.
+func zonesFromYAML(data []byte, key string) (zones map[string][]string, ok bool, err error) {
 	doc, err := parseDoc(data)
 	if err != nil {
 		return nil, false, err
 	}
-	cluster := lookupFold(docRoot(doc), "cluster")
-	if cluster == nil {
-		return nil, false, nil
-	}
-	n := lookupFold(cluster, "zones")
-	if n == nil {
-		return nil, false, nil
+	n := docRoot(doc)
+	for _, part := range strings.Split(key, ".") {
+		if n = lookupFold(n, part); n == nil {
+			return nil, false, nil
+		}
 	}
 	switch {
 	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
@@ -379,11 +406,11 @@ func zonesFromYAML(data []byte) (zones map[string][]string, ok bool, err error) 
 	case n.Kind == yaml.ScalarNode:
 		z, err := parseZones(n.Value)
 		if err != nil {
-			return nil, false, fmt.Errorf("cluster.zones: %w", err)
+			return nil, false, fmt.Errorf(key+": %w", err)
 		}
 		return z, true, nil
 	case n.Kind != yaml.MappingNode:
-		return nil, false, errors.New("cluster.zones: want a mapping of zone name to a list of host:port seeds")
+		return nil, false, errors.New(key + ": want a mapping of zone name to a list of host:port")
 	}
 	zones = map[string][]string{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -395,23 +422,23 @@ func zonesFromYAML(data []byte) (zones map[string][]string, ok bool, err error) 
 		case yaml.SequenceNode:
 			for _, s := range v.Content {
 				if s.Kind != yaml.ScalarNode {
-					return nil, false, fmt.Errorf("cluster.zones.%s: seeds must be host:port strings", name)
+					return nil, false, fmt.Errorf("%s.%s: want host:port strings", key, name)
 				}
 				if s := strings.TrimSpace(s.Value); s != "" {
 					seeds = append(seeds, s)
 				}
 			}
 		default:
-			return nil, false, fmt.Errorf("cluster.zones.%s: want a list of host:port seeds", name)
+			return nil, false, fmt.Errorf("%s.%s: want a list of host:port", key, name)
 		}
 		if strings.TrimSpace(name) == "" {
-			return nil, false, errors.New("cluster.zones: empty zone name")
+			return nil, false, errors.New(key + ": empty zone name")
 		}
 		if _, dup := zones[name]; dup {
-			return nil, false, fmt.Errorf("cluster.zones.%s: zone listed twice", name)
+			return nil, false, fmt.Errorf("%s.%s: zone listed twice", key, name)
 		}
 		if len(seeds) == 0 {
-			return nil, false, fmt.Errorf("cluster.zones.%s: zone has no seeds", name)
+			return nil, false, fmt.Errorf("%s.%s: zone has no host:port", key, name)
 		}
 		zones[name] = seeds
 	}

@@ -231,6 +231,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	srv, err := api.New(n.cfg.HTTP, api.Deps{
 		Registry:   n.reg,
 		Peers:      peers,
+		Legacy:     cl,
 		Security:   n.cfg.Security,
 		Replicator: cl,
 		Nodes:      func() []wire.Node { return wireNodes(cl.Nodes()) },

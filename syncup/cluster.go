@@ -122,6 +122,9 @@ type Cluster struct {
 	ownTr *HTTPTransport
 	auth  *PeerAuth // nil without a secret
 
+	legacyTr *LegacyTransport // nil without legacy nodes
+	legacy   *legacy          // nil without legacy nodes
+
 	members *membership
 	repl    *replicator
 	syncer  *syncer
@@ -199,6 +202,15 @@ func New(cfg Config, self Self, reg Registry, deps Deps) (*Cluster, error) {
 	c.recs.live = c.members.ownerLive
 	c.repl.react = c.react
 	c.syncer = newSyncer(cfg, tr, reg, c.recs, c.repl, c.members.sameZone, c.met, log)
+	if len(cfg.LegacyNodes) > 0 || len(cfg.LegacyZones) > 0 {
+		c.legacyTr = NewLegacyTransport(HTTPTransportConfig{Timeout: cfg.PeerTimeout, Auth: c.auth})
+		res := deps.Resolver
+		if res == nil {
+			res = net.DefaultResolver
+		}
+		c.legacy = newLegacy(cfg, self, c.legacyTr, c.recs, c.repl, res, c.met, log)
+		c.syncer.legacy = c.legacy
+	}
 	c.handler = &handler{cfg: cfg, reg: reg, repl: c.repl, recs: c.recs, ready: c.syncer.Ready, met: c.met, log: log,
 		auth: c.auth, open: cfg.Insecure, sem: make(chan struct{}, cfg.MaxPeerRequests)}
 	c.members.onChange = c.membersChanged
@@ -269,9 +281,12 @@ func (c *Cluster) Start(ctx context.Context) error {
 			c.repl.addZone(zone, seeds, c.zoneNodes(zone))
 		}
 	}
+	if c.legacy != nil {
+		c.legacy.start(ctx, c.self.Zone)
+	}
 	// Our own record is in the registry before anything is served (C63).
 	c.recs.register(0)
-	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect {
+	if len(c.cfg.Join) == 0 && !c.cfg.InitProtect && !c.legacy.configured() {
 		c.syncer.markReady("no peers configured")
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -279,6 +294,10 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.loops.Add(2)
 	go func() { defer c.loops.Done(); c.syncer.run(lctx, c.members.joinedC()) }()
 	go func() { defer c.loops.Done(); c.recs.renewLoop(lctx, c.cfg.RenewInterval) }()
+	if c.legacy != nil {
+		c.loops.Add(1)
+		go func() { defer c.loops.Done(); c.legacy.run(lctx) }()
+	}
 	return nil
 }
 
@@ -378,6 +397,16 @@ func (c *Cluster) ReadyC() <-chan struct{} { return c.syncer.readyCh }
 // one): the HTTP layer asks it whether a public request carrying peer-only
 // parameters comes from a node.
 func (c *Cluster) PeerAuth() *PeerAuth { return c.auth }
+
+// FromLegacy reports whether r comes from the address of a configured
+// legacy node (cluster.legacy_nodes, legacy_zones): such requests are
+// trusted like a peer's, since the original cannot sign (docs/security.md).
+// It counts the request as received from that node.
+func (c *Cluster) FromLegacy(r *http.Request) bool { return c.legacy.FromLegacy(r) }
+
+// LegacyStatus lists the configured legacy nodes and what this node knows
+// of them (empty without any).
+func (c *Cluster) LegacyStatus() []LegacyNodeStatus { return c.legacy.status() }
 
 // Insecure reports whether the node runs with cluster.insecure and no
 // secret (for the discovery_security_insecure gauge).
@@ -513,6 +542,9 @@ func (c *Cluster) shutdown(ctx context.Context, graceful bool) error {
 	errs = append(errs, c.members.shutdown(ctx, graceful))
 	if c.ownTr != nil {
 		c.ownTr.CloseIdleConnections()
+	}
+	if c.legacyTr != nil {
+		c.legacyTr.CloseIdleConnections()
 	}
 	if c.members.started() {
 		c.log.Info("cluster stopped", "graceful", graceful)

@@ -45,6 +45,19 @@ type Config struct {
 	// Zones maps other zone names to HTTP host:port seeds of that zone
 	// (cross-zone replication, spec 7.2).
 	Zones map[string][]string `mapstructure:"zones"`
+	// LegacyNodes are HTTP host:port addresses of nodes of a running
+	// bilibili/discovery cluster in this node's zone (a migration,
+	// docs/migration.md). Towards them the node speaks only the public
+	// replication form (spec 7.2-7.4), pulls their fetch/all at start, when
+	// one comes back and every legacy_pull_interval, and takes their
+	// forwarded writes, trusted by source address (they cannot sign).
+	LegacyNodes []string `mapstructure:"legacy_nodes"`
+	// LegacyZones maps other zones to the legacy nodes there; a write that
+	// crosses zones goes to one of them per zone, as the original sends it.
+	LegacyZones map[string][]string `mapstructure:"legacy_zones"`
+	// LegacyPullInterval: how often each legacy node's fetch/all is pulled
+	// and merged (they have no digest route; anti-entropy against them).
+	LegacyPullInterval time.Duration `mapstructure:"legacy_pull_interval"`
 
 	// JoinTimeout bounds the start-up join attempts; when no seed answers
 	// within it the node starts alone (and keeps rejoining in the background).
@@ -98,6 +111,7 @@ func DefaultConfig() Config {
 		MaxDigests:          200_000,
 		MaxPeerRequests:     32,
 		MaxClockSkew:        time.Minute,
+		LegacyPullInterval:  30 * time.Second,
 	}
 }
 
@@ -118,6 +132,7 @@ func (c Config) Validate() error {
 		{"cluster.anti_entropy_interval", c.AntiEntropyInterval},
 		{"cluster.renew_interval", c.RenewInterval},
 		{"cluster.peer_timeout", c.PeerTimeout},
+		{"cluster.legacy_pull_interval", c.LegacyPullInterval},
 		{"cluster.retry_max_backoff", c.RetryMaxBackoff},
 		{"cluster.max_clock_skew", c.MaxClockSkew},
 	} {
@@ -185,21 +200,47 @@ func (c Config) validateAddrs() []error {
 	if len(c.NodeName) > 128 {
 		errs = append(errs, fmt.Errorf("cluster.node_name: at most 128 bytes, got %d", len(c.NodeName)))
 	}
-	for zone, seeds := range c.Zones {
+	errs = append(errs, zoneErrs("cluster.zones", c.Zones)...)
+	errs = append(errs, zoneErrs("cluster.legacy_zones", c.LegacyZones)...)
+	for i, s := range c.LegacyNodes {
+		if err := checkHostPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.legacy_nodes[%d]: %w", i, err))
+		}
+	}
+	return errs
+}
+
+// zoneErrs checks a zone -> host:port list map under key.
+func zoneErrs(key string, zones map[string][]string) []error {
+	var errs []error
+	for zone, seeds := range zones {
 		if zone == "" {
-			errs = append(errs, errors.New("cluster.zones: zone name must not be empty"))
+			errs = append(errs, fmt.Errorf("%s: zone name must not be empty", key))
 			continue
 		}
 		if len(seeds) == 0 {
-			errs = append(errs, fmt.Errorf("cluster.zones.%s: needs at least one host:port seed", zone))
+			errs = append(errs, fmt.Errorf("%s.%s: needs at least one host:port", key, zone))
 		}
 		for i, s := range seeds {
-			if _, _, err := net.SplitHostPort(s); err != nil {
-				errs = append(errs, fmt.Errorf("cluster.zones.%s[%d]: %q is not host:port: %w", zone, i, s, err))
+			if err := checkHostPort(s); err != nil {
+				errs = append(errs, fmt.Errorf("%s.%s[%d]: %w", key, zone, i, err))
 			}
 		}
 	}
 	return errs
+}
+
+// checkHostPort accepts host:port with a non-empty host and a port in
+// 1-65535.
+func checkHostPort(s string) error {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", s, err)
+	}
+	if port, err := strconv.Atoi(ps); host == "" || err != nil || port < 1 || port > 65535 {
+		return fmt.Errorf("%q is not host:port with a host and a port in 1-65535", s)
+	}
+	return nil
 }
 
 // splitIPPort parses "ip:port". With allowZeroPort, port 0 (pick one) is
@@ -225,7 +266,7 @@ func splitIPPort(s string, allowZeroPort bool) (net.IP, int, error) {
 
 // ErrNoSecret is New's error for a node that would take peers on a network
 // without a cluster secret and without cluster.insecure.
-var ErrNoSecret = errors.New("cluster.secret: required to take peers on a network (cluster.join, cluster.zones or a non-loopback cluster.bind/advertise is set); " +
+var ErrNoSecret = errors.New("cluster.secret: required to take peers on a network (cluster.join, cluster.zones, cluster.legacy_nodes, cluster.legacy_zones or a non-loopback cluster.bind/advertise is set); " +
 	"create one with `discovery keygen` and give every node the same one (DISCOVERY_CLUSTER_SECRET), " +
 	"or set cluster.insecure=true to run without (never on a shared network)")
 
@@ -242,7 +283,8 @@ func (c Config) secured() (Config, error) {
 	if err != nil {
 		return c, err
 	}
-	network := len(c.Join) > 0 || len(c.Zones) > 0 || (!ip.IsUnspecified() && !ip.IsLoopback())
+	network := len(c.Join) > 0 || len(c.Zones) > 0 || len(c.LegacyNodes) > 0 || len(c.LegacyZones) > 0 ||
+		(!ip.IsUnspecified() && !ip.IsLoopback())
 	if c.Advertise != "" {
 		if aip, _, err := splitIPPort(c.Advertise, false); err == nil && !aip.IsLoopback() {
 			network = true

@@ -62,16 +62,28 @@ type link struct {
 	// rotate, for zone links, moves to the next candidate node after a
 	// failure.
 	rotate func()
+	// tr reaches the target (the replicator's transport, or a legacy
+	// node's); raw is its RawReplicator capability, nil without it.
+	tr  Transport
+	raw RawReplicator
+	obs linkObserver
 
 	ops  []Op
 	body []byte
 	bo   *backoff.ExponentialBackOff
 }
 
+// linkObserver hears of a link's results; both optional, called from
+// its sender goroutine.
+type linkObserver struct {
+	results   func(ok, failed int) // ops answered (any discovery code but -400/-500) / not
+	recovered func()               // a request succeeded after failures
+}
+
 func (r *replicator) newLink(name, zone, addr string) *link {
 	ctx, cancel := context.WithCancel(r.ctx)
 	l := &link{
-		r: r, name: name, zone: zone,
+		r: r, name: name, zone: zone, tr: r.tr, raw: r.raw,
 		q:      make(chan *outOp, r.cfg.QueueSize),
 		ctx:    ctx,
 		cancel: cancel,
@@ -218,7 +230,7 @@ func (l *link) send(batch []*outOp) {
 	// With a transport that takes encoded bodies, the body is the ops'
 	// shared encodings, framed; otherwise the transport gets the ops.
 	var body []byte
-	if r.raw != nil {
+	if l.raw != nil {
 		b := wire.AppendReplicateHead(l.body[:0], r.from)
 		for i, q := range batch {
 			if i > 0 {
@@ -256,14 +268,24 @@ func (l *link) send(batch []*outOp) {
 		default:
 			r.met.dropped.WithLabelValues(dropPeerGone).Add(float64(n))
 		}
+		if l.obs.results != nil {
+			l.obs.results(0, int(n))
+		}
 		l.settle(n)
 		return
 	}
 	now := time.Now()
+	ok := 0
 	for i, res := range resp.Results {
 		q := batch[i]
 		r.met.lag.Observe(now.Sub(q.enq).Seconds())
+		if res.Code != CodeInvalid && res.Code != CodeServerFail {
+			ok++
+		}
 		r.react(l, &q.Op, res)
+	}
+	if l.obs.results != nil {
+		l.obs.results(ok, int(n)-ok)
 	}
 	l.settle(n)
 }
@@ -292,6 +314,15 @@ func (l *link) deliver(req *ReplicateRequest, body []byte) (*ReplicateResponse, 
 		if l.ctx.Err() != nil {
 			return nil, l.ctx.Err()
 		}
+		select {
+		case <-l.drain:
+			// Shutting down and the target fails: stop holding the drain
+			// for it (up to shutdown_timeout). What it misses, its startup
+			// sync, anti-entropy or, for a legacy node, the renew
+			// handshake and our pull bring back.
+			return nil, err
+		default:
+		}
 		wait := l.bo.NextBackOff()
 		if t == nil {
 			t = time.NewTimer(wait)
@@ -315,9 +346,9 @@ func (l *link) attempt(req *ReplicateRequest, body []byte) (*ReplicateResponse, 
 	var resp *ReplicateResponse
 	var err error
 	if body != nil {
-		resp, err = r.raw.ReplicateRaw(ctx, addr, body)
+		resp, err = l.raw.ReplicateRaw(ctx, addr, body)
 	} else {
-		resp, err = r.tr.Replicate(ctx, addr, req)
+		resp, err = l.tr.Replicate(ctx, addr, req)
 	}
 	if err == nil && len(resp.Results) != len(req.Ops) {
 		err = &PermanentError{Err: errors.New("peer answered a wrong number of results")}
@@ -330,6 +361,8 @@ func (l *link) attempt(req *ReplicateRequest, body []byte) (*ReplicateResponse, 
 		r.log.Debug("replicate failed", "peer", l.name, "addr", addr, "ops", len(req.Ops), "err", err)
 		return nil, err
 	}
-	l.failing.Store(false)
+	if l.failing.Swap(false) && l.obs.recovered != nil {
+		l.obs.recovered()
+	}
 	return resp, nil
 }

@@ -20,6 +20,11 @@ type metrics struct {
 	evicted    prometheus.Counter
 	refused    *prometheus.CounterVec // reason: meta, identity, name_conflict
 
+	// Per legacy node (label node: its configured address).
+	legacyForwarded, legacyFailed, legacyReceived, legacyRepairs *prometheus.CounterVec
+	legacyLastPull                                               *prometheus.GaugeVec
+	legacyUpDesc                                                 *prometheus.Desc
+
 	membersDesc *prometheus.Desc
 	queueDesc   *prometheus.Desc
 	readyDesc   *prometheus.Desc
@@ -74,6 +79,28 @@ func newMetrics() *metrics {
 			Name: "discovery_gossip_refused_members_total",
 			Help: "Gossip members refused, by reason: meta (unreadable), identity (claims this node's env, zone and hostname), name_conflict (a live member's name claimed from another address).",
 		}, []string{"reason"}),
+		legacyForwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_legacy_ops_forwarded_total",
+			Help: "Writes forwarded to a legacy (bilibili/discovery) node and answered by it.",
+		}, []string{"node"}),
+		legacyFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_legacy_ops_failed_total",
+			Help: "Writes for a legacy node that it refused or that could not be delivered.",
+		}, []string{"node"}),
+		legacyReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_legacy_ops_received_total",
+			Help: "Writes a legacy node forwarded to this node (trusted by its source address).",
+		}, []string{"node"}),
+		legacyRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "discovery_legacy_pull_repairs_total",
+			Help: "Items a pull of a legacy node's fetch/all changed here, plus comma-joined copies re-registered on it.",
+		}, []string{"node"}),
+		legacyLastPull: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "discovery_legacy_last_pull_timestamp_seconds",
+			Help: "Unix time of the last successful pull of a legacy node's fetch/all.",
+		}, []string{"node"}),
+		legacyUpDesc: prometheus.NewDesc("discovery_legacy_up",
+			"1 while the last pull of a legacy node and the last forward to it succeeded.", []string{"node"}, nil),
 		membersDesc: prometheus.NewDesc("discovery_cluster_members",
 			"Same-zone gossip members (self included) by state: alive, leaving (announced), suspect (our replication link to it fails; memberlist v0.7.0 does not expose its own suspicion).", []string{"state"}, nil),
 		queueDesc: prometheus.NewDesc("discovery_replication_queue_depth",
@@ -103,7 +130,8 @@ func newMetrics() *metrics {
 // register exports the metrics on reg; c is read at scrape time.
 func (m *metrics) register(reg prometheus.Registerer, c *Cluster) error {
 	m.c = c
-	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m.refused, m} {
+	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m.refused,
+		m.legacyForwarded, m.legacyFailed, m.legacyReceived, m.legacyRepairs, m.legacyLastPull, m} {
 		if err := reg.Register(col); err != nil {
 			return err
 		}
@@ -135,6 +163,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.membersDesc
 	ch <- m.queueDesc
 	ch <- m.readyDesc
+	ch <- m.legacyUpDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -161,4 +190,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		r = 1
 	}
 	ch <- prometheus.MustNewConstMetric(m.readyDesc, prometheus.GaugeValue, r)
+	for _, s := range m.c.LegacyStatus() {
+		up := 0.0
+		if s.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.legacyUpDesc, prometheus.GaugeValue, up, s.Addr)
+	}
 }

@@ -31,14 +31,16 @@ type replicator struct {
 	wg     sync.WaitGroup // the senders
 	halt   atomic.Bool    // shutdown began: failures count as "shutdown"
 
-	mu     sync.RWMutex // guards peers, zones and closed
+	mu     sync.RWMutex // guards peers, zones, legacy and closed
 	peers  map[string]*link
-	zones  map[string]*link
-	closed bool // no new op, no new link (Shutdown)
+	zones  map[string]*link // remote zones, ours and legacy ones, by link name
+	legacy map[string]*link // same-zone legacy nodes, by link name
+	closed bool             // no new op, no new link (Shutdown)
 }
 
 func newReplicator(cfg Config, from string, tr Transport, met *metrics, log *slog.Logger) *replicator {
-	r := &replicator{cfg: cfg, from: from, tr: tr, met: met, log: log, peers: map[string]*link{}, zones: map[string]*link{}}
+	r := &replicator{cfg: cfg, from: from, tr: tr, met: met, log: log,
+		peers: map[string]*link{}, zones: map[string]*link{}, legacy: map[string]*link{}}
 	r.raw, _ = tr.(RawReplicator)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
@@ -60,6 +62,9 @@ func (r *replicator) forward(op Op, crossZone bool) {
 		return
 	}
 	for _, l := range r.peers {
+		l.enqueue(same)
+	}
+	for _, l := range r.legacy {
 		l.enqueue(same)
 	}
 	if !crossZone || len(r.zones) == 0 {
@@ -106,7 +111,19 @@ func (r *replicator) reconcile(live map[string]string) []*link {
 // random seed and, after a failure, moves to the next of the seeds plus
 // the zone's nodes learned (spec 7.1: configured lists are only seeds).
 func (r *replicator) addZone(zone string, seeds []string, learned func() []string) {
-	l := r.newLink("zone:"+zone, zone, seeds[rand.IntN(len(seeds))])
+	r.addZoneVia("zone:"+zone, zone, seeds, learned, nil)
+}
+
+// addZoneVia is addZone with the link's name and, when tr is set, its own
+// transport (a zone of legacy nodes; learned nil: only the seeds).
+func (r *replicator) addZoneVia(name, zone string, seeds []string, learned func() []string, tr Transport) {
+	l := r.newLink(name, zone, seeds[rand.IntN(len(seeds))])
+	if tr != nil {
+		l.tr, l.raw = tr, nil
+	}
+	if learned == nil {
+		learned = func() []string { return nil }
+	}
 	var mu sync.Mutex
 	l.rotate = func() {
 		mu.Lock()
@@ -125,9 +142,20 @@ func (r *replicator) addZone(zone string, seeds []string, learned func() []strin
 		l.setAddr(next)
 	}
 	r.mu.Lock()
-	r.zones[zone] = l
+	r.zones[name] = l
 	r.mu.Unlock()
 	l.start()
+}
+
+// addLegacy starts the link to one same-zone legacy node, through tr.
+func (r *replicator) addLegacy(name, addr string, tr Transport, obs linkObserver) *link {
+	l := r.newLink(name, "", addr)
+	l.tr, l.raw, l.obs = tr, nil, obs
+	r.mu.Lock()
+	r.legacy[name] = l
+	r.mu.Unlock()
+	l.start()
+	return l
 }
 
 // same returns the live same-zone links.
@@ -145,11 +173,14 @@ func (r *replicator) same() []*link {
 func (r *replicator) links() []*link {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]*link, 0, len(r.peers)+len(r.zones))
+	out := make([]*link, 0, len(r.peers)+len(r.zones)+len(r.legacy))
 	for _, l := range r.peers {
 		out = append(out, l)
 	}
 	for _, l := range r.zones {
+		out = append(out, l)
+	}
+	for _, l := range r.legacy {
 		out = append(out, l)
 	}
 	slices.SortFunc(out, func(a, b *link) int { return strings.Compare(a.name, b.name) })

@@ -44,6 +44,7 @@ type syncer struct {
 	recs    *records
 	repl    *replicator
 	members func() []memberRef // live same-zone members (the member table)
+	legacy  *legacy            // nil without legacy nodes
 	met     *metrics
 	log     *slog.Logger
 
@@ -172,6 +173,12 @@ func (s *syncer) syncRound(ctx context.Context, syncDeadline, protectDeadline ti
 	// while Join runs, before links are added.
 	peers := s.members()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	// Legacy nodes first: what they hold reaches this node only through
+	// their fetch/all (a peer of ours may not have pulled it yet).
+	legacyOK := true
+	if s.legacy.configured() {
+		legacyOK = s.legacy.pullPending(ctx) > 0
+	}
 	unready := 0
 	for _, p := range peers {
 		peerReady, n, err := s.syncFrom(ctx, p.addr)
@@ -190,9 +197,11 @@ func (s *syncer) syncRound(ctx context.Context, syncDeadline, protectDeadline ti
 		if now.After(protectDeadline) {
 			return "init_protect_timeout passed", true
 		}
-	case len(peers) == 0:
+	case len(peers) == 0 && legacyOK && s.legacy.configured():
+		return "synced from legacy nodes", true
+	case len(peers) == 0 && legacyOK:
 		return "no peer to sync from", true
-	case unready == len(peers):
+	case len(peers) > 0 && unready == len(peers) && legacyOK:
 		return "every peer is starting too (cold cluster)", true
 	case now.After(syncDeadline):
 		return "sync_timeout passed", true

@@ -139,9 +139,16 @@ func Start(cfg Config) (*Node, error) {
 		drain:    make(chan struct{}),
 		selfDone: make(chan struct{}),
 	}
+	// Requests leave from the address the node listens on, as a server's
+	// do from its host's address: peers that trust it by source address
+	// (a mixed cluster, several fake nodes on 127.0.0.x) see that one.
+	dialer := &net.Dialer{Timeout: cfg.ForwardTimeout}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		dialer.LocalAddr = &net.TCPAddr{IP: ta.IP}
+	}
 	n.transport = &http.Transport{
 		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: cfg.ForwardTimeout}).DialContext,
+		DialContext:         dialer.DialContext,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     40 * time.Second,
 	}
@@ -421,6 +428,13 @@ func (n *Node) Protected() bool { return n.protected.Load() }
 // Instance returns a copy of one stored instance.
 func (n *Node) Instance(env, appid, zone, hostname string) (Instance, bool) {
 	return n.reg.lookup(env, appid, zone, hostname)
+}
+
+// Drop removes one instance from this node only (nothing is forwarded):
+// a copy lost on one node, for tests of the repairs.
+func (n *Node) Drop(env, appid, zone, hostname string) bool {
+	_, ok := n.reg.cancel(env, appid, zone, hostname, nowNano())
+	return ok
 }
 
 // Instances returns copies of every stored instance, sorted by env, appid,
