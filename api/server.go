@@ -55,8 +55,13 @@ type Deps struct {
 	// Security is what the API enforces beyond the protocol.
 	Security SecurityConfig
 	// Self is this node (addr = advertised HTTP host:port, zone).
-	Self   wire.Node
-	Logger *slog.Logger
+	Self wire.Node
+	// Node describes this node for the admin status (hostname, env,
+	// version, start time, ...); Cluster, if set, adds the cluster layer's
+	// part (members, replication links, anti-entropy, legacy nodes).
+	Node    wire.NodeStatus
+	Cluster func() wire.ClusterStatus
+	Logger  *slog.Logger
 	// Metrics receives the HTTP and registry metrics; Gatherer serves
 	// /metrics. Usually the same *prometheus.Registry. Both nil: a private
 	// registry is used for both.
@@ -77,6 +82,7 @@ const (
 	pathPolls    = "/discovery/polls"
 	pathNodes    = "/discovery/nodes"
 	pathTargets  = "/discovery/prometheus/targets"
+	pathUI       = "/ui/"
 	pathInternal = "/discovery/internal/*"
 	pathMetrics  = "/metrics"
 	pathHealthz  = "/healthz"
@@ -97,6 +103,10 @@ type Server struct {
 	m        *metrics
 	gatherer prometheus.Gatherer
 	guard    *guard
+	node     wire.NodeStatus
+	cluster  func() wire.ClusterStatus
+	// holderClient asks other nodes which copies they hold (admin app view).
+	holderClient *http.Client
 	// fetchAllSem bounds the fetch/all answers streamed at once: each
 	// walks the whole registry.
 	fetchAllSem chan struct{}
@@ -142,6 +152,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		ready: deps.Ready,
 		self:  deps.Self,
 		log:   deps.Logger,
+		node:  deps.Node,
+
+		cluster:      deps.Cluster,
+		holderClient: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}},
+	}
+	if s.node.Addr == "" {
+		s.node.Addr = deps.Self.Addr
+	}
+	if s.node.Zone == "" {
+		s.node.Zone = deps.Self.Zone
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -250,6 +270,14 @@ func (s *Server) buildEcho(internal http.Handler) *echo.Echo {
 	e.GET(pathPoll, gated(s.poll))
 	e.GET(pathPolls, gated(s.polls))
 	e.GET(pathTargets, bounded(s.targets))
+
+	admin := s.adminGuard
+	e.GET(wire.PathAdminStatus, bounded(admin(s.adminStatus)))
+	e.GET(wire.PathAdminApps, bounded(admin(s.adminApps)))
+	e.GET(wire.PathAdminApp, bounded(admin(s.adminApp)))
+	e.GET(wire.PathAdminChanges, admin(s.adminChanges)) // held like a poll
+	e.GET(pathUI+"*", s.ui)
+	e.GET("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, pathUI) })
 
 	e.GET(pathMetrics, echo.WrapHandler(promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -482,7 +510,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 func isEnvelopeRoute(route string) bool {
 	switch route {
 	case pathRegister, pathRenew, pathCancel, pathSet, pathFetchAll, pathFetch,
-		pathFetchs, pathPoll, pathPolls, pathNodes:
+		pathFetchs, pathPoll, pathPolls, pathNodes,
+		wire.PathAdminStatus, wire.PathAdminApps, wire.PathAdminApp, wire.PathAdminChanges:
 		return true
 	}
 	return false
@@ -491,7 +520,7 @@ func isEnvelopeRoute(route string) bool {
 // Route labels of the metrics, one index each (routeIndex).
 var routeLabels = [...]string{pathRegister, pathRenew, pathCancel, pathSet, pathFetchAll, pathFetch,
 	pathFetchs, pathPoll, pathPolls, pathNodes, pathTargets, pathInternal, pathMetrics, pathHealthz,
-	pathReadyz, "other"}
+	pathReadyz, wire.PathAdminStatus, wire.PathAdminApps, wire.PathAdminApp, wire.PathAdminChanges, pathUI, "other"}
 
 // routeIndex bounds the route label to the registered paths ("other" for
 // the rest: unknown paths, 405s).
@@ -527,6 +556,16 @@ func routeIndex(route string) int {
 		return 13
 	case pathReadyz:
 		return 14
+	case wire.PathAdminStatus:
+		return 15
+	case wire.PathAdminApps:
+		return 16
+	case wire.PathAdminApp:
+		return 17
+	case wire.PathAdminChanges:
+		return 18
+	case pathUI + "*", "/ui":
+		return 19
 	}
 	return len(routeLabels) - 1
 }

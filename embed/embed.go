@@ -238,9 +238,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Ready:      cl.Ready,
 		Internal:   cl.Handler(),
 		Self:       wire.Node{Addr: advertise, Status: wire.NodeUp, Zone: n.cfg.Node.Zone},
-		Logger:     n.log.With("component", "api"),
-		Metrics:    n.metrics,
-		Gatherer:   n.metrics,
+		Node: wire.NodeStatus{
+			Hostname: n.cfg.Node.Hostname, Env: n.cfg.Node.Env, Zone: n.cfg.Node.Zone, Region: n.cfg.Node.Region,
+			Version: n.opts.Version, Addr: advertise, HTTPS: advertiseTLS, Started: time.Now().UnixNano(),
+		},
+		Cluster:  cl.Status,
+		Logger:   n.log.With("component", "api"),
+		Metrics:  n.metrics,
+		Gatherer: n.metrics,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // zoneGroup is one zone's records captured under mu. Records are immutable
@@ -341,4 +342,61 @@ func (r *Registry) Stats() Stats {
 // (float product truncated).
 func (r *Registry) threshold(e int64) int64 {
 	return int64(math.Floor(float64(e) * r.cfg.ProtectThreshold))
+}
+
+// AppSummary counts one app's instances (the admin page's apps list).
+type AppSummary struct {
+	Env, AppID string
+	// Zones: per zone, instances by status and those silent for longer
+	// than the staleAfter given to AppSummaries.
+	Zones map[string]ZoneCounts
+	// Instances is the total; LatestTimestamp the app's.
+	Instances       int
+	LatestTimestamp int64
+}
+
+// ZoneCounts counts the instances of one app in one zone.
+type ZoneCounts struct {
+	Up, Waiting, Stale int
+}
+
+// AppSummaries counts the instances of every app of env ("" = all envs),
+// by zone and status, with those whose last renew is older than
+// staleAfter; sorted by (env, appid). It walks the registry under the read
+// lock without copying instances.
+func (r *Registry) AppSummaries(env string, staleAfter time.Duration) []AppSummary {
+	now := r.now()
+	r.mu.RLock()
+	out := make([]AppSummary, 0, r.nApps)
+	for name, es := range r.envs {
+		if env != "" && name != env {
+			continue
+		}
+		for id, a := range es.apps {
+			if a.count == 0 {
+				continue
+			}
+			s := AppSummary{Env: name, AppID: id, Instances: a.count, LatestTimestamp: a.latest, Zones: make(map[string]ZoneCounts, len(a.zones))}
+			for _, b := range a.zones {
+				var zc ZoneCounts
+				for rc := range b.recs() {
+					if rc.status == StatusUp {
+						zc.Up++
+					} else {
+						zc.Waiting++
+					}
+					if now-rc.renew.Load() > int64(staleAfter) {
+						zc.Stale++
+					}
+				}
+				s.Zones[b.name] = zc
+			}
+			out = append(out, s)
+		}
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(x, y AppSummary) int {
+		return cmp.Or(strings.Compare(x.Env, y.Env), strings.Compare(x.AppID, y.AppID))
+	})
+	return out
 }

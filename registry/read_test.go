@@ -442,3 +442,63 @@ func TestConcurrentConsistency(t *testing.T) {
 		}
 	}
 }
+
+// AppSummaries counts by env, zone and status, with the instances silent
+// for longer than the bound; sorted by env and appid.
+func TestAppSummaries(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appB, z1, "h1"))
+	r.reg(waiting(inst(appB, z1, "h2")))
+	r.reg(inst(appB, z2, "h3"))
+	r.clk.Advance(2 * time.Minute)
+	r.reg(inst(appA, z1, "h1"))
+	other := inst(appA, z1, "h9")
+	other.Env = "test"
+	r.reg(other)
+	got := r.AppSummaries(env, time.Minute)
+	if len(got) != 2 || got[0].AppID != appA || got[1].AppID != appB {
+		t.Fatalf("apps %+v", got)
+	}
+	b := got[1]
+	if b.Instances != 3 || b.Zones[z1] != (ZoneCounts{Up: 1, Waiting: 1, Stale: 2}) || b.Zones[z2] != (ZoneCounts{Up: 1, Stale: 1}) {
+		t.Fatalf("%s: %+v", appB, b)
+	}
+	if a := got[0]; a.Zones[z1] != (ZoneCounts{Up: 1}) || a.LatestTimestamp == 0 {
+		t.Fatalf("%s: %+v", appA, a)
+	}
+	if all := r.AppSummaries("", time.Minute); len(all) != 3 || all[2].Env != "test" {
+		t.Fatalf("all envs: %+v", all)
+	}
+}
+
+// Changes: the channel handed out is closed by the next change of any app
+// (and not by a renew), and the version moves.
+func TestChanges(t *testing.T) {
+	r := newTestReg(t)
+	v0, ch := r.Changes()
+	in := r.reg(inst(appA, z1, "h1"))
+	select {
+	case <-ch:
+	default:
+		t.Fatal("register did not close the channel")
+	}
+	v1, ch := r.Changes()
+	if v1 <= v0 {
+		t.Fatalf("version %d then %d", v0, v1)
+	}
+	if _, err := r.Renew(in.Key(), false, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+		t.Fatal("a renew counted as a change")
+	default:
+	}
+	if _, err := r.Cancel(in.Key(), 0); err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	if v2, _ := r.Changes(); v2 <= v1 {
+		t.Fatalf("version %d after cancel", v2)
+	}
+}

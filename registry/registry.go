@@ -51,6 +51,13 @@ type Registry struct {
 	pending  []chan struct{} // signals of waiters woken under mu.Lock, sent by unlock
 
 	encodes atomic.Uint64 // poll payload encodings (tests prove sharing with it)
+
+	// Any change of any app (Changes): version counts them; next is
+	// closed by the unlock after a change, when someone waits.
+	version  atomic.Uint64
+	fire     bool       // a change under the current mu.Lock (mu)
+	nextMu   sync.Mutex // guards next
+	nextChan chan struct{}
 }
 
 type envState struct {
@@ -333,6 +340,22 @@ func (r *Registry) lowerExpected() {
 func (r *Registry) changed(a *app) {
 	a.cache.Store(nil)
 	r.wakeLocked(a)
+	r.version.Add(1)
+	r.fire = true
+}
+
+// Changes returns the count of app changes so far (registrations,
+// cancels, evictions, sets, imports: whatever advances an app's
+// latest_timestamp; renews do not) and a channel closed at the next one.
+// A caller that saw version v waits on the channel only while the count
+// is still v (the admin page's live view).
+func (r *Registry) Changes() (uint64, <-chan struct{}) {
+	r.nextMu.Lock()
+	defer r.nextMu.Unlock()
+	if r.nextChan == nil {
+		r.nextChan = make(chan struct{})
+	}
+	return r.version.Load(), r.nextChan
 }
 
 // Register stores in (client or replicated register). in.DirtyTimestamp == 0

@@ -203,7 +203,17 @@ func (r *Registry) wakeLocked(a *app) {
 func (r *Registry) unlock() {
 	p := r.pending
 	r.pending = nil
+	fire := r.fire
+	r.fire = false
 	r.mu.Unlock()
+	if fire {
+		r.nextMu.Lock()
+		if r.nextChan != nil {
+			close(r.nextChan)
+			r.nextChan = nil
+		}
+		r.nextMu.Unlock()
+	}
 	for _, ch := range p {
 		// Never blocks: a waiter is detached, hence signalled, once.
 		select {

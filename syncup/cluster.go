@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -407,6 +409,52 @@ func (c *Cluster) FromLegacy(r *http.Request) bool { return c.legacy.FromLegacy(
 // LegacyStatus lists the configured legacy nodes and what this node knows
 // of them (empty without any).
 func (c *Cluster) LegacyStatus() []LegacyNodeStatus { return c.legacy.status() }
+
+// Status is the cluster layer's part of the admin overview: members,
+// every replication link, anti-entropy and legacy nodes.
+func (c *Cluster) Status() wire.ClusterStatus {
+	st := wire.ClusterStatus{Name: c.name, Legacy: c.LegacyStatus()}
+	for _, m := range c.Nodes() {
+		state := "up"
+		switch {
+		case m.Leaving:
+			state = "leaving"
+		case m.Status == NodeLost:
+			state = "lost"
+		}
+		st.Members = append(st.Members, wire.MemberStatus{Name: m.Name, Addr: m.Addr, Zone: m.Zone, State: state, Self: m.Self})
+	}
+	for _, l := range c.repl.links() {
+		kind := "peer"
+		switch {
+		case strings.HasPrefix(l.name, "legacy-zone:"):
+			kind = "legacy-zone"
+		case strings.HasPrefix(l.name, "legacy:"):
+			kind = "legacy"
+		case l.zone != "":
+			kind = "zone"
+		}
+		st.Replication = append(st.Replication, wire.PeerStatus{
+			Name: l.name, Addr: l.getAddr(), Kind: kind, Queue: l.pending.Load(), Failing: l.failing.Load(),
+			Acked: l.acked.Load(), Failed: l.failedOps.Load(), LagMs: float64(l.lastLag.Load()) / 1000,
+		})
+	}
+	st.AntiEntropy = wire.AntiEntropyStatus{
+		Repairs:      uint64(counterValue(c.met.aeRepairs)),
+		RoundsOK:     uint64(counterValue(c.met.aeRounds.WithLabelValues("ok"))),
+		RoundsFailed: uint64(counterValue(c.met.aeRounds.WithLabelValues("error"))),
+	}
+	return st
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if c.Write(&m) != nil || m.Counter == nil {
+		return 0
+	}
+	return m.Counter.GetValue()
+}
 
 // Insecure reports whether the node runs with cluster.insecure and no
 // secret (for the discovery_security_insecure gauge).

@@ -68,17 +68,7 @@ type legacyNode struct {
 }
 
 // LegacyNodeStatus is what a node knows of one legacy node (ctl, admin).
-type LegacyNodeStatus struct {
-	Addr      string    `json:"addr"`
-	Zone      string    `json:"zone,omitempty"` // empty: this node's zone
-	Up        bool      `json:"up"`
-	LastPull  time.Time `json:"last_pull,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
-	Forwarded uint64    `json:"ops_forwarded"`
-	Failed    uint64    `json:"ops_failed"`
-	Received  uint64    `json:"ops_received"`
-	Repaired  uint64    `json:"items_repaired"`
-}
+type LegacyNodeStatus = wire.LegacyStatus
 
 func newLegacy(cfg Config, self Self, tr *LegacyTransport, recs *records, repl *replicator, res Resolver, met *metrics, log *slog.Logger) *legacy {
 	g := &legacy{cfg: cfg, tr: tr, recs: recs, repl: repl, res: res, met: met, log: log.With("component", "legacy"),
@@ -319,9 +309,7 @@ func (g *legacy) status() []LegacyNodeStatus {
 		} else {
 			s.Up = n.received.Load() > 0
 		}
-		if ns := n.lastPull.Load(); ns > 0 {
-			s.LastPull = time.Unix(0, ns)
-		}
+		s.LastPull = n.lastPull.Load()
 		if e := n.lastErr.Load(); e != nil {
 			s.LastError = *e
 		}

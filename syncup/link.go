@@ -51,6 +51,10 @@ type link struct {
 	// means nothing is on its way to this target.
 	pending atomic.Int64
 	failing atomic.Bool // last request failed (node list: LOST)
+	// For the admin status: ops acknowledged and failed, and the lag of
+	// the last acknowledged batch's oldest op (µs).
+	acked, failedOps atomic.Uint64
+	lastLag          atomic.Int64
 
 	idleMu sync.Mutex      // guards idleCh
 	idleCh []chan struct{} // closed when pending next reaches zero
@@ -271,6 +275,7 @@ func (l *link) send(batch []*outOp) {
 		if l.obs.results != nil {
 			l.obs.results(0, int(n))
 		}
+		l.failedOps.Add(uint64(n))
 		l.settle(n)
 		return
 	}
@@ -286,6 +291,11 @@ func (l *link) send(batch []*outOp) {
 	}
 	if l.obs.results != nil {
 		l.obs.results(ok, int(n)-ok)
+	}
+	l.acked.Add(uint64(ok))
+	l.failedOps.Add(uint64(int(n) - ok))
+	if len(batch) > 0 {
+		l.lastLag.Store(now.Sub(batch[0].enq).Microseconds())
 	}
 	l.settle(n)
 }
