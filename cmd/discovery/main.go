@@ -7,6 +7,8 @@
 //	discovery keygen           print a new cluster secret
 //	discovery health [--addr host:port] [--timeout 2s]
 //	                           exit 0 when the node's /readyz answers 200
+//	discovery ctl COMMAND [flags]
+//	                           operate a running cluster (see package ctl)
 //	discovery bench SCENARIO [flags]
 //	                           load tool over real HTTP (see package loadgen)
 //
@@ -62,6 +64,7 @@ func commands() []command {
 		{"version", "print version, commit and Go version", versionCmd},
 		{"health", "exit 0 when a node's /readyz answers 200, else 1", healthCmd},
 		{"keygen", "print a new cluster secret (base64 of 32 random bytes)", keygenCmd},
+		{"ctl", "operate a running cluster: apps, instances, nodes, status, set, cancel, watch, health", ctlCmd},
 		{"bench", "load tool: register, renew, fetchs, notify, replication, cross-notify", benchCmd},
 	}
 }
