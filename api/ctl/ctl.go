@@ -540,7 +540,7 @@ func watchCmd(ctx context.Context, r *runner, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	defer dc.Close()
+	defer func() { _ = dc.Close() }()
 	w, err := dc.Watch(args[0])
 	if err != nil {
 		return err
