@@ -16,11 +16,6 @@ PROJECT   ?= discovery
 # Compose v2 plugin if present, else Debian's docker-compose 1.29.
 COMPOSE   ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi)
 
-# Open-file limit of each node: 65536, or less when this shell's hard limit is
-# lower (an engine cannot grant containers more than it has; some sandboxed
-# engines allow only 20000).
-DISCO_NOFILE ?= $(shell n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -ge 65536 ]; then echo 65536; else echo $$n; fi)
-
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # The local cluster's cluster secret and admin token, made once by
@@ -28,7 +23,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # can be restarted; variables already set in the shell win.
 SECRETS ?= $(BUILD_DIR)/cluster.env
 COMPOSE_CMD = set -a && . ./$(SECRETS) && set +a && \
-	DISCOVERY_IMAGE=$(IMAGE) DISCO_NOFILE=$(DISCO_NOFILE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
+	DISCOVERY_IMAGE=$(IMAGE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
 .PHONY: help build image test test-go fuzz-short lint test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean

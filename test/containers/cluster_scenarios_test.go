@@ -78,6 +78,15 @@ func TestClusterUp(t *testing.T) {
 			t.Errorf("%s: fetch/all without the token: %v %+v, want -401", n, err, env)
 		}
 	}
+	// Started by the documented command without ulimits (issue #15): each
+	// node reports the open-file limit it got and what it derived from it.
+	logs, err := c.compose(time.Minute, "logs", "--no-color", "node1")
+	if err != nil {
+		t.Fatalf("compose logs: %v", err)
+	}
+	if !strings.Contains(string(logs), `"msg":"connection limits"`) || !strings.Contains(string(logs), `"fd_limit":`) || !strings.Contains(string(logs), `"max_pollers":`) {
+		t.Errorf("node1 does not log its fd limit and max_pollers at start:\n%s", logs)
+	}
 	// The image runs as the unprivileged user and carries its healthcheck.
 	user := c.docker(time.Minute, "inspect", "--format", "{{.Config.User}}", c.container("node1"))
 	if user != "65532:65532" {

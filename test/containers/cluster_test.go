@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -165,12 +164,6 @@ const (
 
 // env is what compose interpolates deploy/compose.yaml with.
 func (c *cluster) env() []string {
-	nofile := 65536
-	if lim, err := nofileLimit(); err == nil && lim < uint64(nofile) {
-		// The engine cannot grant containers more than it has itself; on
-		// sandboxed engines (e.g. 20000) the compose default would fail.
-		nofile = int(lim)
-	}
 	return []string{
 		"DISCOVERY_IMAGE=" + suite.image,
 		"DISCO_NET_PREFIX=" + c.prefix,
@@ -178,7 +171,6 @@ func (c *cluster) env() []string {
 		"DISCO_NODE1_PORT=" + strconv.Itoa(c.ports["node1"]),
 		"DISCO_NODE2_PORT=" + strconv.Itoa(c.ports["node2"]),
 		"DISCO_NODE3_PORT=" + strconv.Itoa(c.ports["node3"]),
-		"DISCO_NOFILE=" + strconv.Itoa(nofile),
 		"DISCO_ENV=" + testEnv,
 		"DISCO_ZONE=" + testZone,
 		"DISCOVERY_CLUSTER_SECRET=" + clusterSecret,
@@ -366,14 +358,4 @@ func (c *cluster) api(node string) *apiClient {
 	a := newAPIClient(fmt.Sprintf("http://127.0.0.1:%d", c.ports[node]))
 	c.apis[node] = a
 	return a
-}
-
-// nofileLimit is this process's hard open-file limit, taken as the engine's
-// (they share the machine's limits in every setup this suite runs in).
-func nofileLimit() (uint64, error) {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		return 0, err
-	}
-	return r.Max, nil
 }

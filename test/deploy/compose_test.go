@@ -171,7 +171,6 @@ func TestCompose_Interpolation(t *testing.T) {
 		"DISCOVERY_IMAGE=discovery:ct-1234",
 		"DISCO_NET_PREFIX=10.99.7",
 		"DISCO_NODE1_PORT=40001", "DISCO_NODE2_PORT=40002", "DISCO_NODE3_PORT=40003",
-		"DISCO_NOFILE=4096",
 		"DISCO_ENV=test", "DISCO_ZONE=z9",
 	}
 	p := loadProject(t, env)
@@ -183,9 +182,6 @@ func TestCompose_Interpolation(t *testing.T) {
 	for _, n := range nodes {
 		if !strings.HasPrefix(n.Networks["discovery"].Ipv4Address, "10.99.7.") {
 			t.Errorf("%s: address %s does not follow DISCO_NET_PREFIX", n.Name, n.Networks["discovery"].Ipv4Address)
-		}
-		if u := n.Ulimits["nofile"]; u == nil || u.Soft != 4096 || u.Hard != 4096 {
-			t.Errorf("%s: nofile %+v does not follow DISCO_NOFILE", n.Name, u)
 		}
 		cfg := loadNodeConfig(t, n)
 		if cfg.Node.Env != "test" || cfg.Node.Zone != "z9" {
@@ -235,8 +231,10 @@ func checkNodes(t *testing.T, p *types.Project, nodes []types.ServiceConfig, pub
 			if n.Restart == "" || n.Restart == "no" {
 				t.Errorf("restart policy = %q, want one that restarts", n.Restart)
 			}
-			if u := n.Ulimits["nofile"]; u == nil || u.Soft < 4096 || u.Hard < u.Soft {
-				t.Errorf("nofile ulimit = %+v, want raised (soft >= 4096, hard >= soft)", u)
+			// No ulimits (issue #15): a fixed nofile above the engine's
+			// own limit fails the documented command on such engines.
+			if len(n.Ulimits) != 0 {
+				t.Errorf("ulimits %v: the nodes must inherit the engine's limit", n.Ulimits)
 			}
 			// Nodes start alone and join whoever is up: no ordering.
 			for dep := range n.DependsOn {
