@@ -171,7 +171,9 @@ func (r *runner) notify(ctx context.Context, writeNode string, watch []string) e
 	var answered, expected int64
 	var lat, change Histogram
 	var elapsed time.Duration
+	r.cpu.begin()
 	defer func() {
+		r.rep.CPU = r.cpu.end(answered)
 		r.rep.ElapsedSeconds = elapsed.Seconds()
 		r.rep.Results = append(r.rep.Results,
 			Result{Name: cfg.Scenario, OK: answered, Expected: expected, Latency: lat.Stats()},

@@ -45,7 +45,9 @@ func (r *runner) replication(ctx context.Context) error {
 	lags := make([]Histogram, len(obs))
 	var write, lagMax Histogram
 	var elapsed time.Duration
+	r.cpu.begin()
 	defer func() {
+		r.rep.CPU = r.cpu.end(int64(write.Count()))
 		r.rep.ElapsedSeconds = elapsed.Seconds()
 		res := []Result{{Name: "write", OK: int64(write.Count()), Latency: write.Stats()}}
 		for i, n := range obs {

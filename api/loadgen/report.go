@@ -165,8 +165,10 @@ type Report struct {
 	// Params holds the scenario's sizes (appids, instances, pollers, ...).
 	Params map[string]int64 `json:"params,omitempty"`
 	// ElapsedSeconds is the timed phase (setup excluded).
-	ElapsedSeconds float64  `json:"elapsed_seconds"`
-	Results        []Result `json:"results"`
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	// CPU of the local nodes and of the load tool during the timed phase.
+	CPU     *CPUReport `json:"cpu,omitempty"`
+	Results []Result   `json:"results"`
 	// Errors counts failed operations by discovery code ("-400"), HTTP status
 	// ("http_503") or transport failure ("timeout", "transport", ...).
 	Errors      map[string]int64 `json:"errors"`
@@ -240,6 +242,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if c := r.CPU; c != nil {
+		b.WriteString("\ncpu: ")
+		if len(c.Nodes) > 0 {
+			fmt.Fprintf(&b, "nodes %.1f µs/op (%.2f s:", c.NodeMicrosPerOp, c.NodeSeconds)
+			for _, n := range c.Nodes {
+				fmt.Fprintf(&b, " %s pid %d %.2f s", n.Addr, n.PID, n.Seconds)
+			}
+			b.WriteString("), ")
+		}
+		fmt.Fprintf(&b, "bench %.1f µs/op (%.2f s), over %d ops\n", c.BenchMicrosPerOp, c.BenchSeconds, c.Ops)
+		if c.Note != "" {
+			fmt.Fprintf(&b, "cpu note: %s\n", c.Note)
+		}
 	}
 	b.WriteString("\nerrors: ")
 	if len(r.Errors) == 0 {

@@ -42,6 +42,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) *Report {
 		c:        newClient(idle, cfg.Timeout, cfg.PollTimeout),
 		progress: progress,
 		rep:      rep,
+		cpu:      newCPUMeter(cfg.Nodes),
 	}
 	defer r.c.close()
 
@@ -94,6 +95,8 @@ type runner struct {
 	errs     errCounter
 	// registered are the instances this run registered (for --cleanup).
 	registered []instance
+	// cpu samples the local nodes' and our own CPU around the timed phase.
+	cpu *cpuMeter
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -197,6 +200,7 @@ func (r *runner) runOps(ctx context.Context, count int64, dur time.Duration, lim
 
 // timed turns a loadResult into the report's timed phase and a Result row.
 func (r *runner) timed(name string, lr *loadResult) {
+	r.rep.CPU = r.cpu.end(lr.ok)
 	r.rep.ElapsedSeconds = lr.elapsed.Seconds()
 	res := Result{Name: name, OK: lr.ok, Latency: lr.hist.Stats()}
 	if lr.elapsed > 0 {
@@ -310,6 +314,7 @@ func (r *runner) register(ctx context.Context) error {
 	r.rep.Params["appids"] = int64(cfg.AppIDs)
 	r.rep.Params["instances"] = int64(cfg.Instances)
 	r.logf("register: %s", bound(cfg))
+	r.cpu.begin()
 	lr, err := r.runOps(ctx, cfg.Count, cfg.Duration, cfg.Rate, &r.errs, func(ctx context.Context, seq int64) error {
 		in := r.inst(int(seq % int64(cfg.Instances)))
 		_, err := r.c.call(ctx, r.c.registerReq(r.node(seq), in, cfg.Env, cfg.Zone, cfg.Region))
@@ -330,6 +335,7 @@ func (r *runner) renew(ctx context.Context) error {
 		return err
 	}
 	r.logf("renew: %s", bound(cfg))
+	r.cpu.begin()
 	lr, err := r.runOps(ctx, cfg.Count, cfg.Duration, cfg.Rate, &r.errs, func(ctx context.Context, seq int64) error {
 		in := r.inst(int(seq % int64(cfg.Instances)))
 		_, err := r.c.call(ctx, r.c.renewReq(r.node(seq), in, cfg.Env, cfg.Zone, cfg.Region))
@@ -362,6 +368,7 @@ func (r *runner) fetchs(ctx context.Context) error {
 		return err
 	}
 	r.logf("fetchs: %s", bound(cfg))
+	r.cpu.begin()
 	lr, err := r.runOps(ctx, cfg.Count, cfg.Duration, cfg.Rate, &r.errs, func(ctx context.Context, seq int64) error {
 		q := queries[(seq*int64(cfg.Batch))%int64(cfg.AppIDs)]
 		_, err := r.c.call(ctx, request{method: "GET", url: "http://" + r.node(seq) + "/discovery/fetchs?" + q})
