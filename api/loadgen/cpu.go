@@ -32,12 +32,11 @@ type NodeCPU struct {
 
 // cpuMeter samples process CPU times around a timed phase.
 type cpuMeter struct {
-	nodes    []string
-	pids     map[string]int
-	start    map[int]float64
-	self0    float64
-	note     string
-	finished *CPUReport
+	nodes []string
+	pids  map[string]int
+	start map[int]float64
+	self0 float64
+	note  string
 }
 
 func newCPUMeter(nodes []string) *cpuMeter {
