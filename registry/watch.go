@@ -214,6 +214,22 @@ func (r *Registry) unlock() {
 		}
 		r.nextMu.Unlock()
 	}
+	if len(p) > inlineWakes {
+		// A large fan-out (10 000 parked polls on one app) is signalled
+		// from its own goroutine: the writer answers its client at once
+		// instead of after every waiter was made runnable. The goroutine
+		// ends when the sends are done (they never block).
+		go signalAll(p)
+		return
+	}
+	signalAll(p)
+}
+
+// inlineWakes is the fan-out a writer signals itself; beyond it the
+// signals go to a goroutine of their own.
+const inlineWakes = 64
+
+func signalAll(p []chan struct{}) {
 	for _, ch := range p {
 		// Never blocks: a waiter is detached, hence signalled, once.
 		select {

@@ -34,6 +34,11 @@ var scenarios = []struct{ name, summary string }{
 // DefaultConfig and Validate.
 type Config struct {
 	Scenario string
+	// ChangeExe, when set, is the discovery binary: the change of each
+	// notify round is then sent by a child process (`bench __change`), so
+	// its acknowledgement is measured away from the flood of poll answers
+	// in this process. Main sets it; library callers may leave it empty.
+	ChangeExe string
 	// Nodes are the host:port HTTP addresses of the nodes under test. Load
 	// is spread round-robin over all of them; notify uses the first one;
 	// replication and cross-notify write to the first and watch the others.

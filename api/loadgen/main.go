@@ -23,10 +23,22 @@ const (
 // Cancelling ctx (Ctrl-C) stops the run cleanly; the partial report is still
 // printed and the exit code is ExitFailure.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return MainExe(ctx, "", args, stdout, stderr)
+}
+
+// MainExe is Main for the discovery binary itself, exe (its path): notify
+// rounds then send their change from a child process of exe
+// (Config.ChangeExe). exe must be a binary whose `bench` command is this
+// Main, or the child runs something else.
+func MainExe(ctx context.Context, exe string, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == changeArg {
+		return runChangeChild(ctx, args[1:], stdout)
+	}
 	cfg, code, ok := parseArgs(args, stderr)
 	if !ok {
 		return code
 	}
+	cfg.ChangeExe = exe
 	progress := stderr
 	rep := Run(ctx, cfg, progress)
 	var err error

@@ -15,5 +15,9 @@ import (
 func benchCmd(args, _ []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return loadgen.Main(ctx, args, stdout, stderr)
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "" // the notify change is then sent in process
+	}
+	return loadgen.MainExe(ctx, exe, args, stdout, stderr)
 }
