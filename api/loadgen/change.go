@@ -78,7 +78,7 @@ func changeByChild(ctx context.Context, exe string, r request) (sent, acked time
 	runErr := cmd.Run()
 	var res changeResult
 	if jerr := json.Unmarshal(out.Bytes(), &res); jerr != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("change child: %v %v %s", runErr, jerr, errb.Bytes())
+		return time.Time{}, time.Time{}, fmt.Errorf("change child: %w (exit: %v) %s", jerr, runErr, errb.Bytes()) //nolint:errorlint // the decode error is the one wrapped
 	}
 	if res.Error != "" || res.Code != codeOK {
 		return time.Time{}, time.Time{}, &opError{fmt.Sprintf("change %d %s", res.Code, res.Error)}
