@@ -18,6 +18,7 @@ const (
 	headerBmTimeout   = "X1-Bmspy-Timeout"
 	ctxKeyCode        = "discovery.code"
 	codeLabelCanceled = "canceled" // poll whose client went away: nothing written
+	codeLabelLean     = "lean"     // poll handed to lean parking: counted when it ends
 )
 
 // codeOf maps a registry error to a discovery code (the one table of

@@ -47,10 +47,7 @@ func (s *Server) poll(c echo.Context) error {
 	if !s.reg.Exists(p.Req.Env, appid, p.Req.Zone) {
 		return replyPollNotFound(c, appid)
 	}
-	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
-		// Poll answers only when the one appid changed.
-		return writeBody(c, wire.CodeOK, okDataPrefix, res.Changed[0].JSON, closeBrace)
-	})
+	return s.longPoll(c, p.Req, pollAnswer) // poll answers only when the one appid changed
 }
 
 // polls: GET /discovery/polls (spec 4.9), the endpoint kratos uses.
@@ -63,9 +60,7 @@ func (s *Server) polls(c echo.Context) error {
 	if err != nil {
 		return replyBadRequest(c, err)
 	}
-	return s.longPoll(c, p.Req, func(res *registry.PollResult) error {
-		return writeBody(c, wire.CodeOK, pollsBody(res)...)
-	})
+	return s.longPoll(c, p.Req, pollsBody)
 }
 
 // longPoll runs the hold loop (spec 5): Poll checks and arms a waiter
@@ -73,7 +68,10 @@ func (s *Server) polls(c echo.Context) error {
 // wake may be for a change that leaves nothing to answer. The hold ends at the deadline
 // (-304), at Shutdown (-304 at once) or when the client goes away (the
 // waiter is released at once, nothing is written).
-func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(*registry.PollResult) error) error {
+//
+// A poll that has to wait on a plain keep-alive connection is handed to
+// parkLean (lean.go), which frees net/http's resources for the hold.
+func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(*registry.PollResult) [][]byte) error {
 	ctx := c.Request().Context()
 	hold := holdFor(s.cfg.PollHold, c.Request().Header.Get(headerBmTimeout))
 	var timer *time.Timer
@@ -89,7 +87,7 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 	res, w := s.reg.Poll(req)
 	for {
 		if res != nil {
-			return answer(res)
+			return writeBody(c, wire.CodeOK, answer(res)...)
 		}
 		if !parked {
 			if hold <= 0 || s.pollCtx.Err() != nil {
@@ -100,6 +98,9 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 				s.parked.Add(-1)
 				w.Close()
 				return reply(c, wire.CodeUnavailable)
+			}
+			if s.canLean(c) && s.parkLean(c, req, w, hold, answer) {
+				return nil // the lean poll owns the waiter and the parked count now
 			}
 			parked = true
 			timer = time.NewTimer(hold)

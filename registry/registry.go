@@ -48,7 +48,7 @@ type Registry struct {
 	wmu      sync.Mutex
 	waiters  map[AppKey]*waitList
 	nWaiters int
-	pending  []chan struct{} // signals of waiters woken under mu.Lock, sent by unlock
+	pending  []*Waiter // waiters woken under mu.Lock, signalled by unlock
 
 	encodes atomic.Uint64 // poll payload encodings (tests prove sharing with it)
 

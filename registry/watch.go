@@ -129,6 +129,21 @@ type Waiter struct {
 	links    []wlink     // one per distinct appid; never reallocated (lists point into it)
 	closed   bool        // unlinked, by Close or by a wake (guarded by r.wmu)
 	detached atomic.Bool // unlinked by a wake: links' fired marks are final
+	// notify, when set (OnWake), is called when the waiter is signalled,
+	// besides the signal on ch: a parked request that has no goroutine
+	// selecting on ch learns of its wake this way.
+	notify atomic.Pointer[func()]
+}
+
+// OnWake makes f be called when the waiter is signalled (from the waking
+// writer's goroutine or the fan-out's; f must be quick and must not
+// block), and at once if it was signalled already. f may be called twice
+// for one wake (it must be idempotent).
+func (w *Waiter) OnWake(f func()) {
+	w.notify.Store(&f)
+	if w.detached.Load() {
+		f()
+	}
 }
 
 // wlink is a waiter's membership in one app's waiter list (intrusive doubly
@@ -191,7 +206,7 @@ func (r *Registry) wakeLocked(a *app) {
 			x.fired = true
 			w.unlinkLocked()
 			w.detached.Store(true)
-			r.pending = append(r.pending, w.ch)
+			r.pending = append(r.pending, w)
 		}
 		x = next
 	}
@@ -229,12 +244,15 @@ func (r *Registry) unlock() {
 // signals go to a goroutine of their own.
 const inlineWakes = 64
 
-func signalAll(p []chan struct{}) {
-	for _, ch := range p {
+func signalAll(p []*Waiter) {
+	for _, w := range p {
 		// Never blocks: a waiter is detached, hence signalled, once.
 		select {
-		case ch <- struct{}{}:
+		case w.ch <- struct{}{}:
 		default:
+		}
+		if f := w.notify.Load(); f != nil {
+			(*f)()
 		}
 	}
 }

@@ -501,3 +501,35 @@ func TestWakeSignalsAfterUnlockAndDetaches(t *testing.T) {
 		t.Fatalf("waiter index not empty: %v", r.waiters)
 	}
 }
+
+// OnWake calls its function at the wake (large fan-outs included) and at
+// once on a waiter already woken.
+func TestWaiterOnWake(t *testing.T) {
+	for _, n := range []int{1, inlineWakes + 10} {
+		r := newTestReg(t)
+		r.reg(inst(appA, z1, "h1"))
+		l := r.latest(appA)
+		called := make(chan struct{}, 2*n)
+		for range n {
+			w := r.armed(PollRequest{Env: env, AppIDs: []string{appA}, Latest: []int64{l}})
+			w.OnWake(func() { called <- struct{}{} })
+		}
+		r.reg(inst(appA, z1, "h2"))
+		for i := range n {
+			select {
+			case <-called:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("n=%d: %d of the callbacks came", n, i)
+			}
+		}
+	}
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	w := r.armed(PollRequest{Env: env, AppIDs: []string{appA}, Latest: []int64{r.latest(appA)}})
+	r.reg(inst(appA, z1, "h2"))
+	got := false
+	w.OnWake(func() { got = true })
+	if !got {
+		t.Fatal("OnWake on a woken waiter did not call at once")
+	}
+}

@@ -1,0 +1,554 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/registry"
+)
+
+// Lean parking of long-polls (http.lean_polls). A poll parked by net/http
+// keeps its connection's serving goroutine (its stack grown by the handler
+// chain), a second goroutine that watches for the client's disconnect, the
+// connection's 4 KiB read and write buffers, the request, its context and
+// a timer: about 22 KB each, measured. A parked kratos poll needs only its
+// socket and its waiter. So a poll that has to wait takes its connection
+// over from net/http (Hijack), which frees all of that, and waits in one
+// small goroutine blocked reading the socket with the hold's deadline:
+//
+//   - the client closes: the read fails, the waiter is released at once
+//     (spec 5.2.2);
+//   - a change wakes the waiter: its callback moves the read deadline to
+//     the past, the read returns, the goroutine re-polls and answers (or
+//     waits again if the wake leaves nothing to answer);
+//   - the hold ends, or the server shuts down: -304.
+//
+// The answer is written as net/http would (status, Content-Type,
+// Content-Length, Date, Kratos-Status-Code), then the connection goes back
+// to the HTTP server through the listener (reentryListener), which serves
+// the client's next request on it as on a new connection: kept alive, as
+// kratos expects. TLS connections and requests that cannot be kept alive
+// are parked the ordinary way.
+
+// leanPoll is one connection taken over for long-polls. It serves the
+// polls of that connection itself, one after the other (kratos polls again
+// as soon as it has an answer), and gives the connection back to the HTTP
+// server at the first request that is not a plain poll.
+type leanPoll struct {
+	s      *Server
+	conn   net.Conn
+	prefix []byte // bytes read from the client and not served yet
+	// The current poll.
+	req      registry.PollRequest
+	w        *registry.Waiter
+	answer   func(*registry.PollResult) [][]byte
+	deadline time.Time
+	route    int
+	parked   bool // counted in s.parked
+
+	// mu orders the wake and shutdown callbacks (which move the read
+	// deadline) against the end: once released, the connection belongs
+	// to the HTTP server again (or is closed), and a late callback must
+	// not touch it.
+	mu       sync.Mutex
+	released bool
+}
+
+// interrupt ends the blocked read now, unless the connection was let go.
+func (p *leanPoll) interrupt() {
+	p.mu.Lock()
+	if !p.released {
+		_ = p.conn.SetReadDeadline(aLongTimeAgo)
+	}
+	p.mu.Unlock()
+}
+
+func (p *leanPoll) release() {
+	p.mu.Lock()
+	p.released = true
+	p.mu.Unlock()
+}
+
+// unpark stops counting the poll as parked (before its answer is written,
+// as an ordinary poll stops counting when its handler returns).
+func (p *leanPoll) unpark() {
+	if p.parked {
+		p.parked = false
+		p.s.parked.Add(-1)
+	}
+}
+
+// aLongTimeAgo is a read deadline in the past: the blocked read returns.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// maxLeanRequest bounds the head of a request read on a lean connection;
+// a longer one goes to the HTTP server, which applies its own limits.
+const maxLeanRequest = 8 << 10
+
+// canLean reports whether this poll's connection may be taken over: plain
+// HTTP/1.1 on the server's reentry listener, keep-alive, no body.
+func (s *Server) canLean(c echo.Context) bool {
+	r := c.Request()
+	if !s.cfg.LeanPolls || s.reentry.Load() == nil || r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close ||
+		r.ContentLength > 0 {
+		return false
+	}
+	if v := r.Header.Get("Connection"); v != "" && !strings.EqualFold(v, "keep-alive") {
+		return false
+	}
+	_, ok := c.Response().Writer.(http.Hijacker)
+	return ok
+}
+
+// parkLean takes the connection over and parks the poll on it; the
+// handler returns nil at once (nothing more is written through net/http).
+// ok false: the connection could not be taken (the handler parks as usual).
+// The poll is already counted in s.parked.
+func (s *Server) parkLean(c echo.Context, req registry.PollRequest, w *registry.Waiter, hold time.Duration, answer func(*registry.PollResult) [][]byte) bool {
+	conn, brw, err := http.NewResponseController(c.Response().Writer).Hijack()
+	if err != nil {
+		return false
+	}
+	p := &leanPoll{s: s, conn: conn, req: req, w: w, answer: answer, deadline: time.Now().Add(hold), route: routeIndex(c.Path()), parked: true}
+	if n := brw.Buffered(); n > 0 {
+		b, _ := brw.Peek(n)
+		p.prefix = append([]byte(nil), b...)
+	}
+	c.Set(ctxKeyCode, codeLabelLean) // counted when answered (leanPoll.respond)
+	s.leanWG.Add(1)
+	s.leanTotal.Add(1)
+	go p.run()
+	return true
+}
+
+// run alternates holding a poll and reading the next request, until the
+// connection goes back to the HTTP server or is closed.
+func (p *leanPoll) run() {
+	defer p.s.leanWG.Done()
+	// Shutdown answers the parked poll at once, or ends the wait for the
+	// next request.
+	stop := context.AfterFunc(p.s.pollCtx, p.interrupt)
+	defer stop()
+	for p.hold() && p.next() {
+	}
+}
+
+// hold waits for the current poll's change, its end or the client's
+// disconnect, and answers; false when the connection is gone.
+func (p *leanPoll) hold() bool {
+	s := p.s
+	var b [16]byte // small: the goroutine's stack shrinks to its minimum at the next GC
+	for {
+		// The deadline first, then the callback: a wake in between moves
+		// the deadline back to the past, it is never overwritten.
+		if err := p.conn.SetReadDeadline(p.deadline); err != nil {
+			p.w.Close()
+			p.close(codeLabelCanceled)
+			return false
+		}
+		p.w.OnWake(p.interrupt)
+		n, err := p.conn.Read(b[:])
+		if n > 0 {
+			// A request sent before the answer (pipelining): kept for later.
+			if len(p.prefix)+n > maxLeanRequest {
+				p.w.Close()
+				p.close(codeLabelCanceled)
+				return false
+			}
+			p.prefix = append(p.prefix, b[:n]...)
+			continue
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			// The client went away (or the socket failed): release the
+			// waiter at once, write nothing (spec 5.2.2).
+			p.w.Close()
+			p.close(codeLabelCanceled)
+			return false
+		}
+		if s.pollCtx.Err() != nil || !time.Now().Before(p.deadline) {
+			// The hold is over, or the server shuts down.
+			p.w.Close()
+			return p.respond(wire.CodeNotModified, [][]byte{stdAnswerOf(wire.CodeNotModified).body})
+		}
+		// Woken (or a late second call of an earlier waiter's callback):
+		// re-poll. The appid that woke us is answered even if the client's
+		// latest_timestamp is ahead of it (spec 5.3.2); a wake that leaves
+		// nothing to answer arms a new waiter.
+		res, next := s.reg.Repoll(p.req, p.w)
+		if res != nil {
+			return p.respond(wire.CodeOK, p.answer(res))
+		}
+		p.w = next
+	}
+}
+
+// respond writes the answer as net/http does; false when the write failed
+// (the connection is then closed).
+func (p *leanPoll) respond(code int, parts [][]byte) bool {
+	p.unpark()
+	n := 0
+	for _, b := range parts {
+		n += len(b)
+	}
+	// One buffer, one write: the connection is a wrapper (limitConn)
+	// without writev, and a write per part costs a syscall each.
+	bp, _ := p.s.leanBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	b := append((*bp)[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
+	b = append(b, contentTypeJSON...)
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, "\r\nDate: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\nKratos-Status-Code: "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, "\r\n\r\n"...)
+	for _, part := range parts {
+		b = append(b, part...)
+	}
+	_ = p.conn.SetWriteDeadline(time.Now().Add(p.s.cfg.RequestTimeout))
+	_, err := p.conn.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		p.s.leanBufs.Put(bp)
+	}
+	if err != nil {
+		p.close(codeLabelCanceled)
+		return false
+	}
+	p.s.observeLean(p.route, fmtCode(code))
+	return true
+}
+
+// next reads the client's next requests. A plain poll is served here: at
+// once (and the next request is read), or by parking it (true: hold it).
+// Anything else, or anything odd, goes back to the HTTP server with the
+// bytes read (false).
+func (p *leanPoll) next() bool {
+	s := p.s
+	for {
+		head, ok := p.readHead()
+		if !ok {
+			return false
+		}
+		req, route, ok := s.leanRequest(head)
+		if !ok || !s.ready() || len(p.prefix) > len(head) {
+			// Not a plain poll, the node not ready (the gate answers -503),
+			// or a further request behind this one: the HTTP server handles
+			// the connection from here, in order.
+			p.giveBack()
+			return false
+		}
+		if route == routeIndex(pathPoll) && !s.reg.Exists(req.req.Env, req.req.AppIDs[0], req.req.Zone) {
+			p.giveBack() // answered at once the ordinary way (spec 4.8.1)
+			return false
+		}
+		p.prefix = p.prefix[:0]
+		p.route = route
+		if route == routeIndex(pathPoll) {
+			p.answer = pollAnswer
+		} else {
+			p.answer = pollsBody
+		}
+		res, w := s.reg.Poll(req.req)
+		if res != nil {
+			if !p.respond(wire.CodeOK, p.answer(res)) {
+				return false
+			}
+			continue
+		}
+		hold := holdFor(s.cfg.PollHold, req.bmspy)
+		code := 0
+		switch {
+		case hold <= 0 || s.pollCtx.Err() != nil:
+			code = wire.CodeNotModified
+		case s.parked.Add(1) > int64(s.maxPollers):
+			s.parked.Add(-1)
+			code = wire.CodeUnavailable
+		}
+		if code != 0 {
+			w.Close()
+			if !p.respond(code, [][]byte{stdAnswerOf(code).body}) {
+				return false
+			}
+			continue
+		}
+		p.parked = true
+		p.req, p.w, p.deadline = req.req, w, time.Now().Add(hold)
+		return true
+	}
+}
+
+// pollAnswer is the answer of /discovery/poll: the one appid's info.
+func pollAnswer(res *registry.PollResult) [][]byte {
+	return [][]byte{okDataPrefix, res.Changed[0].JSON, closeBrace}
+}
+
+// readHead reads until the end of the next request's head (CRLF CRLF),
+// bounded: the idle timeout for its first byte, then the header timeout.
+// False: the client closed, timed out or the server shuts down (closed),
+// or the head is too long (given back: the HTTP server refuses it).
+func (p *leanPoll) readHead() ([]byte, bool) {
+	s := p.s
+	deadline := time.Now().Add(s.cfg.IdleTimeout)
+	if len(p.prefix) > 0 {
+		deadline = time.Now().Add(s.cfg.ReadHeaderTimeout)
+	}
+	var b [512]byte
+	for {
+		if i := indexHeadEnd(p.prefix); i >= 0 {
+			return p.prefix[:i], true
+		}
+		if len(p.prefix) > maxLeanRequest {
+			p.giveBack()
+			return nil, false
+		}
+		if s.pollCtx.Err() != nil {
+			p.close("") // shutdown: an idle connection is closed, as net/http does
+			return nil, false
+		}
+		if err := p.conn.SetReadDeadline(deadline); err != nil {
+			p.close("")
+			return nil, false
+		}
+		n, err := p.conn.Read(b[:])
+		if n > 0 {
+			if len(p.prefix) == 0 {
+				deadline = time.Now().Add(s.cfg.ReadHeaderTimeout)
+			}
+			p.prefix = append(p.prefix, b[:n]...)
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline) {
+			continue // a late wake callback of the last poll, or shutdown (checked above)
+		}
+		p.close("")
+		return nil, false
+	}
+}
+
+// indexHeadEnd returns the length of the head (through CRLF CRLF) in b,
+// or -1.
+func indexHeadEnd(b []byte) int {
+	for i := 0; i+3 < len(b); i++ {
+		if b[i] == '\r' && b[i+1] == '\n' && b[i+2] == '\r' && b[i+3] == '\n' {
+			return i + 4
+		}
+	}
+	return -1
+}
+
+type leanReq struct {
+	req   registry.PollRequest
+	bmspy string
+}
+
+// leanRequest parses a request head: ok only for a GET of /discovery/polls
+// or /discovery/poll over HTTP/1.1, without a body, kept alive, whose
+// parameters parse; the rest is the HTTP server's to answer.
+func (s *Server) leanRequest(head []byte) (leanReq, int, bool) {
+	var out leanReq
+	line, rest, ok := strings.Cut(string(head), "\r\n")
+	if !ok {
+		return out, 0, false
+	}
+	method, rest1, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest1, " ")
+	if !ok1 || !ok2 || method != http.MethodGet || proto != "HTTP/1.1" {
+		return out, 0, false
+	}
+	path, rawQuery, _ := strings.Cut(target, "?")
+	var route int
+	switch path {
+	case pathPolls:
+		route = routeIndex(pathPolls)
+	case pathPoll:
+		route = routeIndex(pathPoll)
+	default:
+		return out, 0, false
+	}
+	for _, h := range strings.Split(rest, "\r\n") {
+		if h == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(h, ":")
+		if !ok {
+			return out, 0, false
+		}
+		v = strings.TrimSpace(v)
+		switch {
+		case strings.EqualFold(k, "Content-Length"):
+			if v != "0" {
+				return out, 0, false
+			}
+		case strings.EqualFold(k, "Transfer-Encoding"), strings.EqualFold(k, "Expect"), strings.EqualFold(k, "Upgrade"):
+			return out, 0, false
+		case strings.EqualFold(k, "Connection"):
+			if !strings.EqualFold(v, "keep-alive") {
+				return out, 0, false
+			}
+		case strings.EqualFold(k, headerBmTimeout):
+			out.bmspy = v
+		}
+	}
+	v, err := parseQuery(rawQuery)
+	if err != nil {
+		return out, 0, false
+	}
+	pp, err := parsePoll(v, s.cfg.Limits, route == routeIndex(pathPolls))
+	if err != nil {
+		return out, 0, false
+	}
+	out.req = pp.Req
+	return out, route, true
+}
+
+// giveBack hands the connection, with the bytes read and not served, to
+// the HTTP server.
+func (p *leanPoll) giveBack() {
+	p.release()
+	_ = p.conn.SetDeadline(time.Time{})
+	if !p.s.reenter(p.conn, p.prefix) {
+		_ = p.conn.Close()
+	}
+}
+
+// close ends the connection (label: the poll's outcome, "" when no poll
+// was pending).
+func (p *leanPoll) close(label string) {
+	p.unpark()
+	p.release()
+	_ = p.conn.Close()
+	if label != "" {
+		p.s.observeLean(p.route, label)
+	}
+}
+
+// observeLean counts a lean poll's outcome as instrument counts the
+// others (poll latency is not observed for any poll).
+func (s *Server) observeLean(route int, code string) {
+	s.m.request(route, code).Inc()
+}
+
+// reentryListener is the plain listener the HTTP server serves: it accepts
+// from the real listener (in a goroutine of its own, so Accept can also
+// take connections back) and hands the server the connections whose lean
+// polls were answered, so their next request is served as usual.
+type reentryListener struct {
+	net.Listener
+	accepted chan acceptResult
+	back     chan net.Conn
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+func newReentryListener(ln net.Listener) *reentryListener {
+	l := &reentryListener{Listener: ln, accepted: make(chan acceptResult), back: make(chan net.Conn), done: make(chan struct{})}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *reentryListener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		c, err := l.Listener.Accept()
+		select {
+		case l.accepted <- acceptResult{c, err}:
+		case <-l.done:
+			if c != nil {
+				_ = c.Close()
+			}
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return
+			}
+		}
+	}
+}
+
+func (l *reentryListener) Accept() (net.Conn, error) {
+	select {
+	case r := <-l.accepted:
+		return r.c, r.err
+	case c := <-l.back:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *reentryListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.done) })
+	l.wg.Wait()
+	return err
+}
+
+// reenter gives a connection back to the HTTP server (with the bytes the
+// client sent meanwhile); false when the server no longer accepts.
+func (s *Server) reenter(c net.Conn, prefix []byte) bool {
+	l := s.reentry.Load()
+	if l == nil {
+		return false
+	}
+	if len(prefix) > 0 {
+		c = &prefixConn{Conn: c, r: bufio.NewReader(&prefixReader{prefix: prefix, conn: c})}
+	}
+	select {
+	case l.back <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// prefixConn reads first what was read from its connection while a poll
+// was parked.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+type prefixReader struct {
+	prefix []byte
+	conn   net.Conn
+}
+
+func (r *prefixReader) Read(b []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(b, r.prefix)
+		r.prefix = r.prefix[n:]
+		return n, nil
+	}
+	return r.conn.Read(b)
+}

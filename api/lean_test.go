@@ -1,0 +1,219 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
+	"github.com/discovery-go/discovery/registry"
+)
+
+// leanEnv is a server on a real listener (Serve), where polls park lean.
+type leanEnv struct {
+	srv  *Server
+	reg  *registry.Registry
+	addr string
+	done chan error
+}
+
+func newLeanEnv(t *testing.T, lean bool) *leanEnv {
+	t.Helper()
+	reg, err := registry.New(registry.DefaultConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.PollHold = 2 * time.Second
+	cfg.LeanPolls = lean
+	srv, err := New(cfg, Deps{Registry: reg, Self: wire.Node{Addr: "127.0.0.1:7171", Zone: z1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &leanEnv{srv: srv, reg: reg, addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-e.done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return e
+}
+
+// rawConn is one keep-alive client connection speaking HTTP/1.1 by hand,
+// so the test sees exactly what the server writes and reuses the socket.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (rc *rawConn) send(method, target, body string) {
+	rc.t.Helper()
+	req := method + " " + target + " HTTP/1.1\r\nHost: x\r\n"
+	if body != "" {
+		req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + fmt.Sprint(len(body)) + "\r\n"
+	}
+	if _, err := io.WriteString(rc.c, req+"\r\n"+body); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+func (rc *rawConn) read(timeout time.Duration) (*http.Response, string) {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(timeout))
+	resp, err := http.ReadResponse(rc.r, nil)
+	if err != nil {
+		rc.t.Fatalf("read answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp, string(b)
+}
+
+func pollTarget(appid string, latest int64) string {
+	return "/discovery/polls?" + url.Values{"env": {tEnv}, "hostname": {"w"}, "appid": {appid}, "latest_timestamp": {fmt.Sprint(latest)}}.Encode()
+}
+
+func registerBody(appid, host string) string {
+	return regForm(appid, z1, host).Encode()
+}
+
+// A lean-parked poll is woken by a change and answered exactly as net/http
+// answers (status, headers, body), the connection stays alive for the next
+// request, the hold ends with -304, the parked count follows, and a
+// client that goes away releases its waiter at once.
+func TestLeanPolls(t *testing.T) {
+	for _, lean := range []bool{true, false} {
+		t.Run(fmt.Sprint("lean=", lean), func(t *testing.T) {
+			e := newLeanEnv(t, lean)
+			w := dialRaw(t, e.addr)
+			w.send(http.MethodPost, "/discovery/register", registerBody(appA, "h1"))
+			if resp, body := w.read(5 * time.Second); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":0`) {
+				t.Fatalf("register: %d %s", resp.StatusCode, body)
+			}
+			info, _ := e.reg.Fetch(tEnv, appA, "", 1)
+			p := dialRaw(t, e.addr)
+			p.send(http.MethodGet, pollTarget(appA, info.LatestTimestamp), "")
+			testkit.EventuallyTrue(t, 5*time.Second, "poll parked", func() bool { return e.srv.parked.Load() == 1 })
+			w.send(http.MethodPost, "/discovery/register", registerBody(appA, "h2")) // keep-alive: same connection
+			w.read(5 * time.Second)
+			resp, body := p.read(5 * time.Second)
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Kratos-Status-Code") != "0" || resp.Header.Get("Content-Type") != contentTypeJSON ||
+				resp.Header.Get("Date") == "" || resp.ContentLength != int64(len(body)) || !strings.Contains(body, `"h2"`) {
+				t.Fatalf("woken answer: %d %v %s", resp.StatusCode, resp.Header, body)
+			}
+			testkit.EventuallyTrue(t, 5*time.Second, "parked count back to 0", func() bool { return e.srv.parked.Load() == 0 })
+			// The same connection serves the next poll, which holds until -304.
+			info, _ = e.reg.Fetch(tEnv, appA, "", 1)
+			p.send(http.MethodGet, pollTarget(appA, info.LatestTimestamp), "")
+			if resp, body := p.read(10 * time.Second); resp.StatusCode != http.StatusOK || resp.Header.Get("Kratos-Status-Code") != "-304" || !strings.Contains(body, `"code":-304`) {
+				t.Fatalf("hold over: %d %v %s", resp.StatusCode, resp.Header, body)
+			}
+			// Served on the lean connection, a poll answered at once, then
+			// a register (given back to the HTTP server) on the same socket.
+			p.send(http.MethodGet, pollTarget(appA, 0), "")
+			if resp, body := p.read(5 * time.Second); resp.Header.Get("Kratos-Status-Code") != "0" || !strings.Contains(body, `"h1"`) {
+				t.Fatalf("immediate poll: %v %s", resp.Header, body)
+			}
+			p.send(http.MethodPost, "/discovery/register", registerBody(appA, "h3"))
+			if resp, body := p.read(5 * time.Second); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":0`) {
+				t.Fatalf("register after polls: %d %s", resp.StatusCode, body)
+			}
+			// Two requests at once (pipelined): both answered, in order.
+			info, _ = e.reg.Fetch(tEnv, appA, "", 1)
+			p.send(http.MethodGet, pollTarget(appA, 0), "")
+			p.send(http.MethodGet, "/discovery/fetch?"+url.Values{"env": {tEnv}, "appid": {appA}, "status": {"1"}}.Encode(), "")
+			r1, b1 := p.read(5 * time.Second)
+			r2, b2 := p.read(5 * time.Second)
+			if r1.Header.Get("Kratos-Status-Code") != "0" || !strings.Contains(b1, `"h3"`) || r2.StatusCode != http.StatusOK || !strings.Contains(b2, `"instances"`) {
+				t.Fatalf("pipelined: %v %s / %v %s", r1.Header, b1, r2.Header, b2)
+			}
+			// A client that goes away releases its waiter at once.
+			gone := dialRaw(t, e.addr)
+			gone.send(http.MethodGet, pollTarget(appA, info.LatestTimestamp), "")
+			testkit.EventuallyTrue(t, 5*time.Second, "second poll parked", func() bool { return e.srv.parked.Load() == 1 })
+			_ = gone.c.Close()
+			testkit.EventuallyTrue(t, 5*time.Second, "waiter released on disconnect", func() bool {
+				return e.srv.parked.Load() == 0 && e.reg.Stats().Waiters == 0
+			})
+			if got := e.srv.leanTotal.Load(); (got >= 2) != lean || (!lean && got != 0) {
+				t.Fatalf("%d polls parked lean, lean_polls=%v", got, lean)
+			}
+		})
+	}
+}
+
+// Shutdown answers every lean-parked poll -304 at once and waits for them.
+func TestLeanPolls_Shutdown(t *testing.T) {
+	reg, err := registry.New(registry.DefaultConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	srv, err := New(cfg, Deps{Registry: reg, Self: wire.Node{Addr: "127.0.0.1:7171", Zone: z1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	var conns []*rawConn
+	for range 20 {
+		rc := dialRaw(t, ln.Addr().String())
+		rc.send(http.MethodGet, pollTarget("none.yet", 0), "")
+		conns = append(conns, rc)
+	}
+	testkit.EventuallyTrue(t, 5*time.Second, "20 polls parked", func() bool { return srv.parked.Load() == 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range conns {
+		if resp, body := rc.read(5 * time.Second); resp.Header.Get("Kratos-Status-Code") != "-304" {
+			t.Fatalf("at shutdown: %v %s", resp.Header, body)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s with parked polls", d)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
