@@ -121,7 +121,7 @@ func (s *Server) parkLean(c echo.Context, req registry.PollRequest, w *registry.
 		return false
 	}
 	p := &leanPoll{s: s, conn: conn, req: req, w: w, answer: answer, deadline: time.Now().Add(hold), route: routeIndex(c.Path()), parked: true}
-	if n := brw.Buffered(); n > 0 {
+	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Peek(n)
 		p.prefix = append([]byte(nil), b...)
 	}
