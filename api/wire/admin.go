@@ -41,11 +41,11 @@ type NodeStatus struct {
 
 // MemberStatus is one same-zone node as gossip lists it.
 type MemberStatus struct {
-	Name   string `json:"name"`
-	Addr   string `json:"addr"`
-	Zone   string `json:"zone"`
-	State  string `json:"state"` // up, lost (our link to it fails), leaving
-	Self   bool   `json:"self,omitempty"`
+	Name  string `json:"name"`
+	Addr  string `json:"addr"`
+	Zone  string `json:"zone"`
+	State string `json:"state"` // up, lost (our link to it fails), leaving
+	Self  bool   `json:"self,omitempty"`
 }
 
 // RegistryStatus is the registry's state and its self-preservation guard.
