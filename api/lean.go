@@ -204,10 +204,7 @@ func (p *leanPoll) respond(code int, parts [][]byte) bool {
 	}
 	// One buffer, one write: the connection is a wrapper (limitConn)
 	// without writev, and a write per part costs a syscall each.
-	bp, _ := p.s.leanBufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
+	bp := p.s.answerBuf()
 	b := append((*bp)[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
 	b = append(b, contentTypeJSON...)
 	b = append(b, "\r\nContent-Length: "...)
@@ -222,10 +219,7 @@ func (p *leanPoll) respond(code int, parts [][]byte) bool {
 	}
 	_ = p.conn.SetWriteDeadline(time.Now().Add(p.s.cfg.RequestTimeout))
 	_, err := p.conn.Write(b)
-	if cap(b) <= 64<<10 {
-		*bp = b[:0]
-		p.s.leanBufs.Put(bp)
-	}
+	p.s.putAnswerBuf(bp, b)
 	if err != nil {
 		p.close(codeLabelCanceled)
 		return false

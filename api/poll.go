@@ -87,7 +87,7 @@ func (s *Server) longPoll(c echo.Context, req registry.PollRequest, answer func(
 	res, w := s.reg.Poll(req)
 	for {
 		if res != nil {
-			return writeBody(c, wire.CodeOK, answer(res)...)
+			return s.writeJoined(c, wire.CodeOK, answer(res)...)
 		}
 		if !parked {
 			if hold <= 0 || s.pollCtx.Err() != nil {

@@ -26,7 +26,7 @@ func (s *Server) fetch(c echo.Context) error {
 	if len(res) == 0 {
 		return writeBody(c, wire.CodeNotFound, bodyNotFoundNullData)
 	}
-	return writeBody(c, wire.CodeOK, okDataPrefix, res[0].JSON, closeBrace)
+	return s.writeJoined(c, wire.CodeOK, okDataPrefix, res[0].JSON, closeBrace)
 }
 
 // fetchs: GET /discovery/fetchs (spec 4.7). Unknown appids are left out;
@@ -44,7 +44,7 @@ func (s *Server) fetchs(c echo.Context) error {
 	slices.Sort(p.AppIDs) // ours: parsed for this request
 	ids := slices.Compact(p.AppIDs)
 	res := s.reg.FetchEncoded(p.Env, p.Zone, p.Status, ids)
-	return writeBody(c, wire.CodeOK, appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, res, `}}`)...)
+	return s.writeJoined(c, wire.CodeOK, appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, res, `}}`)...)
 }
 
 // fetchAll: GET /discovery/fetch/all (spec 4.5): appid → every instance of

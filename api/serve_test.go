@@ -4,11 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,4 +166,124 @@ func TestServe_ShutdownClosesUnusedConnections(t *testing.T) {
 	if n, err := raw.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("unused connection still open after Shutdown: read %d, %v", n, err)
 	}
+}
+
+// writeCounter counts the writes to the sockets it accepts.
+type writeCounter struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+type countedConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (l writeCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{c, l.writes}, nil
+}
+
+func (c countedConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// C34, C36: fetch and fetchs answers made of several shared payloads go to
+// the socket joined, in at most two writes (headers with the first 4 KB,
+// then the rest) instead of one per payload, and are byte for byte what
+// the parts say, also when many are answered at once from pooled buffers.
+func TestServe_LargeAnswersJoined(t *testing.T) {
+	reg, err := registry.New(registry.DefaultConfig(), registry.NewManualClock(t0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(DefaultConfig(), Deps{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := form("env", tEnv, "status", "3")
+	for a := range 10 {
+		appid := fmt.Sprintf("bench.app-%d", a)
+		q.Add("appid", appid)
+		for i := range 10 {
+			in := registry.Instance{Env: tEnv, AppID: appid, Zone: z1, Hostname: fmt.Sprintf("host-%d", i),
+				Addrs: []string{"grpc://10.0.0.1:9000", "http://10.0.0.1:8000"}, Status: 1, Region: "sh",
+				Version: "v1", Metadata: map[string]string{"weight": "10", "app": appid}}
+			if _, _, err := reg.Register(in, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var writes atomic.Int64
+	ln := writeCounter{listen(t), &writes}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	get := func(path string) string {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		if cl := resp.Header.Get("Content-Length"); cl != strconv.Itoa(len(b)) {
+			t.Errorf("Content-Length %s for %d bytes", cl, len(b))
+		}
+		return string(b)
+	}
+	many := "/discovery/fetchs?" + q.Encode()
+	one := "/discovery/fetch?" + form("env", tEnv, "status", "3", "appid", "bench.app-3").Encode()
+	res := reg.FetchEncoded(tEnv, "", 3, []string{"bench.app-3"})
+	wantOne := `{"code":0,"message":"0","ttl":1,"data":` + string(res[0].JSON) + `}`
+	var all []string
+	for a := range 10 {
+		all = append(all, fmt.Sprintf("bench.app-%d", a))
+	}
+	wantMany := string(slices.Concat(appMapBody(`{"code":0,"message":"0","ttl":1,"data":{`, reg.FetchEncoded(tEnv, "", 3, all), `}}`)...))
+	if len(wantMany) < 30<<10 {
+		t.Fatalf("fetchs answer of %d bytes: the test wants one of tens of KB", len(wantMany))
+	}
+	for _, c := range []struct{ path, want string }{{many, wantMany}, {one, wantOne}} {
+		writes.Store(0)
+		if got := get(c.path); got != c.want {
+			t.Fatalf("%s: body differs from its parts (%d vs %d bytes)", c.path, len(got), len(c.want))
+		}
+		if n := writes.Load(); n > 2 {
+			t.Errorf("%s: %d bytes in %d socket writes, want at most 2", c.path, len(c.want), n)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				path, want := many, wantMany
+				if (g+i)%2 == 0 {
+					path, want = one, wantOne
+				}
+				if got := get(path); got != want {
+					t.Errorf("concurrent %s: body differs (%d vs %d bytes)", path, len(got), len(want))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -133,7 +133,10 @@ type Server struct {
 	reentry   atomic.Pointer[reentryListener]
 	leanWG    sync.WaitGroup
 	leanTotal atomic.Int64 // polls parked lean since start
-	leanBufs  sync.Pool    // answer buffers of lean polls (*[]byte): a wake of 10 000 writes 10 000 at once
+	// answerBufs: buffers (*[]byte) in which multi-part answers are joined
+	// before their write (writeJoined, lean polls): a wake of 10 000 polls
+	// writes 10 000 at once.
+	answerBufs sync.Pool
 
 	// newConns are connections that have not sent a request yet
 	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves
