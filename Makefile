@@ -53,7 +53,7 @@ test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (n
 # mutates for FUZZTIME each.
 FUZZ_TARGETS := \
 	.:./api:FuzzFormBinding .:./api:FuzzPollsPairs .:./api:FuzzMetadata .:./api:FuzzHandlers \
-	.:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
+	.:./registry:FuzzPlainAddr .:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
 	api/wire:.:FuzzFastDecode api/wire:.:FuzzDecodeSnapshot \
 	api/client:.:FuzzDecodePolls
 FUZZTIME ?= 8s

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -64,6 +65,19 @@ func FuzzFormBinding(f *testing.F) {
 	f.Add("a=%zz;b", []byte("x=%"))
 	l := fuzzLimits
 	f.Fuzz(func(t *testing.T, rawQuery string, body []byte) {
+		// parseForm gives what url.ParseQuery gives, error or not.
+		for _, raw := range []string{rawQuery, string(body)} {
+			got, gerr := parseForm(raw)
+			want, werr := url.ParseQuery(raw)
+			if (gerr != nil) != (werr != nil) {
+				t.Fatalf("%q: parseForm error %v, url.ParseQuery error %v", raw, gerr, werr)
+			}
+			if gerr == nil {
+				if d := cmp.Diff(want, got); d != "" {
+					t.Fatalf("%q: parseForm differs from url.ParseQuery (-want +got):\n%s", raw, d)
+				}
+			}
+		}
 		q, qerr := parseQuery(rawQuery)
 		b, berr := parseURLEncoded(string(body))
 		if qerr != nil {
@@ -194,11 +208,22 @@ func FuzzPollsPairs(f *testing.F) {
 func FuzzMetadata(f *testing.F) {
 	for _, s := range []string{"", "null", "{}", `{"weight":"10"}`, `{"weight":10}`, `{"a":true,"b":null}`,
 		`{"a":{"b":1}}`, `{"a":[1]}`, `"x"`, `{"a":"\u00e9\ud800"}`, `{"a":1e999}`, `{"a":"b","a":"c"}`,
-		`{"a":"b","a":null}`, `{"a":null,"a":"b"}`, `{"a":"x","a":1}`, `{"\u003c":"\ud83d\ude00","k":"\u0000"}`, ` { "a" : "b" } `} {
+		`{"a":"b","a":null}`, `{"a":null,"a":"b"}`, `{"a":"x","a":1}`, `{"\u003c":"\ud83d\ude00","k":"\u0000"}`, ` { "a" : "b" } `,
+		"{\t\"a\":\"b\",\r\n\"c\":\"\"}", `{"a":"b",}`, `{"a":"b"}x`, `{"a" "b"}`, `{,}`, `{"a":"b"`, `{"":""}`, "{\"\x7f\":\"a\"}"} {
 		f.Add(s)
 	}
 	l := fuzzLimits
 	f.Fuzz(func(t *testing.T, s string) {
+		// The plain-object path gives exactly what encoding/json gives.
+		if plain, ok := parsePlainObject(s, 1<<20); ok {
+			var want map[string]string
+			if err := json.Unmarshal([]byte(s), &want); err != nil {
+				t.Fatalf("%q: plain path accepts what encoding/json refuses: %v", s, err)
+			}
+			if d := cmp.Diff(want, plain); d != "" {
+				t.Fatalf("%q: plain path differs from encoding/json (-json +plain):\n%s", s, d)
+			}
+		}
 		md, err := parseMetadata("metadata", s, l)
 		if err != nil {
 			checkParamErr(t, "metadata", err)

@@ -211,3 +211,34 @@ func TestEnvelopeBytes(t *testing.T) {
 		}
 	}
 }
+
+// parseForm (the register path's form parser) gives what url.ParseQuery
+// gives on the forms kratos sends and on malformed ones, including the
+// parameter-count bound; a repeated name keeps every value in order.
+func TestParseForm_MatchesNetURL(t *testing.T) {
+	many := strings.Repeat("a=1&", maxFormParams-1) + "a=1"
+	for _, raw := range []string{
+		"", "&", "&&a=1&&", "a", "=x", "a=", "a=1&a=2&b=3&a=4", "a+b=c+d&%41=%42", "k=%e9%zz", "k=%", "a=1;b=2",
+		"zone=sh001&env=prod&appid=demo.app&hostname=h1&addrs=grpc%3A%2F%2F10.0.0.1%3A9000&addrs=http%3A%2F%2F10.0.0.1%3A8000&metadata=%7B%22weight%22%3A%2210%22%7D",
+		many, many + "&b=2",
+	} {
+		got, gerr := parseForm(raw)
+		want, werr := url.ParseQuery(raw)
+		if (gerr != nil) != (werr != nil) {
+			t.Fatalf("%.40q: parseForm error %v, url.ParseQuery error %v", raw, gerr, werr)
+		}
+		if gerr == nil {
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("%.40q (-url +parseForm):\n%s", raw, d)
+			}
+		}
+	}
+	v, err := parseForm("a=1&b=2&a=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v["b"] = append(v["b"], "x") // appending to one name never writes into another's values
+	if d := cmp.Diff(url.Values{"a": {"1", "3"}, "b": {"2", "x"}}, v); d != "" {
+		t.Fatal(d)
+	}
+}

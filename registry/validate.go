@@ -89,6 +89,49 @@ func checkAddr(field, a string, max int) error {
 	return nil
 }
 
+// plainAddr reports whether a is scheme://host:port[/] with a scheme of
+// letters, digits, '+', '-', '.' (a letter first), a host of ASCII letters,
+// digits, '-' and '.', and a port of 1-65535 without leading zeros: the
+// form nearly every instance registers, and a subset of what checkAddr
+// accepts (a test holds it to that), checked without url.Parse's
+// allocations.
+func plainAddr(a string) bool {
+	i := strings.Index(a, "://")
+	if i < 1 || !isLetter(a[0]) {
+		return false
+	}
+	for j := 1; j < i; j++ {
+		if c := a[j]; !isLetter(c) && !isDigit(c) && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	rest := strings.TrimSuffix(a[i+3:], "/")
+	colon := strings.LastIndexByte(rest, ':')
+	if colon < 1 {
+		return false
+	}
+	for j := range colon {
+		if c := rest[j]; !isLetter(c) && !isDigit(c) && c != '-' && c != '.' {
+			return false
+		}
+	}
+	port := rest[colon+1:]
+	if len(port) == 0 || len(port) > 5 || port[0] == '0' {
+		return false
+	}
+	p := 0
+	for j := range len(port) {
+		if !isDigit(port[j]) {
+			return false
+		}
+		p = p*10 + int(port[j]-'0')
+	}
+	return p <= 65535
+}
+
+func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
+
 func trunc(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
@@ -138,6 +181,9 @@ func (l Limits) validateInstance(in *Instance) error {
 		return invalid("addrs", "more than %d values", l.MaxAddrs)
 	}
 	for i, a := range in.Addrs {
+		if len(a) <= l.MaxAddrLen && plainAddr(a) {
+			continue // what the general check below accepts, without url.Parse
+		}
 		if err := checkAddr(fmt.Sprintf("addrs[%d]", i), a, l.MaxAddrLen); err != nil {
 			return err
 		}

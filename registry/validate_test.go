@@ -204,3 +204,34 @@ func TestOwner(t *testing.T) {
 		t.Fatalf("owner of a cancelled key %q", o)
 	}
 }
+
+// plainAddr (the allocation-free check of the common addr form) accepts
+// only what checkAddr accepts.
+func FuzzPlainAddr(f *testing.F) {
+	for _, a := range []string{"grpc://10.0.0.1:9000", "http://h-1.example.com:8000/", "HTTP://x:1", "a+b.c-d://h:65535",
+		"grpc://h:65536", "grpc://h:0", "grpc://h:09", "grpc://:90", "grpc://h:", "://h:1", "1a://h:1", "grpc://[::1]:9000",
+		"grpc://h:1//", "grpc://h:1/x", "grpc://u@h:1", "grpc://h_1:1", "grpc://...:1", "grpc://-:1", "grpc:/h:1", "grpc://h:1:2"} {
+		f.Add(a)
+	}
+	f.Fuzz(func(t *testing.T, a string) {
+		if plainAddr(a) {
+			if err := checkAddr("addrs[0]", a, 1<<20); err != nil {
+				t.Fatalf("plainAddr accepts %q, checkAddr refuses it: %v", a, err)
+			}
+		}
+	})
+}
+
+// The forms services register take the fast path.
+func TestPlainAddr_CommonForms(t *testing.T) {
+	for _, a := range []string{"grpc://10.0.0.1:9000", "http://10.0.0.1:8000/", "http://svc-1.ns.example.com:80", "discovery://h:1"} {
+		if !plainAddr(a) {
+			t.Errorf("plainAddr(%q) = false", a)
+		}
+	}
+	for _, a := range []string{"grpc://[::1]:9000", "grpc://h:0", "grpc://u@h:1", "grpc://h:1/x"} {
+		if plainAddr(a) {
+			t.Errorf("plainAddr(%q) = true; the general check decides it", a)
+		}
+	}
+}
