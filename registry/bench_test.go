@@ -168,7 +168,8 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// measureBytesPerInstance registers n instances (apps × n/apps) and returns
+// measureBytesPerInstance registers n instances (apps × n/apps, each with
+// its own owner address) and returns
 // the retained heap per instance. With polled, every app is also polled once
 // so its encoded answer is cached.
 func measureBytesPerInstance(tb testing.TB, n, apps int, polled bool) float64 {
@@ -178,7 +179,9 @@ func measureBytesPerInstance(tb testing.TB, n, apps int, polled bool) float64 {
 	}
 	before := heapInUse()
 	for i := range n {
-		if _, _, err := r.Register(benchInst(i%apps, i), 0); err != nil {
+		// Each instance from an address of its own, as pods register.
+		owner := fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
+		if _, _, err := r.RegisterFrom(benchInst(i%apps, i), 0, owner); err != nil {
 			tb.Fatal(err)
 		}
 	}

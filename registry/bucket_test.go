@@ -2,8 +2,10 @@ package registry
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 func TestZoneBucketSmallAndBig(t *testing.T) {
@@ -16,10 +18,10 @@ func TestZoneBucketSmallAndBig(t *testing.T) {
 		}
 		var seen []string
 		for rc := range b.recs() {
-			if want[rc.hostname] != rc {
-				t.Fatalf("%s: unexpected record %s", stage, rc.hostname)
+			if want[rc.host()] != rc {
+				t.Fatalf("%s: unexpected record %s", stage, rc.host())
 			}
-			seen = append(seen, rc.hostname)
+			seen = append(seen, rc.host())
 		}
 		if len(seen) != len(want) {
 			t.Fatalf("%s: iterated %d records, want %d", stage, len(seen), len(want))
@@ -35,7 +37,7 @@ func TestZoneBucketSmallAndBig(t *testing.T) {
 	}
 	for i := range 20 {
 		h := fmt.Sprintf("h%02d", i)
-		rc := &rec{hostname: h}
+		rc := hostRec(h)
 		if old := b.set(rc); old != nil {
 			t.Fatalf("set of new %s returned %v", h, old)
 		}
@@ -46,7 +48,7 @@ func TestZoneBucketSmallAndBig(t *testing.T) {
 		check(fmt.Sprintf("insert %d", i))
 	}
 	// Replace in the map form; delete down to zero.
-	nr := &rec{hostname: "h03"}
+	nr := hostRec("h03")
 	if old := b.set(nr); old != want["h03"] {
 		t.Fatal("replace did not return the old record")
 	}
@@ -67,11 +69,11 @@ func TestZoneBucketSmallAndBig(t *testing.T) {
 
 	// Small form: replace and delete from the middle.
 	var s zoneBucket
-	a, c, d := &rec{hostname: "a"}, &rec{hostname: "c"}, &rec{hostname: "d"}
+	a, c, d := hostRec("a"), hostRec("c"), hostRec("d")
 	s.set(a)
 	s.set(c)
 	s.set(d)
-	a2 := &rec{hostname: "a"}
+	a2 := hostRec("a")
 	if s.set(a2) != a || s.get("a") != a2 || s.len() != 3 {
 		t.Fatal("small replace")
 	}
@@ -104,5 +106,73 @@ func TestLargeZone(t *testing.T) {
 	}
 	if s := r.Stats(); s.Instances[env] != 20 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+func hostRec(h string) *rec { return &rec{ha: h, hostLen: uint16(len(h))} }
+
+// recTable against a map: random sets and deletes over a small key space
+// (long probe runs, wrap-around at the end of the slots, deletes that move
+// records back), every record reachable and none extra after each step.
+func TestRecTable_AgainstMap(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	tab := newRecTable(4)
+	want := map[string]*rec{}
+	check := func(step int) {
+		t.Helper()
+		if tab.n != len(want) {
+			t.Fatalf("step %d: n = %d, want %d", step, tab.n, len(want))
+		}
+		seen := 0
+		for _, rc := range tab.slots {
+			if rc != nil {
+				seen++
+				if want[rc.host()] != rc {
+					t.Fatalf("step %d: stray record %s", step, rc.host())
+				}
+			}
+		}
+		if seen != len(want) {
+			t.Fatalf("step %d: %d records in the slots, want %d", step, seen, len(want))
+		}
+		for h, rc := range want {
+			if tab.get(h) != rc {
+				t.Fatalf("step %d: %s not found", step, h)
+			}
+		}
+	}
+	for step := range 20_000 {
+		h := fmt.Sprintf("h%d", rnd.IntN(300))
+		if rnd.IntN(3) == 0 {
+			tab.del(h)
+			delete(want, h)
+		} else {
+			nr := hostRec(h)
+			if old := tab.set(nr); old != want[h] {
+				t.Fatalf("step %d: set(%s) replaced %p, want %p", step, h, old, want[h])
+			}
+			want[h] = nr
+		}
+		if tab.get("absent") != nil {
+			t.Fatal("found an absent host")
+		}
+		if step%97 == 0 {
+			check(step)
+		}
+	}
+	check(-1)
+	for h := range want {
+		tab.del(h)
+	}
+	if tab.n != 0 || tab.get("h1") != nil {
+		t.Fatalf("%d records left after deleting all", tab.n)
+	}
+}
+
+// rec stays in the 96-byte size class (see its comment): a field more is
+// 16 bytes more per instance.
+func TestRecSize(t *testing.T) {
+	if n := unsafe.Sizeof(rec{}); n > 96 {
+		t.Fatalf("rec is %d bytes, want at most 96", n)
 	}
 }

@@ -95,6 +95,9 @@ func (c Config) Validate() error {
 	if l.MaxStringLen < 1 || l.MaxAddrs < 1 || l.MaxAddrLen < 1 || l.MaxMetadataBytes < 2 || l.MaxMetadataKeys < 1 {
 		errs = append(errs, fmt.Errorf("limits: every limit must be positive, got %+v", l))
 	}
+	if l.MaxStringLen > maxHostLen {
+		errs = append(errs, fmt.Errorf("limits: max string length %d above %d (hostnames are stored with a 16-bit length)", l.MaxStringLen, maxHostLen))
+	}
 	if c.ProtectThreshold <= 0 || c.ProtectThreshold >= 1 {
 		errs = append(errs, fmt.Errorf("protect_threshold: must be in (0,1), got %v", c.ProtectThreshold))
 	}

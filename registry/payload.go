@@ -229,7 +229,7 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 		}
 		b = wire.AppendString(b, g.zone)
 		b = append(b, ':', '[')
-		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
+		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.host(), y.host()) })
 		for j, rc := range g.recs {
 			if j > 0 {
 				b = append(b, ',')
@@ -248,23 +248,13 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 // zone together: 196 bytes of keys and punctuation, the status digit, five
 // timestamps, the strings and their quotes and separators.
 func (r *rec) jsonSizeHint(keyLen int) int {
-	n := 196 + 1 + 5*19 + keyLen + len(r.hostname)
-	for _, a := range r.addrs {
-		n += len(a) + 3
-	}
-	if r.region != noHandle {
-		n += len(r.region.Value())
-	}
-	if r.version != noHandle {
-		n += len(r.version.Value())
-	}
-	if r.meta != noHandle {
-		for s := r.meta.Value(); len(s) > 0; {
-			var k, v string
-			k, s = nextPacked(s)
-			v, s = nextPacked(s)
-			n += len(k) + len(v) + 6
-		}
+	p := r.prof.Value()
+	n := 196 + 1 + 5*19 + keyLen + len(r.ha) + 2*strings.Count(r.ha, "\x00") + len(p.region) + len(p.version)
+	for s := p.meta; len(s) > 0; {
+		var k, v string
+		k, s = nextPacked(s)
+		v, s = nextPacked(s)
+		n += len(k) + len(v) + 6
 	}
 	return n
 }
@@ -272,8 +262,9 @@ func (r *rec) jsonSizeHint(keyLen int) int {
 // appendJSON encodes the record as an Instance (14 keys in struct order,
 // metadata {} when empty), like encoding/json does.
 func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
+	p := r.prof.Value()
 	b = append(b, `{"region":`...)
-	b = wire.AppendString(b, unintern(r.region))
+	b = wire.AppendString(b, p.region)
 	b = append(b, `,"zone":`...)
 	b = wire.AppendString(b, zone)
 	b = append(b, `,"env":`...)
@@ -281,20 +272,22 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	b = append(b, `,"appid":`...)
 	b = wire.AppendString(b, appid)
 	b = append(b, `,"hostname":`...)
-	b = wire.AppendString(b, r.hostname)
+	b = wire.AppendString(b, r.host())
 	b = append(b, `,"addrs":[`...)
-	for i, a := range r.addrs {
-		if i > 0 {
+	first := true
+	for a := range r.addrs {
+		if !first {
 			b = append(b, ',')
 		}
+		first = false
 		b = wire.AppendString(b, a)
 	}
 	b = append(b, `],"version":`...)
-	b = wire.AppendString(b, unintern(r.version))
+	b = wire.AppendString(b, p.version)
 	b = append(b, `,"metadata":{`...)
-	if r.meta != noHandle {
+	if p.meta != "" {
 		// Packed pairs are sorted by key, the order encoding/json uses.
-		s := r.meta.Value()
+		s := p.meta
 		for first := true; len(s) > 0; first = false {
 			var k, v string
 			k, s = nextPacked(s)

@@ -30,7 +30,7 @@ func (a *app) capture(zone string, mask uint32) []zoneGroup {
 		}
 		g := zoneGroup{zone: b.name, recs: make([]*rec, 0, n)}
 		for rc := range b.recs() {
-			if rc.status&mask != 0 {
+			if rc.statusOf()&mask != 0 {
 				g.recs = append(g.recs, rc)
 			}
 		}
@@ -51,7 +51,7 @@ func buildInfo(env, appid string, groups []zoneGroup, latest int64) *InstanceInf
 	info := &InstanceInfo{Instances: make(map[string][]*Instance, len(groups)), LatestTimestamp: latest}
 	i := 0
 	for _, g := range groups {
-		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.hostname, y.hostname) })
+		slices.SortFunc(g.recs, func(x, y *rec) int { return strings.Compare(x.host(), y.host()) })
 		start := i
 		for _, rc := range g.recs {
 			all[i] = rc.instance(env, appid, g.zone, true)
@@ -211,7 +211,7 @@ func makeSnapshot(refs []recRef, tombs []Tombstone) Snapshot {
 		if x.a != y.a {
 			return cmp.Or(strings.Compare(x.a.env, y.a.env), strings.Compare(x.a.id, y.a.id))
 		}
-		return cmp.Or(strings.Compare(x.zone, y.zone), strings.Compare(x.rc.hostname, y.rc.hostname))
+		return cmp.Or(strings.Compare(x.zone, y.zone), strings.Compare(x.rc.host(), y.rc.host()))
 	})
 	s := Snapshot{Instances: make([]Instance, len(refs)), Tombstones: tombs}
 	if s.Tombstones == nil {
@@ -248,7 +248,7 @@ func (r *Registry) AppDigests() map[AppKey]uint64 {
 			var d uint64
 			for _, b := range a.zones {
 				for rc := range b.recs() {
-					d += entryHash(b.name, rc.hostname, 'i', rc.dirty)
+					d += entryHash(b.name, rc.host(), 'i', rc.dirty)
 				}
 			}
 			for hk, at := range a.tombs {
@@ -380,7 +380,7 @@ func (r *Registry) AppSummaries(env string, staleAfter time.Duration) []AppSumma
 			for _, b := range a.zones {
 				var zc ZoneCounts
 				for rc := range b.recs() {
-					if rc.status == StatusUp {
+					if rc.isUp() {
 						zc.Up++
 					} else {
 						zc.Waiting++

@@ -2,40 +2,114 @@ package registry
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"unique"
 )
 
-// rec is the stored form of one instance, kept lean (spec target: <= 1 KiB
-// per instance at 100k instances). env, appid and zone are not stored: they
-// are the keys of the maps that hold the record. Region, version and
-// metadata are interned (most instances of an app share them).
+// rec is the stored form of one instance, kept lean (issue target: <= 350
+// bytes of RSS per instance at 100 000). env, appid and zone are not
+// stored: they are the keys of the maps that hold the record. Region,
+// version and metadata are interned together as the record's profile (most
+// instances of an app share all three); hostname and addrs share one
+// allocation. The owner is kept as an address, not interned: every pod
+// registers from its own address, and an interned string per address cost
+// 220 bytes per instance. The struct is 96 bytes, a size class of its own:
+// a field more costs 16 bytes per instance.
 //
-// A rec is immutable once published in the tree, except renew (atomic):
-// every content change (register, set, import) installs a new rec. So
-// readers may hold *rec pointers after releasing the registry lock (the
-// poll payload is encoded outside the lock from such pointers), and Renew
-// only needs the read lock.
+// A rec is immutable once published in the tree, except renew and counted
+// (atomic): every content change (register, set, import) installs a new
+// rec. So readers may hold *rec pointers after releasing the registry lock
+// (the poll payload is encoded outside the lock from such pointers), and
+// Renew only needs the read lock.
 type rec struct {
-	hostname string
-	addrs    []string
-	region   unique.Handle[string]
-	version  unique.Handle[string]
-	meta     unique.Handle[string] // packed sorted pairs (packMeta); zero = no metadata
-	owner    unique.Handle[string] // client address that registered it; zero = unknown
-	renew    atomic.Int64
-	counted  atomic.Bool // renewed at least once: counts toward the expected renews
-	reg      int64
-	up       int64
-	dirty    int64
-	latest   int64
-	status   uint32
+	ha      string                 // hostname, then every addr preceded by a NUL (packHostAddrs)
+	prof    unique.Handle[profile] // region, version, packed metadata
+	owner   netip.Addr             // client address that registered it; zero = unknown
+	renew   atomic.Int64
+	reg     int64
+	up      int64
+	dirty   int64
+	latest  int64
+	counted atomic.Bool // renewed at least once: counts toward the expected renews
+	hostLen uint16      // Config.Validate bounds hostnames to 65535 bytes
+	status  uint8       // validated: 1 or 2
 }
 
-// metaHandle is an interned packed metadata map (packMeta).
-type metaHandle = unique.Handle[string]
+// profile is what the instances of an app usually share.
+type profile struct {
+	region, version string
+	meta            string // packed sorted pairs (packMeta); "" = no metadata
+}
+
+func makeProfile(region, version, meta string) unique.Handle[profile] {
+	return unique.Make(profile{region: region, version: version, meta: meta}) // clones the strings
+}
+
+// maxHostLen bounds hostnames (Limits.MaxStringLen, checked by
+// Config.Validate) so rec keeps their length in 16 bits.
+const maxHostLen = 1<<16 - 1
+
+// parseOwner is the stored form of an owner; "" or anything but an IP
+// address is unknown.
+func parseOwner(s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.WithZone("")
+}
+
+func (r *rec) host() string     { return r.ha[:r.hostLen] }
+func (r *rec) region() string   { return r.prof.Value().region }
+func (r *rec) version() string  { return r.prof.Value().version }
+func (r *rec) meta() string     { return r.prof.Value().meta }
+func (r *rec) statusOf() uint32 { return uint32(r.status) }
+
+// addrs iterates the record's addrs in order.
+func (r *rec) addrs(yield func(string) bool) {
+	s := r.ha[r.hostLen:]
+	for len(s) > 0 {
+		s = s[1:] // the NUL before each addr
+		a := s
+		if i := strings.IndexByte(s, 0); i >= 0 {
+			a, s = s[:i], s[i:]
+		} else {
+			s = ""
+		}
+		if !yield(a) {
+			return
+		}
+	}
+}
+
+func (r *rec) addrList() []string {
+	var out []string
+	for a := range r.addrs {
+		out = append(out, a)
+	}
+	return out
+}
+
+// packHostAddrs copies hostname and addrs into one string, detached from the
+// request buffer they were parsed from. NUL separates them: validation
+// refuses control characters in both.
+func packHostAddrs(host string, addrs []string) string {
+	n := len(host)
+	for _, a := range addrs {
+		n += 1 + len(a)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(host)
+	for _, a := range addrs {
+		b.WriteByte(0)
+		b.WriteString(a)
+	}
+	return b.String()
+}
 
 var noHandle unique.Handle[string]
 
@@ -55,9 +129,9 @@ func unintern(h unique.Handle[string]) string {
 
 // packMeta encodes a metadata map as sorted (uvarint len, bytes) pairs so
 // equal maps intern to one string. Empty or nil maps mean "no metadata".
-func packMeta(m map[string]string) unique.Handle[string] {
+func packMeta(m map[string]string) string {
 	if len(m) == 0 {
-		return noHandle
+		return ""
 	}
 	keys := make([]string, 0, len(m))
 	n := 0
@@ -74,19 +148,18 @@ func packMeta(m map[string]string) unique.Handle[string] {
 		buf = binary.AppendUvarint(buf, uint64(len(v)))
 		buf = append(buf, v...)
 	}
-	return unique.Make(string(buf))
+	return string(buf)
 }
 
 // unpackMeta returns a fresh map. With emptyMap the result is never nil
 // (fetch/poll answers emit {} for no metadata, spec 3.2.4).
-func unpackMeta(h unique.Handle[string], emptyMap bool) map[string]string {
-	if h == noHandle {
+func unpackMeta(s string, emptyMap bool) map[string]string {
+	if s == "" {
 		if emptyMap {
 			return map[string]string{}
 		}
 		return nil
 	}
-	s := h.Value()
 	m := make(map[string]string, 4)
 	for len(s) > 0 {
 		var k, v string
@@ -114,55 +187,29 @@ func nextPacked(s string) (string, string) {
 	return s[:n], s[n:]
 }
 
-// packAddrs copies addrs into one allocation (plus the slice header array),
-// detaching them from the request buffer they were parsed from.
-func packAddrs(in []string) []string {
-	n := 0
-	for _, a := range in {
-		n += len(a)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, a := range in {
-		b.WriteString(a)
-	}
-	all := b.String()
-	out := make([]string, len(in))
-	off := 0
-	for i, a := range in {
-		out[i] = all[off : off+len(a)]
-		off += len(a)
-	}
-	return out
-}
-
 // newRec builds the content part of a record from in (timestamps are set by
 // the caller). Done outside the registry lock.
 func newRec(in *Instance) *rec {
 	return &rec{
-		hostname: strings.Clone(in.Hostname),
-		addrs:    packAddrs(in.Addrs),
-		region:   intern(in.Region),
-		version:  intern(in.Version),
-		meta:     packMeta(in.Metadata),
-		status:   in.Status,
+		ha:      packHostAddrs(in.Hostname, in.Addrs),
+		hostLen: uint16(len(in.Hostname)),
+		prof:    makeProfile(in.Region, in.Version, packMeta(in.Metadata)),
+		status:  uint8(in.Status),
 	}
 }
 
 // clone copies r for a copy-on-write change (Set).
 func (r *rec) clone() *rec {
 	c := &rec{
-		hostname: r.hostname,
-		addrs:    r.addrs,
-		region:   r.region,
-		version:  r.version,
-		meta:     r.meta,
-		owner:    r.owner,
-		reg:      r.reg,
-		up:       r.up,
-		dirty:    r.dirty,
-		latest:   r.latest,
-		status:   r.status,
+		ha:      r.ha,
+		hostLen: r.hostLen,
+		prof:    r.prof,
+		owner:   r.owner,
+		reg:     r.reg,
+		up:      r.up,
+		dirty:   r.dirty,
+		latest:  r.latest,
+		status:  r.status,
 	}
 	c.renew.Store(r.renew.Load())
 	c.counted.Store(r.counted.Load())
@@ -172,16 +219,17 @@ func (r *rec) clone() *rec {
 // instance returns a caller-owned copy. emptyMeta selects {} instead of null
 // for no metadata.
 func (r *rec) instance(env, appid, zone string, emptyMeta bool) Instance {
+	p := r.prof.Value()
 	return Instance{
-		Region:          unintern(r.region),
+		Region:          p.region,
 		Zone:            zone,
 		Env:             env,
 		AppID:           appid,
-		Hostname:        r.hostname,
-		Addrs:           slices.Clone(r.addrs),
-		Version:         unintern(r.version),
-		Metadata:        unpackMeta(r.meta, emptyMeta),
-		Status:          r.status,
+		Hostname:        r.host(),
+		Addrs:           r.addrList(),
+		Version:         p.version,
+		Metadata:        unpackMeta(p.meta, emptyMeta),
+		Status:          uint32(r.status),
 		RegTimestamp:    r.reg,
 		UpTimestamp:     r.up,
 		RenewTimestamp:  r.renew.Load(),
@@ -190,4 +238,4 @@ func (r *rec) instance(env, appid, zone string, emptyMeta bool) Instance {
 	}
 }
 
-func (r *rec) isUp() bool { return r.status == StatusUp }
+func (r *rec) isUp() bool { return uint32(r.status) == StatusUp }

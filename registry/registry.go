@@ -240,7 +240,7 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	if old != nil {
 		// Same key: it keeps its standing with the guard and its owner.
 		nr.counted.Store(old.counted.Load())
-		if nr.owner == noHandle {
+		if !nr.owner.IsValid() {
 			nr.owner = old.owner
 		}
 		if old.isUp() {
@@ -269,7 +269,7 @@ func (r *Registry) remove(a *app, b *zoneBucket, rc *rec, now int64) {
 		r.counted.Add(-1)
 		r.lowerExpected()
 	}
-	b.del(rc.hostname)
+	b.del(rc.host())
 	if rc.isUp() {
 		b.up--
 		a.up--
@@ -380,7 +380,8 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 
 // RegisterFrom is Register recording owner, the client address the
 // registration came from (for the key-ownership write policy); "" keeps
-// the owner recorded before, if any. A new key beyond max_instances (or a
+// the owner recorded before, if any, and so does one that is not an IP
+// address (owners are the source addresses of client requests). A new key beyond max_instances (or a
 // new app or env beyond their caps) is ErrFull.
 func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (stored Instance, applied bool, err error) {
 	if err := r.cfg.Limits.validateInstance(&in); err != nil {
@@ -390,7 +391,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 		return Instance{}, false, err
 	}
 	nr := newRec(&in) // allocations and interning outside the lock
-	nr.owner = intern(owner)
+	nr.owner = parseOwner(owner)
 
 	r.mu.Lock()
 	now := r.now()
@@ -569,9 +570,9 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 	if err := r.tooFarAhead("set_timestamp", req.SetTimestamp); err != nil {
 		return nil, err
 	}
-	var metas []metaHandle
+	var metas []string
 	if len(req.Metadata) > 0 {
-		metas = make([]metaHandle, len(req.Metadata))
+		metas = make([]string, len(req.Metadata))
 		for i, m := range req.Metadata {
 			metas[i] = packMeta(m)
 		}
@@ -608,13 +609,14 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 		}
 		nr := old.clone()
 		if len(req.Statuses) > 0 {
-			nr.status = req.Statuses[i]
-			if nr.status == StatusUp {
+			nr.status = uint8(req.Statuses[i]) // validated: 1 or 2
+			if nr.isUp() {
 				nr.up = ts
 			}
 		}
 		if metas != nil {
-			nr.meta = metas[i]
+			p := nr.prof.Value()
+			nr.prof = makeProfile(p.region, p.version, metas[i])
 		}
 		nr.dirty, nr.latest = ts, ts
 		r.put(a, b.name, nr)
@@ -733,7 +735,9 @@ func (r *Registry) Owner(k Key) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if _, _, rc := r.find(k); rc != nil {
-		return unintern(rc.owner)
+		if rc.owner.IsValid() {
+			return rc.owner.String()
+		}
 	}
 	return ""
 }
