@@ -63,9 +63,6 @@ func parseOwner(s string) netip.Addr {
 }
 
 func (r *rec) host() string     { return r.ha[:r.hostLen] }
-func (r *rec) region() string   { return r.prof.Value().region }
-func (r *rec) version() string  { return r.prof.Value().version }
-func (r *rec) meta() string     { return r.prof.Value().meta }
 func (r *rec) statusOf() uint32 { return uint32(r.status) }
 
 // addrs iterates the record's addrs in order.
@@ -109,22 +106,6 @@ func packHostAddrs(host string, addrs []string) string {
 		b.WriteString(a)
 	}
 	return b.String()
-}
-
-var noHandle unique.Handle[string]
-
-func intern(s string) unique.Handle[string] {
-	if s == "" {
-		return noHandle
-	}
-	return unique.Make(s) // clones s, so a request buffer is never retained
-}
-
-func unintern(h unique.Handle[string]) string {
-	if h == noHandle {
-		return ""
-	}
-	return h.Value()
 }
 
 // packMeta encodes a metadata map as sorted (uvarint len, bytes) pairs so
