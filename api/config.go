@@ -22,21 +22,20 @@ type Config struct {
 	// MaxPollers caps concurrently parked polls; beyond it a poll answers
 	// -503 at once (kratos then backs off 1 s and tries another node). Every
 	// kratos process keeps one poll parked on one node. 0 (the default)
-	// derives it from the connection cap: MaxConns less a tenth (at most
-	// 1 000) left for every other request.
+	// derives it from the connection cap: MaxConns less a twentieth (at
+	// most 500) left for every other request.
 	//
-	// Memory: a parked poll costs about 21-27 KB of RSS (measured with 10 000
-	// parked polls, go1.26, linux/amd64): net/http's per-connection read
-	// and write buffers, request and response (about 16 KB of heap) plus two
-	// goroutine stacks (the handler and net/http's background read, which
-	// is how a client's disconnect is noticed at once, spec 5.2.2). The
-	// default of 100 000 can therefore take 2.1-2.7 GB for polls alone; set
-	// it to the memory the node may spend on polls divided by ~27 KB (e.g.
-	// 20 000 for 0.5 GB). Polls beyond the cap fail over to other nodes.
+	// Memory: a poll parked lean (LeanPolls, plain keep-alive HTTP/1.1, what
+	// kratos sends) costs about 6 KB of RSS, its socket, its waiter and one
+	// small goroutine (measured at 10 000 and 19 000 parked polls, go1.26,
+	// linux/amd64); one parked through net/http (TLS, or LeanPolls off)
+	// about 21-27 KB: per-connection read and write buffers, request and
+	// response plus two goroutine stacks. Polls beyond the cap fail over to
+	// other nodes.
 	MaxPollers int `mapstructure:"max_pollers"`
 	// MaxConns caps the HTTP connections open at once; beyond, a new one
 	// gets HTTP 503 and is closed (counted). 0 (the default): the process's
-	// open-file limit less 512 for peers, gossip and files.
+	// open-file limit less 256 for peers, gossip and files.
 	MaxConns int `mapstructure:"max_conns"`
 	// MaxConnsPerIP caps the connections of one client address (loopback
 	// excepted), so one host cannot take them all. Clients behind one NAT
@@ -182,18 +181,22 @@ func (c Config) Validate() error {
 }
 
 // Limits returns MaxConns and MaxPollers with the zero values derived from
-// the open-file limit fds (0: unknown, then 20 000 connections).
+// the open-file limit fds (0: unknown, then 20 000 connections): 256
+// descriptors are kept for what is not a client connection (peer
+// connections, gossip, files), and a twentieth of the connections, at most
+// 500, for requests other than parked polls. At 20 000 descriptors that
+// parks 19 244 polls.
 func (c Config) connLimits(fds int) (maxConns, maxPollers int) {
 	maxConns = c.MaxConns
 	if maxConns == 0 {
 		maxConns = 20000
 		if fds > 0 {
-			maxConns = max(fds-512, 64)
+			maxConns = max(fds-256, 64)
 		}
 	}
 	maxPollers = c.MaxPollers
 	if maxPollers == 0 {
-		maxPollers = max(maxConns-min(1000, maxConns/10), 1)
+		maxPollers = max(maxConns-min(500, maxConns/20), 1)
 	}
 	return maxConns, maxPollers
 }
