@@ -177,6 +177,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be >= %d, got %d", v.key, v.min, v.v))
 		}
 	}
+	if l.MaxStringLen > 65535 { // the registry keeps a hostname's length in 16 bits
+		errs = append(errs, fmt.Errorf("http.limits.max_string_len: must be <= 65535, got %d", l.MaxStringLen))
+	}
 	return errors.Join(errs...)
 }
 

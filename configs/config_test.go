@@ -756,3 +756,10 @@ func TestDecodeErrors_OneLinePerKey(t *testing.T) {
 		t.Fatalf("raw mapstructure wording left in %q", err)
 	}
 }
+
+// A string limit the registry cannot store (hostname lengths are 16 bits)
+// is refused by name.
+func TestValidate_MaxStringLenBounded(t *testing.T) {
+	_, err := Load(nil, []string{"DISCOVERY_HTTP_LIMITS_MAX_STRING_LEN=70000"})
+	wantErr(t, err, "http.limits.max_string_len: must be <= 65535")
+}
