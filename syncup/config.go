@@ -89,6 +89,12 @@ type Config struct {
 	MaxBodyBytes    int64 `mapstructure:"max_body_bytes"`    // body of one replicate or digest request (a digest is ~80 B per app); a larger replicate batch is split by the sender
 	MaxDigests      int   `mapstructure:"max_digests"`       // app digests accepted in one digest request (at least registry.max_apps)
 	MaxPeerRequests int   `mapstructure:"max_peer_requests"` // peer requests served at once; beyond, HTTP 503 (the peer retries)
+	// MaxRepairInstances bounds the instances one anti-entropy round
+	// carries each way (the apps beyond wait for the next rounds), so a
+	// round between two nodes that differ in every app (one far behind
+	// during a mass registration) does not hold the whole registry in
+	// memory at once: that took 2.7 GB with 1 000 000 instances.
+	MaxRepairInstances int `mapstructure:"max_repair_instances"`
 }
 
 // DefaultConfig returns production defaults.
@@ -110,6 +116,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:        16 << 20,
 		MaxDigests:          200_000,
 		MaxPeerRequests:     32,
+		MaxRepairInstances:  20_000,
 		MaxClockSkew:        time.Minute,
 		LegacyPullInterval:  30 * time.Second,
 	}
@@ -154,6 +161,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("cluster.max_body_bytes: must be >= 65536, got %d", c.MaxBodyBytes))
+	}
+	if c.MaxRepairInstances < 1 {
+		errs = append(errs, fmt.Errorf("cluster.max_repair_instances: must be >= 1, got %d", c.MaxRepairInstances))
 	}
 	if c.MaxDigests < 1 {
 		errs = append(errs, fmt.Errorf("cluster.max_digests: must be >= 1, got %d", c.MaxDigests))

@@ -179,14 +179,32 @@ func (h *handler) digest(_ context.Context, req *DigestRequest) (*DigestResponse
 		theirs[registry.AppKey{Env: d.Env, AppID: d.AppID}] = d.Digest
 	}
 	diff := diffDigests(h.reg.AppDigests(), theirs)
-	resp := &DigestResponse{Apps: diff}
-	if len(diff) > 0 {
-		resp.State = h.reg.AppState(diff)
-	}
-	if resp.Apps == nil {
-		resp.Apps = []registry.AppKey{}
-	}
+	apps, state := boundedState(h.reg, diff, h.cfg.MaxRepairInstances)
+	resp := &DigestResponse{Apps: apps, State: state}
 	return resp, nil
+}
+
+// boundedState returns the state of the first apps of diff whose
+// instances and tombstones stay within budget (at least one app, so every
+// round makes progress), and those apps. diff comes from map iteration, so
+// each round starts elsewhere.
+func boundedState(reg Registry, diff []registry.AppKey, budget int) ([]registry.AppKey, registry.Snapshot) {
+	var out registry.Snapshot
+	n := 0
+	for i, k := range diff {
+		st := reg.AppState([]registry.AppKey{k})
+		size := len(st.Instances) + len(st.Tombstones)
+		if i > 0 && n+size > budget {
+			return diff[:i], out
+		}
+		n += size
+		out.Instances = append(out.Instances, st.Instances...)
+		out.Tombstones = append(out.Tombstones, st.Tombstones...)
+	}
+	if diff == nil {
+		diff = []registry.AppKey{}
+	}
+	return diff, out
 }
 
 func diffDigests(mine, theirs map[registry.AppKey]uint64) []registry.AppKey {

@@ -365,7 +365,7 @@ func (a *mlAlive) NotifyAlive(n *memberlist.Node) error {
 	}
 	if meta.Zone == a.m.self.Zone && meta.Env == a.m.self.Env && meta.Hostname == a.m.self.Hostname {
 		a.m.refuse("identity")
-		a.m.logRefusal("identity", "a node holding the cluster key claims this node's env, zone and hostname: two nodes configured with one hostname; refused",
+		a.m.logRefusal("identity", "a node holding the cluster key claims this node's env, zone and hostname: two nodes configured with one hostname (give each its own node.hostname, DISCOVERY_NODE_HOSTNAME); refused",
 			"member", n.Name, "gossip", n.Address(), "http", meta.HTTPAddr, "hostname", meta.Hostname)
 		return fmt.Errorf("member %q claims this node's identity (hostname %q)", n.Name, meta.Hostname)
 	}

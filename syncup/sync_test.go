@@ -299,3 +299,54 @@ func TestStartupSync_NoAntiEntropyBeforeReady(t *testing.T) {
 		t.Fatalf("b holds %d instances, a %d", got, want)
 	}
 }
+
+// One anti-entropy round carries at most max_repair_instances each way
+// (whole apps, at least one), so two nodes that differ in every app never
+// ship their whole registries at once; the following rounds repair the rest.
+func TestAntiEntropy_RoundBoundedByMaxRepairInstances(t *testing.T) {
+	const budget = 25
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.MaxRepairInstances = budget })
+	a, b := nodes[0], nodes[1]
+	quiet(t, nodes...)
+	net.Partition(a.addr, b.addr)
+	var onA, onB []registry.Key
+	for app := range 20 {
+		for range 10 { // 200 instances per side, 10 per app
+			ia, _, _ := a.reg.Register(testInstance(fmt.Sprintf("demo.a%02d", app), "z1"), 0)
+			ib, _, _ := b.reg.Register(testInstance(fmt.Sprintf("demo.b%02d", app), "z1"), 0)
+			onA, onB = append(onA, ia.Key()), append(onB, ib.Key())
+		}
+	}
+	net.Heal()
+	missing := func(n *tnode, keys []registry.Key) int {
+		c := 0
+		for _, k := range keys {
+			if !n.has(k) {
+				c++
+			}
+		}
+		return c
+	}
+	rounds := 0
+	for missing(b, onA)+missing(a, onB) > 0 {
+		beforeB, beforeA := missing(b, onA), missing(a, onB)
+		if _, err := a.c.syncer.round(t.Context(), a.peerNamed(b.c.Name())); err != nil {
+			t.Fatal(err)
+		}
+		rounds++
+		gotB, gotA := beforeB-missing(b, onA), beforeA-missing(a, onB)
+		if gotB > budget || gotA > budget {
+			t.Fatalf("round %d carried %d to b and %d to a, budget %d", rounds, gotB, gotA, budget)
+		}
+		if gotB+gotA == 0 {
+			t.Fatalf("round %d repaired nothing with %d+%d missing", rounds, missing(b, onA), missing(a, onB))
+		}
+		if rounds > 40 {
+			t.Fatal("not converged after 40 rounds")
+		}
+	}
+	if rounds < 200/budget {
+		t.Fatalf("converged in %d rounds: the budget of %d was not applied", rounds, budget)
+	}
+}

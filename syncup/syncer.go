@@ -360,7 +360,7 @@ func (s *syncer) round(ctx context.Context, l *link) (int, error) {
 			apps = append(apps, a)
 		}
 	}
-	ours := s.reg.AppState(apps)
+	apps, ours := boundedState(s.reg, apps, s.cfg.MaxRepairInstances)
 	ops := make([]Op, 0, len(ours.Instances)+len(ours.Tombstones))
 	for i := range ours.Instances {
 		ops = append(ops, Op{Kind: OpImport, Replication: true, FromZone: true, Instance: &ours.Instances[i]})
