@@ -64,8 +64,9 @@ type Config struct {
 	JoinTimeout time.Duration `mapstructure:"join_timeout"`
 	// RejoinInterval: how often a node retries the seeds while it sees no peer.
 	RejoinInterval time.Duration `mapstructure:"rejoin_interval"`
-	// SyncTimeout bounds the startup sync; after it the node reports ready
-	// with what it has.
+	// SyncTimeout bounds the startup sync's wait for peers; after it the
+	// node reports ready with what it has. A snapshot being received is
+	// cut only after SyncTimeout without progress (or ten times it in all).
 	SyncTimeout time.Duration `mapstructure:"sync_timeout"`
 	// InitProtect (the original's enableprotect): gate reads until the first
 	// successful sync from a peer or InitProtectTimeout, even with no peers.

@@ -1,6 +1,7 @@
 package syncup
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -348,5 +349,68 @@ func TestAntiEntropy_RoundBoundedByMaxRepairInstances(t *testing.T) {
 	}
 	if rounds < 200/budget {
 		t.Fatalf("converged in %d rounds: the budget of %d was not applied", rounds, budget)
+	}
+}
+
+// trickleTransport delivers a's snapshot to the syncing node slowly: a
+// pause before every 100 items, and with stallAfter > 0 no item after that
+// many until the request ends.
+type trickleTransport struct {
+	Transport
+	gap        time.Duration
+	stallAfter int
+}
+
+func (t *trickleTransport) Snapshot(ctx context.Context, addr string, sink func(SnapshotItem) error) (bool, error) {
+	n := 0
+	return t.Transport.Snapshot(ctx, addr, func(it SnapshotItem) error {
+		if t.stallAfter > 0 && n == t.stallAfter {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		if n%100 == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(t.gap):
+			}
+		}
+		n++
+		return sink(it)
+	})
+}
+
+// A startup sync that keeps making progress is not cut at sync_timeout
+// (a node cut there went ready without the rest of a 1 000 000-instance
+// snapshot); one that stops delivering is cut after sync_timeout without
+// progress, and the node goes ready with what it has.
+func TestStartupSync_ProgressNotCutAtSyncTimeout(t *testing.T) {
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net})
+	fill(t, a, 2000)
+	cfg := func(c *Config) { c.SyncTimeout, c.PeerTimeout = 300*time.Millisecond, 300*time.Millisecond }
+
+	bAddr := nextHTTPAddr()
+	start := time.Now()
+	b := startNode(t, nodeOpt{net: net, addr: bAddr, join: []*tnode{a}, cfg: cfg,
+		tr: &trickleTransport{Transport: net.Transport(bAddr), gap: 40 * time.Millisecond}})
+	testkit.EventuallyTrue(t, waitTimeout, "b ready", b.c.Ready)
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Fatalf("ready after %v, before the trickle (20 pauses of 40 ms) could end: the sync was cut", d)
+	}
+	if got, want := instanceCount(b), instanceCount(a); got != want {
+		t.Fatalf("b went ready with %d of %d instances", got, want)
+	}
+
+	// The stalled transfer is cut after 300 ms without an item, not at the
+	// whole transfer's bound (3 s), and c goes ready (anti-entropy then
+	// brings the rest).
+	cAddr := nextHTTPAddr()
+	start = time.Now()
+	c := startNode(t, nodeOpt{net: net, addr: cAddr, join: []*tnode{a}, cfg: cfg,
+		tr: &trickleTransport{Transport: net.Transport(cAddr), gap: time.Millisecond, stallAfter: 500}})
+	testkit.EventuallyTrue(t, waitTimeout, "c ready after the stalled sync", c.c.Ready)
+	if d := time.Since(start); d >= 2500*time.Millisecond {
+		t.Fatalf("c ready after %v: the stalled snapshot was held to the transfer's bound", d)
 	}
 }
