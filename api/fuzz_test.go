@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -67,16 +66,7 @@ func FuzzFormBinding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rawQuery string, body []byte) {
 		// parseForm gives what url.ParseQuery gives, error or not.
 		for _, raw := range []string{rawQuery, string(body)} {
-			got, gerr := parseForm(raw)
-			want, werr := url.ParseQuery(raw)
-			if (gerr != nil) != (werr != nil) {
-				t.Fatalf("%q: parseForm error %v, url.ParseQuery error %v", raw, gerr, werr)
-			}
-			if gerr == nil {
-				if d := cmp.Diff(want, got); d != "" {
-					t.Fatalf("%q: parseForm differs from url.ParseQuery (-want +got):\n%s", raw, d)
-				}
-			}
+			wantSameAsNetURL(t, raw)
 		}
 		q, qerr := parseQuery(rawQuery)
 		b, berr := parseURLEncoded(string(body))

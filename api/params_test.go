@@ -222,16 +222,7 @@ func TestParseForm_MatchesNetURL(t *testing.T) {
 		"zone=sh001&env=prod&appid=demo.app&hostname=h1&addrs=grpc%3A%2F%2F10.0.0.1%3A9000&addrs=http%3A%2F%2F10.0.0.1%3A8000&metadata=%7B%22weight%22%3A%2210%22%7D",
 		many, many + "&b=2",
 	} {
-		got, gerr := parseForm(raw)
-		want, werr := url.ParseQuery(raw)
-		if (gerr != nil) != (werr != nil) {
-			t.Fatalf("%.40q: parseForm error %v, url.ParseQuery error %v", raw, gerr, werr)
-		}
-		if gerr == nil {
-			if d := cmp.Diff(want, got); d != "" {
-				t.Fatalf("%.40q (-url +parseForm):\n%s", raw, d)
-			}
-		}
+		wantSameAsNetURL(t, raw)
 	}
 	v, err := parseForm("a=1&b=2&a=3")
 	if err != nil {
@@ -240,5 +231,21 @@ func TestParseForm_MatchesNetURL(t *testing.T) {
 	v["b"] = append(v["b"], "x") // appending to one name never writes into another's values
 	if d := cmp.Diff(url.Values{"a": {"1", "3"}, "b": {"2", "x"}}, v); d != "" {
 		t.Fatal(d)
+	}
+}
+
+// wantSameAsNetURL fails unless parseForm gives what url.ParseQuery gives
+// for raw, error or not.
+func wantSameAsNetURL(t *testing.T, raw string) {
+	t.Helper()
+	got, gerr := parseForm(raw)
+	want, werr := url.ParseQuery(raw)
+	if (gerr != nil) != (werr != nil) {
+		t.Fatalf("%.40q: parseForm error %v, url.ParseQuery error %v", raw, gerr, werr)
+	}
+	if gerr == nil {
+		if d := cmp.Diff(want, got); d != "" {
+			t.Fatalf("%.40q: parseForm differs from url.ParseQuery (-url +parseForm):\n%s", raw, d)
+		}
 	}
 }

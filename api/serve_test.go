@@ -24,7 +24,12 @@ import (
 // serve runs srv on a fresh 127.0.0.1:0 listener until the test ends.
 func serve(t *testing.T, srv *Server) string {
 	t.Helper()
-	ln := listen(t)
+	return serveOn(t, srv, listen(t))
+}
+
+// serveOn runs srv on ln until the test ends.
+func serveOn(t *testing.T, srv *Server, ln net.Listener) string {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -219,20 +224,7 @@ func TestServe_LargeAnswersJoined(t *testing.T) {
 		}
 	}
 	var writes atomic.Int64
-	ln := writeCounter{listen(t), &writes}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	base := "http://" + ln.Addr().String()
+	base := "http://" + serveOn(t, srv, writeCounter{listen(t), &writes})
 	get := func(path string) string {
 		resp, err := http.Get(base + path)
 		if err != nil {
