@@ -60,35 +60,35 @@ func multi(app, host string) wire.Instance {
 // addrs (nil: until it is absent).
 func legacyHas(t *testing.T, l *legacy.Node, in wire.Instance, want []string) {
 	t.Helper()
-	testkit.Eventually(t, 10*time.Second, in.AppID+"/"+in.Hostname+" on legacy "+l.Addr(), func() error {
+	hasAddrs(t, in.AppID+"/"+in.Hostname+" on legacy "+l.Addr(), want, func() ([]string, bool) {
 		got, ok := l.Instance(in.Env, in.AppID, in.Zone, in.Hostname)
-		switch {
-		case want == nil && ok:
-			return fmt.Errorf("still there: %v", got.Addrs)
-		case want == nil:
-			return nil
-		case !ok:
-			return fmt.Errorf("absent")
-		case !slices.Equal(got.Addrs, want):
-			return fmt.Errorf("addrs %q, want %q", got.Addrs, want)
-		}
-		return nil
+		return got.Addrs, ok
 	})
 }
 
 func oursHas(t *testing.T, n *embed.Node, in wire.Instance, want []string) {
 	t.Helper()
-	testkit.Eventually(t, 10*time.Second, in.AppID+"/"+in.Hostname+" on ours", func() error {
+	hasAddrs(t, in.AppID+"/"+in.Hostname+" on ours", want, func() ([]string, bool) {
 		got, ok := n.Registry().Get(in.Key())
+		return got.Addrs, ok
+	})
+}
+
+// hasAddrs waits until get reports the instance with addrs want (nil: until
+// it is absent).
+func hasAddrs(t *testing.T, what string, want []string, get func() ([]string, bool)) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, what, func() error {
+		got, ok := get()
 		switch {
 		case want == nil && ok:
-			return fmt.Errorf("still there: %v", got.Addrs)
+			return fmt.Errorf("still there: %v", got)
 		case want == nil:
 			return nil
 		case !ok:
 			return fmt.Errorf("absent")
-		case !slices.Equal(got.Addrs, want):
-			return fmt.Errorf("addrs %q, want %q", got.Addrs, want)
+		case !slices.Equal(got, want):
+			return fmt.Errorf("addrs %q, want %q", got, want)
 		}
 		return nil
 	})

@@ -278,9 +278,15 @@ func NodeAddrs(n *Node, upOnly bool) ([]string, error) {
 // n holds in its own env and zone: their http:// addrs, scheme stripped
 // (what kratos takes; https:// addrs of nodes with TLS are left out).
 func InfraAddrs(n *Node) ([]string, error) {
+	return infraAddrs(n.Client, n.Opts.Env, n.Opts.Zone)
+}
+
+// infraAddrs: the http:// host:port of the UP infra.discovery records c's
+// node answers for env and zone, sorted.
+func infraAddrs(c *Client, env, zone string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ii, _, err := n.Client.Fetch(ctx, n.Opts.Env, InfraAppID, 1, n.Opts.Zone)
+	ii, _, err := c.Fetch(ctx, env, InfraAppID, 1, zone)
 	if err != nil {
 		return nil, err
 	}

@@ -58,18 +58,7 @@ type LegacyOptions struct {
 }
 
 func (o LegacyOptions) withDefaults() LegacyOptions {
-	if o.Hostname == "" {
-		o.Hostname = fmt.Sprintf("legacy%d", legacySeq.Add(1))
-	}
-	if o.Zone == "" {
-		o.Zone = DefaultZone
-	}
-	if o.Env == "" {
-		o.Env = DefaultEnv
-	}
-	if o.Region == "" {
-		o.Region = DefaultRegion
-	}
+	identityDefaults(&o.Hostname, &o.Zone, &o.Env, &o.Region, "legacy", &legacySeq)
 	if o.Addr == "" {
 		o.Addr = NextLoopbackIP() + ":0"
 	}
@@ -273,22 +262,7 @@ func CheckLegacyFormed(nodes []*LegacyNode, want []string) error {
 // InfraAddrs returns the sorted host:port of the UP infra.discovery
 // records the legacy node holds in its env and zone (their http:// addrs).
 func (l *LegacyNode) InfraAddrs() ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ii, _, err := l.Client.Fetch(ctx, l.Opts.Env, InfraAppID, 1, l.Opts.Zone)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, in := range ii.All() {
-		for _, a := range in.Addrs {
-			if hp, ok := strings.CutPrefix(a, "http://"); ok {
-				out = append(out, hp)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return infraAddrs(l.Client, l.Opts.Env, l.Opts.Zone)
 }
 
 // LegacyAddrList returns the HTTP host:port of each node.

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,18 +66,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Hostname == "" {
-		o.Hostname = fmt.Sprintf("node%d", nodeSeq.Add(1))
-	}
-	if o.Zone == "" {
-		o.Zone = DefaultZone
-	}
-	if o.Env == "" {
-		o.Env = DefaultEnv
-	}
-	if o.Region == "" {
-		o.Region = DefaultRegion
-	}
+	identityDefaults(&o.Hostname, &o.Zone, &o.Env, &o.Region, "node", &nodeSeq)
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = "127.0.0.1:0"
 	}
@@ -507,4 +497,15 @@ func mergeEnv(base []string, set map[string]string, drop string) []string {
 		out = append(out, k+"="+set[k])
 	}
 	return out
+}
+
+// identityDefaults fills an empty hostname (prefix + a number of seq), zone,
+// env and region of a node's options.
+func identityDefaults(hostname, zone, env, region *string, prefix string, seq *atomic.Int64) {
+	if *hostname == "" {
+		*hostname = fmt.Sprintf("%s%d", prefix, seq.Add(1))
+	}
+	*zone = cmp.Or(*zone, DefaultZone)
+	*env = cmp.Or(*env, DefaultEnv)
+	*region = cmp.Or(*region, DefaultRegion)
 }
