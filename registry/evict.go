@@ -74,6 +74,7 @@ func (r *Registry) Scan() []Instance {
 			if a.count == 0 {
 				if a.tombs == nil && now-a.emptyAt > ttl {
 					delete(es.apps, id)
+					r.nApps-- // the slot is free for a new app
 				}
 				continue
 			}

@@ -174,6 +174,19 @@ func (r *Registry) ensureApp(env, id string) (*app, error) {
 	return a, nil
 }
 
+// dropApp removes an app (and its env when that is left empty) that holds
+// no instance and no tombstone. Caller holds mu.
+func (r *Registry) dropApp(a *app) {
+	if a.count != 0 || len(a.tombs) != 0 {
+		return
+	}
+	delete(a.es.apps, a.id)
+	r.nApps--
+	if len(a.es.apps) == 0 {
+		delete(r.envs, a.es.name)
+	}
+}
+
 // roomFor refuses a new instance beyond max_instances.
 func (r *Registry) roomFor() error {
 	if r.size >= r.cfg.MaxInstances {
@@ -395,6 +408,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 
 	r.mu.Lock()
 	now := r.now()
+	existed := r.getApp(in.Env, in.AppID) != nil
 	a, err := r.ensureApp(in.Env, in.AppID)
 	if err != nil {
 		r.unlock()
@@ -403,6 +417,9 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 	_, old := a.lookup(in.Zone, in.Hostname)
 	if old == nil {
 		if err := r.roomFor(); err != nil {
+			if !existed {
+				r.dropApp(a) // a refused register leaves no empty app behind
+			}
 			r.unlock()
 			return Instance{}, false, err
 		}
@@ -716,6 +733,10 @@ func (r *Registry) Import(in Instance) (applied bool) {
 	} else {
 		var err error
 		if a, err = r.ensureApp(in.Env, in.AppID); err != nil {
+			return false
+		}
+		if r.roomFor() != nil {
+			r.dropApp(a) // made for this import: no empty app left behind
 			return false
 		}
 	}

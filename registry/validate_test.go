@@ -235,3 +235,41 @@ func TestPlainAddr_CommonForms(t *testing.T) {
 		}
 	}
 }
+
+// The app cap counts apps that exist: an app dropped by the scan (empty,
+// its tombstones expired) frees its slot, and registers refused because the
+// instance cap is reached leave no empty app behind to fill the app cap.
+func TestCaps_AppSlotsFreedAndNotTakenByRefusals(t *testing.T) {
+	full := newTestReg(t, func(c *Config) { c.MaxInstances, c.MaxApps = 2, 100 })
+	full.reg(inst(appA, z1, "h1"))
+	full.reg(inst(appB, z1, "h1"))
+	for i := range 50 {
+		if _, _, err := full.Register(inst("spam-"+itoa(i), z1, "h1"), 0); !errors.Is(err, ErrFull) {
+			t.Fatalf("register of a new app at the instance cap: %v, want ErrFull", err)
+		}
+		imp := inst("spam-imp-"+itoa(i), z1, "h1")
+		imp.DirtyTimestamp, imp.RenewTimestamp = full.now(), full.now()
+		if full.Import(imp) {
+			t.Fatal("Import beyond max_instances")
+		}
+	}
+	if full.nApps != 2 || len(full.AppIDs()) != 2 {
+		t.Fatalf("refused writes left apps behind: %d apps counted, %v held", full.nApps, full.AppIDs())
+	}
+
+	r := newTestReg(t, func(c *Config) { c.MaxInstances, c.MaxApps = 2, 2 })
+	a, b := r.reg(inst(appA, z1, "h1")), r.reg(inst(appB, z1, "h1"))
+	for _, in := range []Instance{a, b} {
+		if _, err := r.Cancel(in.Key(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.clk.Advance(2 * time.Hour) // past the tombstone TTL
+	r.Scan()
+	r.Scan() // the first expires the tombstones, the app goes once it is empty and old
+	for _, id := range []string{"demo.new1", "demo.new2"} {
+		if _, _, err := r.Register(inst(id, z1, "h1"), 0); err != nil {
+			t.Fatalf("register of %s after the scan dropped the old apps: %v", id, err)
+		}
+	}
+}
