@@ -3,6 +3,7 @@ package api
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -92,8 +93,15 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 var refusal = map[string][]byte{
-	"global": []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections (max_conns)\n"),
-	"per_ip": []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 56\r\n\r\ntoo many connections from your address (max_conns_per_ip)\n"),
+	"global": refusalAnswer("too many connections (max_conns)\n"),
+	"per_ip": refusalAnswer("too many connections from your address (max_conns_per_ip)\n"),
+}
+
+// refusalAnswer is the whole HTTP answer of a refused connection, its
+// Content-Length counted from the body.
+func refusalAnswer(body string) []byte {
+	return []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
 func remoteIP(c net.Conn) netip.Addr {

@@ -157,6 +157,11 @@ func (p *leanPoll) hold() bool {
 			p.close(codeLabelCanceled)
 			return false
 		}
+		// A shutdown whose interrupt ran before the deadline was set
+		// would otherwise wait for the whole hold.
+		if s.pollCtx.Err() != nil {
+			p.interrupt()
+		}
 		p.w.OnWake(p.interrupt)
 		n, err := p.conn.Read(b[:])
 		if n > 0 {
@@ -316,6 +321,10 @@ func (p *leanPoll) readHead() ([]byte, bool) {
 			return nil, false
 		}
 		if err := p.conn.SetReadDeadline(deadline); err != nil {
+			p.close("")
+			return nil, false
+		}
+		if s.pollCtx.Err() != nil { // shut down since the check above
 			p.close("")
 			return nil, false
 		}

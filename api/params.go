@@ -80,8 +80,10 @@ func parseForm(raw string) (url.Values, error) {
 	if n > maxFormParams {
 		return nil, errFormTooMany
 	}
-	m := make(url.Values, n)
-	vals := make([]string, n)
+	// Sized from the separators, bounded: a body of nothing but '&' must
+	// not make every request allocate for 10 000 parameters.
+	m := make(url.Values, min(n, 64))
+	vals := make([]string, min(n, 64))
 	used := 0
 	for raw != "" {
 		var kv string
@@ -102,6 +104,10 @@ func parseForm(raw string) (url.Values, error) {
 		}
 		if old, ok := m[k]; ok {
 			m[k] = append(old, v)
+			continue
+		}
+		if used == len(vals) {
+			m[k] = []string{v}
 			continue
 		}
 		vals[used] = v

@@ -374,8 +374,15 @@ func TestAttack_IdleConnectionsFromOneHost(t *testing.T) {
 	}
 	for _, cn := range conns[20:] {
 		_ = cn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(cn).ReadString('\n')
-		if strings.HasPrefix(line, "HTTP/1.1 503") {
+		resp, err := http.ReadResponse(bufio.NewReader(cn), nil)
+		if err != nil {
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// A well-formed answer: the whole message, as long as announced.
+		if resp.StatusCode == http.StatusServiceUnavailable && err == nil &&
+			string(body) == "too many connections from your address (max_conns_per_ip)\n" {
 			refused++
 		}
 	}

@@ -59,7 +59,7 @@ func parseOwner(s string) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return a.WithZone("")
+	return a.Unmap().WithZone("") // the form source addresses have
 }
 
 func (r *rec) host() string     { return r.ha[:r.hostLen] }
