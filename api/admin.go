@@ -300,11 +300,20 @@ func (s *Server) adminChanges(c echo.Context) error {
 	if ms, err := strconv.Atoi(c.Request().Header.Get("x1-bmspy-timeout")); err == nil && ms > 0 {
 		hold = min(hold, time.Duration(ms)*time.Millisecond*9/10)
 	}
+	if v, _ := s.reg.Changes(); v != since || c.QueryParam("since") == "" {
+		return replyData(c, wire.Changes{Version: v})
+	}
+	// It waits like a poll, so it counts toward http.max_pollers.
+	if s.parked.Add(1) > int64(s.maxPollers) {
+		s.parked.Add(-1)
+		return reply(c, wire.CodeUnavailable)
+	}
+	defer s.parked.Add(-1)
 	t := time.NewTimer(hold)
 	defer t.Stop()
 	for {
 		v, ch := s.reg.Changes()
-		if v != since || c.QueryParam("since") == "" {
+		if v != since {
 			return replyData(c, wire.Changes{Version: v})
 		}
 		select {

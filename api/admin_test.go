@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
 )
 
 // The apps list filters by env, zone, status and appid prefix, sorts,
@@ -130,4 +131,29 @@ func TestAdmin_TokenAndStatus(t *testing.T) {
 		st.Registry.Instances[tEnv] != 1 || st.Polls.Max == 0 || st.Connections.Max == 0 || len(st.Members) != 1 || st.Legacy == nil {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// A waiting changes request counts toward http.max_pollers like a poll: a
+// second one (or a poll) beyond the cap is refused at once with -503, and
+// the slot frees when it ends.
+func TestAdmin_ChangesCountsTowardMaxPollers(t *testing.T) {
+	e := newEnv(t, options{cfg: func(c *Config) { c.MaxPollers = 1 }})
+	var c wire.Changes
+	e.get(wire.PathAdminChanges, nil).wantCode(0).data(&c)
+	since := url.Values{"since": {strconv.FormatUint(c.Version, 10)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := e.newReq(ctx, http.MethodGet, wire.PathAdminChanges, since, nil, "")
+		if resp, err := e.client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	testkit.EventuallyTrue(t, 10*time.Second, "changes request waiting", func() bool { return e.srv.parked.Load() == 1 })
+	e.get(wire.PathAdminChanges, since).wantCode(wire.CodeUnavailable)
+	e.register(appA, z1, "h1") // answers the waiting one
+	<-done
+	cancel()
+	testkit.EventuallyTrue(t, 10*time.Second, "slot freed", func() bool { return e.srv.parked.Load() == 0 })
 }
