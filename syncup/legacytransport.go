@@ -248,9 +248,13 @@ func (t *LegacyTransport) fetchAll(ctx context.Context, addr string, sink func(i
 
 // decodeFetchAll walks {"code":0,...,"data":{appid:[instance,...],...}}
 // with a token decoder, one instance at a time, so memory stays bounded
-// by one instance whatever the registry's size.
+// by one instance whatever the registry's size: the decoder may read at
+// most wire.MaxSnapshotItem past what it has consumed, so one huge value
+// (an instance, or a field skipped whole) is refused rather than buffered.
 func decodeFetchAll(r io.Reader, sink func(wire.Instance, bool) error) error {
-	dec := json.NewDecoder(r)
+	w := &aheadLimit{r: r}
+	dec := json.NewDecoder(w)
+	w.dec = dec
 	if err := expectDelim(dec, '{'); err != nil {
 		return err
 	}
@@ -343,4 +347,28 @@ func expectDelim(dec *json.Decoder, want json.Delim) error {
 // Digest is not served by a legacy node.
 func (t *LegacyTransport) Digest(context.Context, string, *DigestRequest) (*DigestResponse, error) {
 	return nil, fmt.Errorf("digest: %w", ErrUnsupported)
+}
+
+// aheadLimit refuses to feed a json.Decoder more than wire.MaxSnapshotItem
+// bytes beyond the input it has consumed (InputOffset): a decoder buffers
+// a whole value before decoding it.
+type aheadLimit struct {
+	r    io.Reader
+	dec  *json.Decoder
+	read int64
+}
+
+var errValueTooLarge = fmt.Errorf("a value larger than %d bytes", wire.MaxSnapshotItem)
+
+func (a *aheadLimit) Read(p []byte) (int, error) {
+	room := a.dec.InputOffset() + wire.MaxSnapshotItem - a.read
+	if room <= 0 {
+		return 0, errValueTooLarge
+	}
+	if int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := a.r.Read(p)
+	a.read += int64(n)
+	return n, err
 }

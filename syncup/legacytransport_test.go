@@ -2,6 +2,7 @@ package syncup
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -157,4 +158,49 @@ func TestLegacyTransport_FetchAll(t *testing.T) {
 	if err := decodeFetchAll(strings.NewReader(`{"code":0,"data":null}`), func(wire.Instance, bool) error { return nil }); err != nil {
 		t.Errorf("empty registry: %v", err)
 	}
+}
+
+// One value beyond wire.MaxSnapshotItem (an instance, or a field the
+// decoder skips) is refused before it is buffered whole; a registry of many
+// ordinary instances adding up to more than that streams through.
+func TestLegacyTransport_FetchAllBoundsOneValue(t *testing.T) {
+	huge := strings.Repeat("x", 2*wire.MaxSnapshotItem)
+	for _, body := range []string{
+		`{"code":0,"message":"` + huge + `","data":{}}`,
+		`{"code":0,"data":{"a":[{"env":"e","appid":"a","zone":"z","hostname":"h","addrs":["grpc://x:1"],"version":"` + huge + `","status":1}]}}`,
+	} {
+		counted := &countingReader{r: strings.NewReader(body)}
+		err := decodeFetchAll(counted, func(wire.Instance, bool) error { return nil })
+		if !errors.Is(err, errValueTooLarge) {
+			t.Fatalf("huge value: %v, want errValueTooLarge", err)
+		}
+		if counted.n > wire.MaxSnapshotItem+64<<10 {
+			t.Fatalf("read %d bytes of a %d-byte value before refusing it", counted.n, len(huge))
+		}
+	}
+	var b strings.Builder
+	b.WriteString(`{"code":0,"data":{"a":[`)
+	const n = 20_000 // about 2.4 MB in all
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"env":"e","appid":"a","zone":"z","hostname":"h%d","addrs":["grpc://10.0.0.1:9000"],"version":"v1","status":1}`, i)
+	}
+	b.WriteString(`]}}`)
+	got := 0
+	if err := decodeFetchAll(strings.NewReader(b.String()), func(wire.Instance, bool) error { got++; return nil }); err != nil || got != n {
+		t.Fatalf("large registry: %d of %d instances, err %v", got, n, err)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
