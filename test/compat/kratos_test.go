@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,18 +19,6 @@ import (
 )
 
 func TestMain(m *testing.M) { harness.Main(m) }
-
-// kratosBinary builds test/kratos/kratosclient once per test binary. The
-// nested module has its own go.mod (kratos' 2020 dependencies clash with
-// ours), so `go test ./...` at the root never compiles it as our code.
-func kratosBinary(t *testing.T) string {
-	t.Helper()
-	root, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return harness.BuildPackage(t, filepath.Join(root, "test", "kratos"), "./kratosclient", "kratosclient")
-}
 
 // kEvent is one JSON line of kratosclient.
 type kEvent struct {
@@ -117,7 +104,7 @@ func serverHosts(t *testing.T, n *harness.Node, appid string) []string {
 // re-register on -404), Build+Watch on another process, Fetch, and the
 // cancel a registered process sends when it stops.
 func TestKratos_RegisterWatchFetchCancel(t *testing.T) {
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	node := harness.StartNode(t, harness.Options{})
 	seeds := []string{node.AdvertisedHTTP}
 	const app, renewApp = "compat.svc", "compat.renew"
@@ -224,7 +211,7 @@ func TestKratos_RegisterWatchFetchCancel(t *testing.T) {
 // receiving updates: an instance registered through another node after the
 // kill reaches it.
 func TestKratos_LearnsNodesAndSurvivesNodeLoss(t *testing.T) {
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	c := harness.StartCluster(t, 3, harness.Options{})
 	nodes := c.Nodes()
 	var all []string

@@ -7,8 +7,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,43 +93,17 @@ func wantHosts(nodes []*harness.Node, env, appid string, want []string) error {
 	return errors.Join(errs...)
 }
 
-// contentKey is what must agree between nodes for one instance once the
-// cluster converged: everything except renew_timestamp (each node stamps its
-// own renews, spec 3.3) and latest/reg timestamps a node may stamp locally.
-func contentKey(in harness.Instance) string {
-	md := slices.Sorted(maps.Keys(in.Metadata))
-	var b strings.Builder
-	for _, k := range md {
-		fmt.Fprintf(&b, "%s=%s,", k, in.Metadata[k])
-	}
-	return fmt.Sprintf("%s|%s|%s|%v|%s|%d|%d|%s", in.Zone, in.Env, in.Hostname, in.Addrs, in.Version, in.Status, in.DirtyTimestamp, b.String())
-}
-
 // sameContent checks that every node holds the same instances (content and
 // dirty timestamp) for each appid.
 func sameContent(nodes []*harness.Node, env string, appids ...string) error {
-	var errs []error
-	for _, appid := range appids {
-		var ref []string
-		for i, n := range nodes {
-			m, err := instances(n, env, appid)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			var keys []string
-			for _, in := range m {
-				keys = append(keys, contentKey(in))
-			}
-			sort.Strings(keys)
-			if i == 0 {
-				ref = keys
-			} else if !slices.Equal(keys, ref) {
-				errs = append(errs, fmt.Errorf("%s %s differs from %s:\n  %v\n  %v", n.Name, appid, nodes[0].Name, keys, ref))
-			}
-		}
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
 	}
-	return errors.Join(errs...)
+	return harness.SameContent(names, func(i int, appid string) ([]harness.Instance, error) {
+		m, err := instances(nodes[i], env, appid)
+		return slices.Collect(maps.Values(m)), err
+	}, appids...)
 }
 
 // loadClient is one instance kept alive by a client that behaves like kratos

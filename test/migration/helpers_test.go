@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -234,42 +233,17 @@ func checkHolds(servers []srv, appid string, want map[string][]string, exact boo
 	return errors.Join(errs...)
 }
 
-// contentKey is what must agree between nodes of both kinds for one
-// instance once they converged: everything but the timestamps each node
-// stamps itself (renew, reg, up, latest).
-func contentKey(in harness.Instance) string {
-	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(in.Metadata)) {
-		fmt.Fprintf(&b, "%s=%s,", k, in.Metadata[k])
-	}
-	return fmt.Sprintf("%s|%s|%s|%s|%q|%s|%d|%d|%s", in.Region, in.Zone, in.Env, in.Hostname, in.Addrs, in.Version, in.Status, in.DirtyTimestamp, b.String())
-}
-
 // sameContent reports how the servers' copies of each appid differ from
 // the first server's.
 func sameContent(servers []srv, appids ...string) error {
-	var errs []error
-	for _, appid := range appids {
-		var ref []string
-		for i, s := range servers {
-			m, err := fetchApp(s, appid)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			var keys []string
-			for _, in := range m {
-				keys = append(keys, contentKey(in))
-			}
-			slices.Sort(keys)
-			if i == 0 {
-				ref = keys
-			} else if !slices.Equal(keys, ref) {
-				errs = append(errs, fmt.Errorf("%s %s differs from %s:\n  %v\n  %v", s, appid, servers[0], keys, ref))
-			}
-		}
+	names := make([]string, len(servers))
+	for i, s := range servers {
+		names[i] = s.String()
 	}
-	return errors.Join(errs...)
+	return harness.SameContent(names, func(i int, appid string) ([]harness.Instance, error) {
+		m, err := fetchApp(servers[i], appid)
+		return slices.Collect(maps.Values(m)), err
+	}, appids...)
 }
 
 // metricOf returns the value of name{node="<node>"} in n's /metrics.
@@ -302,17 +276,6 @@ func hasLegacyMetrics(n *harness.Node) (bool, error) {
 }
 
 // ---- the real kratos v0.6.0 client (test/kratos, as test/compat runs it)
-
-// kratosBinary builds test/kratos/kratosclient (a nested module) once per
-// test binary.
-func kratosBinary(t *testing.T) string {
-	t.Helper()
-	root, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return harness.BuildPackage(t, filepath.Join(root, "test", "kratos"), "./kratosclient", "kratosclient")
-}
 
 // kEvent is one JSON line of kratosclient.
 type kEvent struct {

@@ -33,7 +33,7 @@ import (
 // copy D4 corrupted on the other legacy node (legacy -> legacy forward)
 // is repaired by ours.
 func TestMigration_KratosAddrsIntactAcrossKinds(t *testing.T) {
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	ls := harness.StartLegacyCluster(t, 2, legacyOpts())
 	const app = "mig.addrs"
 
@@ -107,7 +107,7 @@ func TestMigration_KratosAddrsIntactAcrossKinds(t *testing.T) {
 // within 1 s of the legacy node acknowledging the write (the stated
 // requirement; measured from the write's answer to the notification).
 func TestMigration_WatcherOnOursSeesLegacyWritesWithin1s(t *testing.T) {
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	ls := harness.StartLegacyCluster(t, 1, legacyOpts())
 	l := ls[0]
 	ours := startOurs(t, []string{"ours-w1", "ours-w2"}, ls, nil)
@@ -266,7 +266,7 @@ func TestMigration_RenewHandshakeRepairsMissingCopies(t *testing.T) {
 // past the kill), or, had a copy been missing, they re-register there.
 func TestMigration_LegacyNodeKilledLosesNothing(t *testing.T) {
 	t.Parallel()
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	const app = "mig.kill"
 
 	// Polls are held 3 s instead of 30 s. kratos may hold its poll on one
@@ -501,7 +501,7 @@ func TestMigration_LegacyNodeKilledLosesNothing(t *testing.T) {
 func TestMigration_Runbook(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
-	bin := kratosBinary(t)
+	bin := harness.KratosClientBinary(t)
 	const appA, appB = "runbook.a", "runbook.b"
 	apps := []string{appA, appB}
 	step := func(name string) {
