@@ -291,3 +291,17 @@ func (l *load) stats() (ops, failovers, reregs int64, errs []error) {
 	defer l.errMu.Unlock()
 	return ops, failovers, reregs, slices.Clone(l.errs)
 }
+
+// repairs returns discovery_antientropy_repairs_total summed over nodes.
+func repairs(t *testing.T, nodes []*harness.Node) float64 {
+	t.Helper()
+	var sum float64
+	for _, n := range nodes {
+		v, err := n.Client.MetricSum(ctxT(t), "discovery_antientropy_repairs_total")
+		if err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+		sum += v
+	}
+	return sum
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/discovery-go/discovery/api/wire"
@@ -360,4 +361,29 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("/metrics: HTTP %d", status)
 	}
 	return string(raw), nil
+}
+
+// MetricSum returns the sum of every sample of the metric name (all label
+// sets) in c's /metrics; 0 when the metric has no sample.
+func (c *Client) MetricSum(ctx context.Context, name string) (float64, error) {
+	text, err := c.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for line := range strings.Lines(text) {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // another metric whose name starts with name
+		}
+		if rest[0] == '{' {
+			_, rest, _ = strings.Cut(rest, "} ")
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			return 0, fmt.Errorf("/metrics: %q: %w", strings.TrimSpace(line), err)
+		}
+		sum += v
+	}
+	return sum, nil
 }
