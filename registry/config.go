@@ -67,6 +67,10 @@ func DefaultConfig() Config {
 }
 
 // Validate reports the first invalid field by its key.
+// maxStringLen bounds Limits.MaxStringLen: no appid, zone or hostname is
+// near 64 KiB, and the HTTP layer's bound (configs) is the same.
+const maxStringLen = 1<<16 - 1
+
 func (c Config) Validate() error {
 	var errs []error
 	pos := func(key string, d time.Duration) {
@@ -95,8 +99,8 @@ func (c Config) Validate() error {
 	if l.MaxStringLen < 1 || l.MaxAddrs < 1 || l.MaxAddrLen < 1 || l.MaxMetadataBytes < 2 || l.MaxMetadataKeys < 1 {
 		errs = append(errs, fmt.Errorf("limits: every limit must be positive, got %+v", l))
 	}
-	if l.MaxStringLen > maxHostLen {
-		errs = append(errs, fmt.Errorf("limits: max string length %d above %d (hostnames are stored with a 16-bit length)", l.MaxStringLen, maxHostLen))
+	if l.MaxStringLen > maxStringLen {
+		errs = append(errs, fmt.Errorf("limits: max string length %d above %d", l.MaxStringLen, maxStringLen))
 	}
 	if c.ProtectThreshold <= 0 || c.ProtectThreshold >= 1 {
 		errs = append(errs, fmt.Errorf("protect_threshold: must be in (0,1), got %v", c.ProtectThreshold))

@@ -80,7 +80,7 @@ func (r *Registry) Scan() []Instance {
 			}
 			for _, b := range a.zones {
 				for rc := range b.recs() {
-					if now-rc.renew.Load() > evictAfter {
+					if now-rc.renew.ts() > evictAfter {
 						cands = append(cands, cand{a, b, rc})
 					}
 				}

@@ -79,7 +79,7 @@ func (r *testReg) reg(in Instance) Instance {
 func (r *testReg) markRenewed(k Key) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if _, _, rc := r.find(k); rc != nil && rc.counted.CompareAndSwap(false, true) {
+	if _, _, rc := r.find(k); rc != nil && rc.renew.renewed(rc.renew.ts()) {
 		r.counted.Add(1)
 		r.expected.Add(2)
 	}

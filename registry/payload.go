@@ -301,13 +301,13 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 		}
 	}
 	b = append(b, `},"status":`...)
-	b = strconv.AppendUint(b, uint64(r.status), 10)
+	b = strconv.AppendUint(b, uint64(r.statusOf()), 10)
 	b = append(b, `,"reg_timestamp":`...)
 	b = strconv.AppendInt(b, r.reg, 10)
 	b = append(b, `,"up_timestamp":`...)
 	b = strconv.AppendInt(b, r.up, 10)
 	b = append(b, `,"renew_timestamp":`...)
-	b = strconv.AppendInt(b, r.renew.Load(), 10)
+	b = strconv.AppendInt(b, r.renew.ts(), 10)
 	b = append(b, `,"dirty_timestamp":`...)
 	b = strconv.AppendInt(b, r.dirty, 10)
 	b = append(b, `,"latest_timestamp":`...)

@@ -385,7 +385,7 @@ func (r *Registry) AppSummaries(env string, staleAfter time.Duration) []AppSumma
 					} else {
 						zc.Waiting++
 					}
-					if now-rc.renew.Load() > int64(staleAfter) {
+					if now-rc.renew.ts() > int64(staleAfter) {
 						zc.Stale++
 					}
 				}

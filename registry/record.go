@@ -12,62 +12,112 @@ import (
 // rec is the stored form of one instance, kept lean (issue target: <= 350
 // bytes of RSS per instance at 100 000). env, appid and zone are not
 // stored: they are the keys of the maps that hold the record. Region,
-// version and metadata are interned together as the record's profile (most
-// instances of an app share all three); hostname and addrs share one
-// allocation. The owner is kept as an address, not interned: every pod
-// registers from its own address, and an interned string per address cost
-// 220 bytes per instance. The struct is 96 bytes, a size class of its own:
-// a field more costs 16 bytes per instance.
+// version, metadata and status are interned together as the record's
+// profile (most instances of an app share all four); hostname and addrs
+// share one allocation, the hostname ending at the first NUL. The owner is
+// kept as 16 address bytes, not interned: every pod registers from its own
+// address, and an interned string per address cost 220 bytes per instance.
+// The renew timestamp and the "counted" flag share one atomic word. The
+// struct is 80 bytes, a size class of its own: a field more costs 16 bytes
+// per instance.
 //
-// A rec is immutable once published in the tree, except renew and counted
+// A rec is immutable once published in the tree, except its renew word
 // (atomic): every content change (register, set, import) installs a new
 // rec. So readers may hold *rec pointers after releasing the registry lock
 // (the poll payload is encoded outside the lock from such pointers), and
 // Renew only needs the read lock.
 type rec struct {
-	ha      string                 // hostname, then every addr preceded by a NUL (packHostAddrs)
-	prof    unique.Handle[profile] // region, version, packed metadata
-	owner   netip.Addr             // client address that registered it; zero = unknown
-	renew   atomic.Int64
-	reg     int64
-	up      int64
-	dirty   int64
-	latest  int64
-	counted atomic.Bool // renewed at least once: counts toward the expected renews
-	hostLen uint16      // Config.Validate bounds hostnames to 65535 bytes
-	status  uint8       // validated: 1 or 2
+	ha     string                 // hostname, then every addr preceded by a NUL (packHostAddrs)
+	prof   unique.Handle[profile] // region, version, packed metadata, status
+	owner  ownerIP                // client address that registered it
+	renew  renewWord
+	reg    int64
+	up     int64
+	dirty  int64
+	latest int64
 }
 
 // profile is what the instances of an app usually share.
 type profile struct {
 	region, version string
 	meta            string // packed sorted pairs (packMeta); "" = no metadata
+	status          uint8  // validated: 1 or 2
 }
 
-func makeProfile(region, version, meta string) unique.Handle[profile] {
-	return unique.Make(profile{region: region, version: version, meta: meta}) // clones the strings
+// ownerIP is an address in its 16-byte form (IPv4 as IPv4-mapped); all
+// zeros, the unspecified address no client sends from, is unknown.
+type ownerIP [16]byte
+
+func (o ownerIP) known() bool { return o != ownerIP{} }
+
+func (o ownerIP) String() string {
+	if !o.known() {
+		return ""
+	}
+	return netip.AddrFrom16(o).Unmap().String()
 }
 
-// maxHostLen bounds hostnames (Limits.MaxStringLen, checked by
-// Config.Validate) so rec keeps their length in 16 bits.
-const maxHostLen = 1<<16 - 1
+// renewWord holds renew_timestamp<<1 | counted, where counted means the
+// instance renewed at least once and so counts toward the expected renews.
+// Timestamps are clamped to ±2^62 ns (the year 2116) to fit.
+type renewWord struct{ v atomic.Int64 }
+
+const maxRenewTS = 1<<62 - 1
+
+func clampRenewTS(ts int64) int64 { return min(max(ts, -maxRenewTS), maxRenewTS) }
+
+func (w *renewWord) ts() int64     { return w.v.Load() >> 1 }
+func (w *renewWord) counted() bool { return w.v.Load()&1 != 0 }
+
+// init sets both parts of a record not yet published.
+func (w *renewWord) init(ts int64, counted bool) {
+	v := clampRenewTS(ts) << 1
+	if counted {
+		v |= 1
+	}
+	w.v.Store(v)
+}
+
+// renewed stores ts and marks the record counted; it reports whether this
+// was its first renew.
+func (w *renewWord) renewed(ts int64) (first bool) {
+	nv := clampRenewTS(ts)<<1 | 1
+	for {
+		old := w.v.Load()
+		if w.v.CompareAndSwap(old, nv) {
+			return old&1 == 0
+		}
+	}
+}
+
+func makeProfile(region, version, meta string, status uint8) unique.Handle[profile] {
+	return unique.Make(profile{region: region, version: version, meta: meta, status: status}) // clones the strings
+}
 
 // parseOwner is the stored form of an owner; "" or anything but an IP
 // address is unknown.
-func parseOwner(s string) netip.Addr {
+func parseOwner(s string) ownerIP {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}
+		return ownerIP{}
 	}
-	return a.Unmap().WithZone("") // the form source addresses have
+	return a.WithZone("").As16() // an IPv4-mapped address is its IPv4 address, as source addresses are
 }
 
-func (r *rec) host() string     { return r.ha[:r.hostLen] }
-func (r *rec) statusOf() uint32 { return uint32(r.status) }
+// host is the hostname: ha up to its first NUL (validation refuses control
+// characters in hostnames and addrs).
+func (r *rec) host() string {
+	if i := strings.IndexByte(r.ha, 0); i >= 0 {
+		return r.ha[:i]
+	}
+	return r.ha
+}
+
+func (r *rec) statusOf() uint32 { return uint32(r.prof.Value().status) }
 
 // addrs iterates the record's addrs in order.
 func (r *rec) addrs(yield func(string) bool) {
-	s := r.ha[r.hostLen:]
+	s := r.ha[len(r.host()):]
 	for len(s) > 0 {
 		s = s[1:] // the NUL before each addr
 		a := s
@@ -172,28 +222,23 @@ func nextPacked(s string) (string, string) {
 // the caller). Done outside the registry lock.
 func newRec(in *Instance) *rec {
 	return &rec{
-		ha:      packHostAddrs(in.Hostname, in.Addrs),
-		hostLen: uint16(len(in.Hostname)),
-		prof:    makeProfile(in.Region, in.Version, packMeta(in.Metadata)),
-		status:  uint8(in.Status),
+		ha:   packHostAddrs(in.Hostname, in.Addrs),
+		prof: makeProfile(in.Region, in.Version, packMeta(in.Metadata), uint8(in.Status)),
 	}
 }
 
 // clone copies r for a copy-on-write change (Set).
 func (r *rec) clone() *rec {
 	c := &rec{
-		ha:      r.ha,
-		hostLen: r.hostLen,
-		prof:    r.prof,
-		owner:   r.owner,
-		reg:     r.reg,
-		up:      r.up,
-		dirty:   r.dirty,
-		latest:  r.latest,
-		status:  r.status,
+		ha:     r.ha,
+		prof:   r.prof,
+		owner:  r.owner,
+		reg:    r.reg,
+		up:     r.up,
+		dirty:  r.dirty,
+		latest: r.latest,
 	}
-	c.renew.Store(r.renew.Load())
-	c.counted.Store(r.counted.Load())
+	c.renew.v.Store(r.renew.v.Load())
 	return c
 }
 
@@ -210,13 +255,13 @@ func (r *rec) instance(env, appid, zone string, emptyMeta bool) Instance {
 		Addrs:           r.addrList(),
 		Version:         p.version,
 		Metadata:        unpackMeta(p.meta, emptyMeta),
-		Status:          uint32(r.status),
+		Status:          uint32(p.status),
 		RegTimestamp:    r.reg,
 		UpTimestamp:     r.up,
-		RenewTimestamp:  r.renew.Load(),
+		RenewTimestamp:  r.renew.ts(),
 		DirtyTimestamp:  r.dirty,
 		LatestTimestamp: r.latest,
 	}
 }
 
-func (r *rec) isUp() bool { return uint32(r.status) == StatusUp }
+func (r *rec) isUp() bool { return r.statusOf() == StatusUp }

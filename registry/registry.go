@@ -252,8 +252,8 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	old = b.set(nr)
 	if old != nil {
 		// Same key: it keeps its standing with the guard and its owner.
-		nr.counted.Store(old.counted.Load())
-		if !nr.owner.IsValid() {
+		nr.renew.init(nr.renew.ts(), old.renew.counted())
+		if !nr.owner.known() {
 			nr.owner = old.owner
 		}
 		if old.isUp() {
@@ -278,7 +278,7 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 // remove deletes rc from bucket b, dropping an empty zone (spec 3.3.4), and
 // lowers the expected renews by 2 when rc counted toward them.
 func (r *Registry) remove(a *app, b *zoneBucket, rc *rec, now int64) {
-	if rc.counted.Load() {
+	if rc.renew.counted() {
 		r.counted.Add(-1)
 		r.lowerExpected()
 	}
@@ -441,7 +441,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 	cur := old
 	if applied {
 		nr.reg, nr.up, nr.dirty, nr.latest = now, now, dirty, now
-		nr.renew.Store(now)
+		nr.renew.init(now, false)
 		if old != nil {
 			nr.up = old.up
 		}
@@ -473,10 +473,10 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 		r.mu.RUnlock()
 		return Instance{}, ErrNotFound
 	}
-	rc.renew.Store(r.now())
+	first := rc.renew.renewed(r.now())
 	a.renewGen.Add(1) // after the store: a fetch that sees the new gen sees the new time
 	r.renews.Add(1)
-	if rc.counted.CompareAndSwap(false, true) { // its first renew: now it is expected to renew
+	if first { // its first renew: now it is expected to renew
 		r.counted.Add(1)
 		r.expected.Add(2)
 	}
@@ -626,14 +626,15 @@ func (r *Registry) Set(req SetRequest) ([]Instance, error) {
 		}
 		nr := old.clone()
 		if len(req.Statuses) > 0 {
-			nr.status = uint8(req.Statuses[i]) // validated: 1 or 2
+			p := nr.prof.Value()
+			nr.prof = makeProfile(p.region, p.version, p.meta, uint8(req.Statuses[i])) // validated: 1 or 2
 			if nr.isUp() {
 				nr.up = ts
 			}
 		}
 		if metas != nil {
 			p := nr.prof.Value()
-			nr.prof = makeProfile(p.region, p.version, metas[i])
+			nr.prof = makeProfile(p.region, p.version, metas[i], p.status)
 		}
 		nr.dirty, nr.latest = ts, ts
 		r.put(a, b.name, nr)
@@ -718,7 +719,7 @@ func (r *Registry) Import(in Instance) (applied bool) {
 		return v
 	}
 	nr.reg, nr.up, nr.dirty, nr.latest = nz(in.RegTimestamp), nz(in.UpTimestamp), nz(in.DirtyTimestamp), nz(in.LatestTimestamp)
-	nr.renew.Store(nz(in.RenewTimestamp))
+	nr.renew.init(nz(in.RenewTimestamp), false)
 
 	a := r.getApp(in.Env, in.AppID)
 	var old *rec
@@ -756,9 +757,7 @@ func (r *Registry) Owner(k Key) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if _, _, rc := r.find(k); rc != nil {
-		if rc.owner.IsValid() {
-			return rc.owner.String()
-		}
+		return rc.owner.String()
 	}
 	return ""
 }
