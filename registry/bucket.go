@@ -24,7 +24,7 @@ func (b *zoneBucket) get(host string) *rec {
 		return b.big.get(host)
 	}
 	for _, rc := range b.small {
-		if rc.host() == host {
+		if rc.hasHost(host) {
 			return rc
 		}
 	}
@@ -37,7 +37,7 @@ func (b *zoneBucket) set(nr *rec) (old *rec) {
 		return b.big.set(nr)
 	}
 	for i, rc := range b.small {
-		if rc.host() == nr.host() {
+		if rc.hasHost(nr.host()) {
 			b.small[i] = nr
 			return rc
 		}
@@ -61,7 +61,7 @@ func (b *zoneBucket) del(host string) {
 		return
 	}
 	for i, rc := range b.small {
-		if rc.host() == host {
+		if rc.hasHost(host) {
 			last := len(b.small) - 1
 			b.small[i] = b.small[last]
 			b.small[last] = nil
@@ -123,7 +123,7 @@ func (t *recTable) home(host string) int {
 func (t *recTable) find(host string) int {
 	mask := len(t.slots) - 1
 	for i := t.home(host); ; i = (i + 1) & mask {
-		if rc := t.slots[i]; rc == nil || rc.host() == host {
+		if rc := t.slots[i]; rc == nil || rc.hasHost(host) {
 			return i
 		}
 	}

@@ -113,6 +113,12 @@ func (r *rec) host() string {
 	return r.ha
 }
 
+// hasHost reports whether the record's hostname is h, without finding the
+// hostname's end first (the hash table compares on every probe).
+func (r *rec) hasHost(h string) bool {
+	return strings.HasPrefix(r.ha, h) && (len(r.ha) == len(h) || r.ha[len(h)] == 0)
+}
+
 func (r *rec) statusOf() uint32 { return uint32(r.prof.Value().status) }
 
 // addrs iterates the record's addrs in order.

@@ -89,3 +89,20 @@ func TestRecHostAddrs(t *testing.T) {
 		}
 	}
 }
+
+// hasHost matches the whole hostname only, never a prefix of it or a
+// hostname that extends it.
+func TestRecHasHost(t *testing.T) {
+	withAddrs := newRec(&Instance{Hostname: "pod-1", Addrs: []string{"grpc://10.0.0.1:9000"}, Status: StatusUp})
+	bare := newRec(&Instance{Hostname: "pod-1", Status: StatusUp})
+	for _, r := range []*rec{withAddrs, bare} {
+		if !r.hasHost("pod-1") {
+			t.Fatalf("%q: own hostname not matched", r.ha)
+		}
+		for _, h := range []string{"pod-", "pod-10", "pod-1\x00grpc", "", "POD-1"} {
+			if r.hasHost(h) {
+				t.Fatalf("%q matched %q", r.ha, h)
+			}
+		}
+	}
+}

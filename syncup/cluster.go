@@ -485,6 +485,9 @@ func (c *Cluster) Nodes() []Member { return c.members.nodes(c.repl.failing) }
 // and, when fromZone is false, to one node per other zone (spec 7.2). ins
 // is the stored copy (its dirty_timestamp travels with it). Never blocks.
 func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
+	if !c.repl.targets(!fromZone) {
+		return
+	}
 	c.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins), Owner: c.reg.Owner(ins.Key())}, !fromZone)
 }
 
@@ -493,7 +496,11 @@ func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
 // own zone. Never blocks.
 func (c *Cluster) Renew(ins registry.Instance, fromZone bool) {
 	k := ins.Key()
-	c.repl.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, !fromZone && k.Zone == c.self.Zone)
+	cross := !fromZone && k.Zone == c.self.Zone
+	if !c.repl.targets(cross) {
+		return
+	}
+	c.repl.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, cross)
 }
 
 // Cancel forwards a cancel carrying the tombstone time, so a cancel

@@ -53,6 +53,16 @@ func (r *replicator) stopping() bool { return r.halt.Load() }
 // (spec 7.2). After close it does nothing. The check and the enqueues
 // happen under one read lock, so the drain sees every op accepted before
 // close.
+// targets reports whether forward(_, crossZone) has anywhere to send an
+// op, so callers skip building one on a node without peers. A link added
+// just after is brought up to date by its startup sync and anti-entropy,
+// as it is when added just after a forward.
+func (r *replicator) targets(crossZone bool) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return !r.closed && (len(r.peers)+len(r.legacy) > 0 || crossZone && len(r.zones) > 0)
+}
+
 func (r *replicator) forward(op Op, crossZone bool) {
 	same := newOutOp(op)
 	same.Replication, same.FromZone = true, true
