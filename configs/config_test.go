@@ -371,6 +371,7 @@ func sampleValue(t *testing.T, l leaf) (string, any) {
 		"security.admin_token":       {"0123456789abcdef-token", "0123456789abcdef-token"},
 		"cluster.peer_timeout":       {"7s", 7 * time.Second},
 		"cluster.renew_interval":     {"40s", 40 * time.Second}, // at most half of registry.evict_after
+		"cluster.renew_linger":       {"5ms", 5 * time.Millisecond},
 		"registry.evict_after":       {"2m", 2 * time.Minute},
 		"registry.protect_threshold": {"0.5", 0.5},
 		"log.level":                  {"debug", "debug"},

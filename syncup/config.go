@@ -79,8 +79,15 @@ type Config struct {
 	RenewInterval time.Duration `mapstructure:"renew_interval"`
 
 	// Replication queue per peer.
-	QueueSize       int           `mapstructure:"queue_size"`        // ops buffered per peer; overflow is dropped and counted
-	BatchSize       int           `mapstructure:"batch_size"`        // ops per replication request
+	QueueSize int `mapstructure:"queue_size"` // ops buffered per peer; overflow is dropped and counted
+	BatchSize int `mapstructure:"batch_size"` // ops per replication request
+	// RenewLinger: how long a link holds a batch of nothing but renews
+	// for more ops before sending it. Below saturation every op otherwise
+	// travels alone, and a replicate request costs several goroutine wakes
+	// on both nodes whatever it carries; renews (every instance, every
+	// 30 s) can wait a few ms. Registers, cancels and sets never wait, and
+	// take the renews queued before them along. 0 sends at once.
+	RenewLinger     time.Duration `mapstructure:"renew_linger"`
 	PeerTimeout     time.Duration `mapstructure:"peer_timeout"`      // one request to a peer (< 30 s, spec 7.2.2)
 	RetryMaxBackoff time.Duration `mapstructure:"retry_max_backoff"` // cap of the per-peer resend backoff
 
@@ -111,6 +118,7 @@ func DefaultConfig() Config {
 		RenewInterval:       30 * time.Second,
 		QueueSize:           65536,
 		BatchSize:           512,
+		RenewLinger:         10 * time.Millisecond,
 		PeerTimeout:         5 * time.Second,
 		RetryMaxBackoff:     5 * time.Second,
 		MaxBatchOps:         4096,
@@ -150,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.PeerTimeout >= 30*time.Second {
 		errs = append(errs, fmt.Errorf("cluster.peer_timeout: must be < 30s (spec 7.2.2), got %s", c.PeerTimeout))
+	}
+	if c.RenewLinger < 0 || c.RenewLinger > time.Second {
+		errs = append(errs, fmt.Errorf("cluster.renew_linger: must be in [0, 1s], got %s", c.RenewLinger))
 	}
 	if c.QueueSize < 1 {
 		errs = append(errs, fmt.Errorf("cluster.queue_size: must be >= 1, got %d", c.QueueSize))

@@ -190,7 +190,14 @@ func (l *link) run() {
 			l.dropAll(reason)
 		}
 	}()
-	batch := make([]*outOp, 0, l.r.cfg.BatchSize)
+	size := l.r.cfg.BatchSize
+	batch := make([]*outOp, 0, size)
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		select {
 		case q := <-l.q:
@@ -205,19 +212,64 @@ func (l *link) run() {
 				return
 			}
 		}
-	fill:
-		for len(batch) < l.r.cfg.BatchSize {
-			select {
-			case q := <-l.q:
-				batch = append(batch, q)
-			default:
-				break fill
+		batch = l.fill(batch, size)
+		if d := l.r.cfg.RenewLinger; d > 0 && len(batch) < size && onlyRenews(batch) {
+			if linger == nil {
+				linger = time.NewTimer(d)
+			} else {
+				linger.Reset(d)
 			}
+			batch = l.linger(batch, size, linger.C)
+			linger.Stop()
 		}
+		l.r.met.batchOps.Observe(float64(len(batch)))
 		l.send(batch)
 		clear(batch)
 		batch = batch[:0]
 	}
+}
+
+// fill adds what is queued, without waiting, up to size ops.
+func (l *link) fill(batch []*outOp, size int) []*outOp {
+	for len(batch) < size {
+		select {
+		case q := <-l.q:
+			batch = append(batch, q)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// linger adds ops as they arrive until size, the timer, an op that is not
+// a renew (it goes at once, with what is queued behind it), or a stop.
+func (l *link) linger(batch []*outOp, size int, timer <-chan time.Time) []*outOp {
+	for len(batch) < size {
+		select {
+		case q := <-l.q:
+			batch = append(batch, q)
+			if q.Kind != OpRenew {
+				return l.fill(batch, size)
+			}
+		case <-timer:
+			return batch
+		case <-l.drain:
+			return l.fill(batch, size)
+		case <-l.ctx.Done():
+			return batch // send fails at once and settles the batch
+		}
+	}
+	return batch
+}
+
+func onlyRenews(batch []*outOp) bool {
+	for _, q := range batch {
+		if q.Kind != OpRenew {
+			return false
+		}
+	}
+	return true
 }
 
 // send delivers one batch, retrying with exponential backoff until it is

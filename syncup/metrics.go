@@ -14,6 +14,7 @@ type metrics struct {
 	dropped    *prometheus.CounterVec // reason: overflow, peer_gone, shutdown
 	handshakes *prometheus.CounterVec // code: 404, 409 (renew handshake reactions)
 	lag        prometheus.Histogram
+	batchOps   prometheus.Histogram
 	aeRounds   *prometheus.CounterVec // result: ok, error
 	aeRepairs  prometheus.Counter
 	syncDur    prometheus.Gauge
@@ -58,6 +59,11 @@ func newMetrics() *metrics {
 			Name:    "discovery_replication_lag_seconds",
 			Help:    "Time from enqueueing an operation to the peer's acknowledgement.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		batchOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "discovery_replication_batch_ops",
+			Help:    "Operations per replicate request a link sends (cluster.batch_size caps it; renews linger for cluster.renew_linger to fill it).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 .. 512
 		}),
 		aeRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "discovery_antientropy_rounds_total",
@@ -130,7 +136,7 @@ func newMetrics() *metrics {
 // register exports the metrics on reg; c is read at scrape time.
 func (m *metrics) register(reg prometheus.Registerer, c *Cluster) error {
 	m.c = c
-	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m.refused,
+	for _, col := range []prometheus.Collector{m.sent, m.received, m.failed, m.dropped, m.handshakes, m.lag, m.batchOps, m.aeRounds, m.aeRepairs, m.syncDur, m.evicted, m.refused,
 		m.legacyForwarded, m.legacyFailed, m.legacyReceived, m.legacyRepairs, m.legacyLastPull, m} {
 		if err := reg.Register(col); err != nil {
 			return err

@@ -1,6 +1,8 @@
 package syncup
 
 import (
+	"bytes"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -461,4 +463,117 @@ func TestReplication_RefusedBatchIsSplit(t *testing.T) {
 	if f := testutil.ToFloat64(a.c.met.failed); f != 0 {
 		t.Fatalf("failed ops = %v, want 0", f)
 	}
+}
+
+// clientRenew renews k on n as the api does for a client renew.
+func (n *tnode) clientRenew(t testing.TB, k registry.Key) {
+	t.Helper()
+	ins, err := n.reg.Renew(k, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.c.Renew(ins, false)
+}
+
+// Below saturation renews wait up to cluster.renew_linger for company, and
+// an op that is not a renew ends the wait at once, taking them along: 5
+// renews and a register reach the peer as one replicate request. (With a
+// 1 s linger the renews cannot have left before the register was queued
+// unless the test goroutine stalled that long between two calls.)
+func TestReplication_RenewsLingerAndARegisterEndsTheWait(t *testing.T) {
+	net := NewMemNetwork()
+	cfg := func(c *Config) { c.RenewLinger = time.Second }
+	nodes := startCluster(t, net, 2, "z1", cfg)
+	a, b := nodes[0], nodes[1]
+	var keys []registry.Key
+	for range 5 {
+		st := a.clientRegister(t, testInstance("demo.linger", "z1"))
+		keys = append(keys, st.Key())
+	}
+	quiet(t, a, b)
+	batches, renews := net.Batches(), net.Delivered(b.addr, OpRenew, true)
+	hist := histCount(t, a, "discovery_replication_batch_ops")
+
+	// The sender waits with the first renew before the others are queued
+	// (else they could all be queued before it woke, lingering or not).
+	a.clientRenew(t, keys[0])
+	testkit.EventuallyTrue(t, waitTimeout, "sender lingering with the first renew", func() bool {
+		buf := make([]byte, 1<<20)
+		return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("(*link).linger("))
+	})
+	for _, k := range keys[1:] {
+		a.clientRenew(t, k)
+	}
+	last := a.clientRegister(t, testInstance("demo.linger", "z1"))
+	testkit.EventuallyTrue(t, waitTimeout, "register replicated", func() bool { return b.has(last.Key()) })
+	quiet(t, a, b)
+	if got := net.Delivered(b.addr, OpRenew, true) - renews; got != 5 {
+		t.Fatalf("renews delivered = %d, want 5", got)
+	}
+	if got := net.Batches() - batches; got != 1 {
+		t.Fatalf("replicate requests = %d, want 1 (5 renews and the register together)", got)
+	}
+	if got := histCount(t, a, "discovery_replication_batch_ops") - hist; got != 1 {
+		t.Fatalf("batch histogram observed %d batches, want 1", got)
+	}
+	// The register did not wait out the second: every op of the batch was
+	// acknowledged well within it (lag bucket 0.5 s, a 1000-fold margin).
+	if slow := histCount(t, a, "discovery_replication_lag_seconds") - histBelow(t, a, "discovery_replication_lag_seconds", 0.5); slow != 0 {
+		t.Fatalf("%d ops took over 0.5 s: the register waited for the linger", slow)
+	}
+}
+
+// Renews alone still leave when the linger ends.
+func TestReplication_LoneRenewsLeaveAfterTheLinger(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewLinger = 20 * time.Millisecond })
+	a, b := nodes[0], nodes[1]
+	st := a.clientRegister(t, testInstance("demo.linger", "z1"))
+	k := st.Key()
+	quiet(t, a, b)
+	renews := net.Delivered(b.addr, OpRenew, true)
+	for range 3 {
+		a.clientRenew(t, k)
+	}
+	testkit.EventuallyTrue(t, waitTimeout, "renews replicated", func() bool {
+		return net.Delivered(b.addr, OpRenew, true)-renews == 3
+	})
+}
+
+// histCount is the sample count of a histogram of n's metrics.
+func histCount(t testing.TB, n *tnode, name string) uint64 {
+	t.Helper()
+	mfs, err := n.prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// histBelow is the cumulative count of a histogram of n's metrics at the
+// bucket with upper bound le.
+func histBelow(t testing.TB, n *tnode, name string, le float64) uint64 {
+	t.Helper()
+	mfs, err := n.prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, b := range mf.GetMetric()[0].GetHistogram().GetBucket() {
+			if b.GetUpperBound() == le {
+				return b.GetCumulativeCount()
+			}
+		}
+	}
+	t.Fatalf("no bucket le=%v in %s", le, name)
+	return 0
 }
