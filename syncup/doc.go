@@ -18,8 +18,9 @@
 //	                           every copy a peer sends
 //	handler     handler.go     the peer endpoints (replicate, snapshot, digest)
 //	transport   transport.go   Transport (the peer protocol as a client) and its optional
-//	                           capabilities; HTTPTransport (httptransport.go, peerconn.go)
-//	                           and MemNetwork (memnet.go) implement it
+//	                           capabilities; HTTPTransport (httptransport.go, net/http),
+//	                           LegacyTransport (legacytransport.go) and MemNetwork
+//	                           (memnet.go) implement it
 //
 // Start order: membership (gossip binds), remote-zone links, the own record,
 // then the syncer and the renew loop. Shutdown: announce the leave, stop the

@@ -15,7 +15,7 @@ import (
 // close stops forwarding so nothing is written once the owner is gone.
 type mlLogWriter struct {
 	log    *slog.Logger
-	mu     sync.RWMutex
+	mu     sync.RWMutex // guards closed; Write holds it shared while it logs, so close waits for a line in flight
 	closed bool
 }
 

@@ -39,7 +39,7 @@ var ErrUnreachable = errors.New("memnet: peer unreachable")
 // marked down, per-destination delays, and a hook that can fail any call.
 // All methods are safe for concurrent use.
 type MemNetwork struct {
-	mu      sync.RWMutex
+	mu      sync.RWMutex // guards every field below
 	nodes   map[string]*Cluster
 	cut     map[[2]string]bool
 	down    map[string]bool
