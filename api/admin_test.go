@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +157,52 @@ func TestAdmin_ChangesCountsTowardMaxPollers(t *testing.T) {
 	<-done
 	cancel()
 	testkit.EventuallyTrue(t, 10*time.Second, "slot freed", func() bool { return e.srv.parked.Load() == 0 })
+}
+
+// Operator actions with the admin token leave an audit line naming the
+// action, the source and the target; refusals are counted every time but
+// logged once a minute per source, so a scanner cannot flood the log.
+func TestSecurity_AuditLinesAndRefusalLogging(t *testing.T) {
+	const tok = "admin-token-for-the-audit-test"
+	e := newEnv(t, options{refusals: true, deps: func(d *Deps) {
+		d.Security.AdminToken = tok
+		d.Peers = nil // no request here is a peer's: fetch/all needs the token
+	}})
+	withToken := func(path string, f url.Values) resp {
+		req := e.newReq(context.Background(), http.MethodPost, path, nil, strings.NewReader(f.Encode()), "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return e.do(req)
+	}
+	e.register(appA, z1, "h1")
+	e.register(appA, z1, "h2")
+
+	withToken("/discovery/set", form("zone", z1, "env", tEnv, "appid", appA, "hostname", "h1", "status", "2")).wantCode(0)
+	withToken("/discovery/cancel", keyForm(appA, z1, "h2")).wantCode(0)
+	req := e.newReq(context.Background(), http.MethodGet, "/discovery/fetch/all", nil, nil, "")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	e.do(req).wantCode(0)
+	logs := e.logs.String()
+	for _, want := range []string{
+		"msg=audit action=set source=127.0.0.1 admin_token=true env=" + tEnv + " appid=" + appA + " zone=" + z1 + " hostnames=[h1]",
+		"msg=audit action=cancel source=127.0.0.1 admin_token=true env=" + tEnv + " appid=" + appA + " zone=" + z1 + " hostname=h2",
+		"msg=audit action=fetch_all source=127.0.0.1 admin_token=true",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no audit line %q in:\n%s", want, logs)
+		}
+	}
+
+	// Three refused sets from one source: three counted, one logged.
+	before := strings.Count(e.logs.String(), `msg="request refused"`)
+	for range 3 {
+		e.unchanged(func() {
+			e.post("/discovery/set", form("zone", z1, "env", tEnv, "appid", appA, "hostname", "h1", "status", "1")).wantCode(wire.CodeUnauthorized)
+		})
+	}
+	if n := e.metric("discovery_auth_refusals_total", "route", "/discovery/set", "reason", "admin_missing"); n != 3 {
+		t.Fatalf("refusals counted = %v, want 3", n)
+	}
+	if n := strings.Count(e.logs.String(), `msg="request refused"`) - before; n != 1 {
+		t.Fatalf("refusal log lines = %d, want 1 (once a minute per source):\n%s", n, e.logs.String())
+	}
 }
