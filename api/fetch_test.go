@@ -91,3 +91,16 @@ func TestFetchs_AnswerSharesPayloadBytes(t *testing.T) {
 		wantSharedAnswer(t, h, u, 100_000)
 	}
 }
+
+// fetch/all holds the whole registry: at most two are answered at once, a
+// third is refused with -503 (the client retries) and leaves no state.
+func TestFetchAll_AtMostTwoAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.register(appA, z1, "h1")
+	e.srv.fetchAllSem <- struct{}{} // two answers in progress
+	e.srv.fetchAllSem <- struct{}{}
+	e.get("/discovery/fetch/all", nil).wantCode(-503)
+	<-e.srv.fetchAllSem
+	e.get("/discovery/fetch/all", nil).wantCode(0)
+	<-e.srv.fetchAllSem
+}

@@ -12,12 +12,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/configs"
 	"github.com/discovery-go/discovery/embed"
+	"github.com/discovery-go/discovery/internal/testkit"
 	"github.com/discovery-go/discovery/registry"
 	"github.com/discovery-go/discovery/syncup"
 	"github.com/discovery-go/discovery/test/harness"
@@ -622,5 +624,65 @@ func TestPolicies_KeyOwnershipAndWriteCIDRs(t *testing.T) {
 	c2 := client(t, n2)
 	if env, _ := c2.Register(t.Context(), legit("x")); env.Code != wire.CodeForbidden {
 		t.Fatalf("register from outside write_cidrs: %+v", env)
+	}
+}
+
+// Past http.max_conns every new connection is refused at once (HTTP 503,
+// counted as "global"), loopback included, and the node serves again as
+// soon as connections close: idle sockets cannot starve it for good.
+func TestAttack_GlobalConnectionCap(t *testing.T) {
+	n, c := secure(t, func(cfg *configs.Config) { cfg.HTTP.MaxConns = 12 })
+	c.Close() // its keep-alive connection would take a slot
+	addr := n.Addrs().HTTP
+	var conns []net.Conn
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	for range 20 {
+		cn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cn)
+	}
+	// Admitted connections wait for a request (nothing to read before the
+	// deadline); refused ones get the one-line 503 and are closed. All are
+	// read at once, so the deadline is paid once.
+	var refusedN atomic.Int64
+	var wg sync.WaitGroup
+	for _, cn := range conns {
+		wg.Go(func() {
+			_ = cn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(cn), nil)
+			if err != nil {
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable && err == nil && string(body) == "too many connections (max_conns)\n" {
+				refusedN.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	refused := int(refusedN.Load())
+	if refused < 8 || refused > 20-12+2 { // the node's own connections may hold a slot or two
+		t.Fatalf("%d of 20 connections refused with max_conns 12", refused)
+	}
+	for _, cn := range conns {
+		cn.Close()
+	}
+	conns = nil
+	c2 := harness.NewClient(addr)
+	defer c2.Close()
+	testkit.EventuallyTrue(t, 10*time.Second, "served again once connections closed", func() bool {
+		ok, err := c2.Ready(t.Context())
+		return ok && err == nil
+	})
+	m, _ := c2.Metrics(t.Context())
+	if want := fmt.Sprintf(`discovery_http_conn_refusals_total{reason="global"} %d`, refused); !strings.Contains(m, want) {
+		t.Errorf("want %s in:\n%s", want, grepLines(m, "conn_refusals"))
 	}
 }

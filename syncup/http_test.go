@@ -117,7 +117,7 @@ func TestHTTP_SnapshotStreamRoundTrip(t *testing.T) {
 
 // Bad payloads are a 400 naming the field, never a panic, and change nothing.
 func TestHandler_BadPayloads(t *testing.T) {
-	n := startNode(t, nodeOpt{net: NewMemNetwork(), cfg: func(c *Config) { c.MaxBatchOps = 64; c.MaxBodyBytes = 64 << 10 }})
+	n := startNode(t, nodeOpt{net: NewMemNetwork(), cfg: func(c *Config) { c.MaxBatchOps = 64; c.MaxBodyBytes = 64 << 10; c.MaxDigests = 2 }})
 	h := n.c.Handler()
 	before := n.reg.Snapshot()
 	reg := `{"op":"register","replication":true,"instance":{"env":"test","appid":"a","zone":"z1","hostname":"h","addrs":["http://x:1"],"status":1,"dirty_timestamp":5}}`
@@ -142,6 +142,7 @@ func TestHandler_BadPayloads(t *testing.T) {
 		{"body too large", "POST", PathReplicate, `{"ops":[` + strings.Repeat(" ", 70<<10) + `]}`, 400, "larger than"},
 		{"trailing data", "POST", PathReplicate, `{"ops":[` + reg + `]} {}`, 400, "trailing"},
 		{"digest without appid", "POST", PathDigest, `{"digests":[{"env":"e","digest":1}]}`, 400, "digests[0]"},
+		{"too many digests", "POST", PathDigest, `{"digests":[{"env":"e","appid":"a","digest":1},{"env":"e","appid":"b","digest":1},{"env":"e","appid":"c","digest":1}]}`, 400, "digests: at most 2, got 3"},
 		{"wrong method", "GET", PathReplicate, "", 405, "not allowed"},
 		{"snapshot by POST", "POST", PathSnapshot, "", 405, "not allowed"},
 		{"unknown path", "GET", "/discovery/internal/nope", "", 404, "unknown"},
@@ -160,6 +161,32 @@ func TestHandler_BadPayloads(t *testing.T) {
 	after := n.reg.Snapshot()
 	if len(after.Instances) != len(before.Instances) || len(after.Tombstones) != len(before.Tombstones) {
 		t.Fatal("a rejected payload changed the registry")
+	}
+}
+
+// Beyond cluster.max_peer_requests served at once, a peer request is
+// refused at once with 503 peer_busy (the sender retries), and served again
+// when a slot frees.
+func TestHandler_PeerBusy(t *testing.T) {
+	n := startNode(t, nodeOpt{net: NewMemNetwork(), cfg: func(c *Config) { c.MaxPeerRequests = 2 }})
+	h := n.c.Handler()
+	body := `{"digests":[]}`
+	serve := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", PathDigest, strings.NewReader(body))
+		n.c.auth.Sign(req, []byte(body))
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	// Two requests in service: their slots are taken as the handler takes them.
+	n.c.handler.sem <- struct{}{}
+	n.c.handler.sem <- struct{}{}
+	if rec := serve(); rec.Code != 503 || rec.Header().Get("X-Discovery-Refused") != "peer_busy" {
+		t.Fatalf("third request: %d %q refused=%q, want 503 peer_busy", rec.Code, rec.Body.String(), rec.Header().Get("X-Discovery-Refused"))
+	}
+	<-n.c.handler.sem
+	if rec := serve(); rec.Code != 200 {
+		t.Fatalf("with a free slot: %d %q", rec.Code, rec.Body.String())
 	}
 }
 
