@@ -173,7 +173,7 @@ func TestHandler_PeerBusy(t *testing.T) {
 	body := `{"digests":[]}`
 	serve := func() *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
-		req := httptest.NewRequest("POST", PathDigest, strings.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, PathDigest, strings.NewReader(body))
 		n.c.auth.Sign(req, []byte(body))
 		h.ServeHTTP(rec, req)
 		return rec
