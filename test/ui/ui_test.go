@@ -304,6 +304,51 @@ func TestUI_ClusterOperations(t *testing.T) {
 		return strings.Contains(b.text(`tr[data-hostname="checkout-1"]`), "WAITING")
 	})
 
+	// Metadata from the page: text that is not a JSON object is refused in
+	// the dialog, which stays open; a valid object replaces the metadata on
+	// every node.
+	clickButton := func(host, label string) chromedp.Action {
+		return chromedp.Evaluate(fmt.Sprintf(`[...document.querySelectorAll('tr[data-hostname=%q] button')].find(b => b.textContent === %q).click()`, host, label), nil)
+	}
+	b.run(t, "open the metadata dialog",
+		clickButton("checkout-2", "Metadata"),
+		chromedp.WaitVisible(`#meta-input`, chromedp.ByQuery),
+		chromedp.SetValue(`#meta-input`, `["not", "an object"]`, chromedp.ByQuery),
+		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
+	)
+	testkit.EventuallyTrue(t, 5*time.Second, "the dialog names the error", func() bool {
+		return strings.Contains(b.text(`#dialog-body p.err`), "not a JSON object")
+	})
+	b.run(t, "save valid metadata",
+		chromedp.WaitVisible(`#meta-input`, chromedp.ByQuery),
+		chromedp.SetValue(`#meta-input`, `{"weight": "5", "color": "blue"}`, chromedp.ByQuery),
+		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
+	)
+	k2 := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-2"}
+	for _, nd := range nodes {
+		testkit.EventuallyTrue(t, 10*time.Second, "metadata on "+nd.Addrs().HTTP, func() bool {
+			in, ok := nd.Registry().Get(k2)
+			return ok && len(in.Metadata) == 2 && in.Metadata["weight"] == "5" && in.Metadata["color"] == "blue"
+		})
+	}
+
+	// Cancel from the page, after its confirmation: gone from every node.
+	b.run(t, "cancel from the page",
+		clickButton("checkout-0", "Cancel"),
+		chromedp.WaitVisible(`#dialog-ok`, chromedp.ByQuery),
+		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
+	)
+	k0 := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-0"}
+	for _, nd := range nodes {
+		testkit.EventuallyTrue(t, 10*time.Second, "cancelled on "+nd.Addrs().HTTP, func() bool {
+			_, ok := nd.Registry().Get(k0)
+			return !ok
+		})
+	}
+	testkit.EventuallyTrue(t, 5*time.Second, "the page no longer lists checkout-0", func() bool {
+		return b.eval(`String(document.querySelector('tr[data-hostname="checkout-0"]') === null)`) == "true"
+	})
+
 	// A registration on another node appears without reload within 1 s.
 	start := time.Now()
 	if env, err := c2.Register(t.Context(), instance("demo.checkout", "checkout-new", "grpc://10.0.0.9:9000")); err != nil || env.Code != 0 {
