@@ -368,6 +368,38 @@ func TestUI_ClusterOperations(t *testing.T) {
 	b.noErrors(t)
 }
 
+// 10 000 apps: the apps page pages them on the server (100 a page), moves
+// between pages and searches by prefix without loading them all.
+func TestUI_TenThousandApps(t *testing.T) {
+	nodes := cluster(t, 1)
+	reg := nodes[0].Registry()
+	for i := range 10_000 {
+		in := instance(fmt.Sprintf("bulk.app-%05d", i), fmt.Sprintf("h-%05d", i), fmt.Sprintf("grpc://10.2.%d.%d:9000", i/250, i%250+1))
+		if _, _, err := reg.Register(in, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := "http://" + nodes[0].Addrs().HTTP
+	b := newBrowser(t, 1280, 900)
+	b.signIn(t, base)
+	start := time.Now()
+	b.run(t, "apps page", chromedp.Navigate(base+"/ui/#/apps"), chromedp.WaitVisible(`#apps-count`, chromedp.ByQuery))
+	testkit.EventuallyTrue(t, 10*time.Second, "first page of 10001 (with infra.discovery)", func() bool {
+		return b.text(`#apps-count`) == "1-100 of 10001 apps"
+	})
+	t.Logf("FIGURE ui: apps page with 10 001 apps shown after %s", time.Since(start).Round(time.Millisecond))
+	if n := b.eval(`String(document.querySelectorAll('a.app-link').length)`); n != "100" {
+		t.Fatalf("%s app links on the page, want 100", n)
+	}
+	b.run(t, "next page", chromedp.Evaluate(`[...document.querySelectorAll('.pager button')].find(b => b.textContent === 'next').click()`, nil))
+	testkit.EventuallyTrue(t, 10*time.Second, "second page", func() bool { return b.text(`#apps-count`) == "101-200 of 10001 apps" })
+	b.run(t, "search by prefix", chromedp.SendKeys(`#f-prefix`, "bulk.app-0999", chromedp.ByQuery))
+	testkit.EventuallyTrue(t, 10*time.Second, "prefix narrows to 10 apps", func() bool {
+		return b.text(`#apps-count`) == "1-10 of 10 apps" && strings.Contains(b.text(`#apps-result`), "bulk.app-09990")
+	})
+	b.noErrors(t)
+}
+
 // A narrow (phone) screen: nothing overflows the page horizontally (wide
 // tables scroll inside their box), and the actions work from the keyboard.
 func TestUI_NarrowScreenAndKeyboard(t *testing.T) {
