@@ -50,6 +50,8 @@ const (
 	peerService   = "discovery-peer"
 	secretName    = "discovery-cluster"
 	secretKey     = "secret"
+	adminTokenKey = "admin-token"                  // optional key of the same Secret
+	testAdminTok  = "admin-token-of-the-k8s-test" // what the pod would read from it
 	containerName = "discovery"
 
 	// Values the test plays the kubelet with.
@@ -355,10 +357,14 @@ func podEnv(t *testing.T, c *corev1.Container, podName, podIP, secret string) []
 			}
 		case e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
-			if ref.Name != secretName || ref.Key != secretKey {
-				t.Fatalf("env %s: secretKeyRef %s/%s, want the documented %s/%s", e.Name, ref.Name, ref.Key, secretName, secretKey)
+			switch {
+			case ref.Name == secretName && ref.Key == secretKey:
+				v = secret
+			case ref.Name == secretName && ref.Key == adminTokenKey:
+				v = testAdminTok
+			default:
+				t.Fatalf("env %s: secretKeyRef %s/%s, want the documented %s/%s or %s/%s", e.Name, ref.Name, ref.Key, secretName, secretKey, secretName, adminTokenKey)
 			}
-			v = secret
 		default:
 			t.Fatalf("env %s: valueFrom %+v not modelled by this test", e.Name, e.ValueFrom)
 		}
@@ -435,8 +441,11 @@ func TestKubernetes_NodeEnvironment(t *testing.T) {
 		if strings.HasPrefix(e.Name, "DISCOVERY_") && !keys[e.Name] {
 			t.Errorf("env %s: no configuration key has this name", e.Name)
 		}
-		if e.Name == "DISCOVERY_CLUSTER_SECRET" && (e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
+		if (e.Name == "DISCOVERY_CLUSTER_SECRET" || e.Name == "DISCOVERY_SECURITY_ADMIN_TOKEN") && (e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
 			t.Errorf("env %s must come from a secretKeyRef, not a literal value", e.Name)
+		}
+		if e.Name == "DISCOVERY_SECURITY_ADMIN_TOKEN" && (e.ValueFrom.SecretKeyRef.Optional == nil || !*e.ValueFrom.SecretKeyRef.Optional) {
+			t.Errorf("env %s: the admin token is optional in the Secret (a cluster without one still starts)", e.Name)
 		}
 	}
 	httpPort := namedPort(t, c, "http", corev1.ProtocolTCP).ContainerPort
@@ -493,6 +502,9 @@ func TestKubernetes_NodeEnvironment(t *testing.T) {
 			hostnames[cfg.Node.Hostname] = true
 			if cfg.Cluster.Secret != secret {
 				t.Errorf("cluster.secret does not come from the Secret")
+			}
+			if cfg.Security.AdminToken != testAdminTok {
+				t.Errorf("security.admin_token does not come from the Secret's %s key", adminTokenKey)
 			}
 			if cfg.Log.Format != "json" {
 				t.Errorf("log.format = %q, want json", cfg.Log.Format)
@@ -838,6 +850,7 @@ func TestKubernetes_ReadmeCommands(t *testing.T) {
 	var errs []error
 	for _, want := range []string{
 		fmt.Sprintf("create secret generic %s --from-literal=%s=", secretName, secretKey),
+		fmt.Sprintf("--from-literal=%s=", adminTokenKey),
 		"apply -k deploy/kubernetes",
 		fmt.Sprintf("DISCOVERY_NODES=%s.", k8sName),
 		fmt.Sprintf(".svc:%d", m.services[k8sName].Spec.Ports[0].Port),
