@@ -50,7 +50,7 @@ const (
 	peerService   = "discovery-peer"
 	secretName    = "discovery-cluster"
 	secretKey     = "secret"
-	adminTokenKey = "admin-token"                  // optional key of the same Secret
+	adminTokenKey = "admin-token"                 // optional key of the same Secret
 	testAdminTok  = "admin-token-of-the-k8s-test" // what the pod would read from it
 	containerName = "discovery"
 
