@@ -293,13 +293,8 @@ func TestUI_ClusterOperations(t *testing.T) {
 		chromedp.WaitVisible(`#dialog-ok`, chromedp.ByQuery),
 		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
 	)
-	k := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-1"}
-	for _, nd := range nodes {
-		testkit.EventuallyTrue(t, 10*time.Second, "WAITING on "+nd.Addrs().HTTP, func() bool {
-			in, ok := nd.Registry().Get(k)
-			return ok && in.Status == 2
-		})
-	}
+	onEveryNode(t, nodes, "WAITING", wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-1"},
+		func(in wire.Instance, ok bool) bool { return ok && in.Status == 2 })
 	testkit.EventuallyTrue(t, 5*time.Second, "the page shows WAITING", func() bool {
 		return strings.Contains(b.text(`tr[data-hostname="checkout-1"]`), "WAITING")
 	})
@@ -324,13 +319,10 @@ func TestUI_ClusterOperations(t *testing.T) {
 		chromedp.SetValue(`#meta-input`, `{"weight": "5", "color": "blue"}`, chromedp.ByQuery),
 		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
 	)
-	k2 := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-2"}
-	for _, nd := range nodes {
-		testkit.EventuallyTrue(t, 10*time.Second, "metadata on "+nd.Addrs().HTTP, func() bool {
-			in, ok := nd.Registry().Get(k2)
+	onEveryNode(t, nodes, "new metadata", wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-2"},
+		func(in wire.Instance, ok bool) bool {
 			return ok && len(in.Metadata) == 2 && in.Metadata["weight"] == "5" && in.Metadata["color"] == "blue"
 		})
-	}
 
 	// Cancel from the page, after its confirmation: gone from every node.
 	b.run(t, "cancel from the page",
@@ -338,13 +330,8 @@ func TestUI_ClusterOperations(t *testing.T) {
 		chromedp.WaitVisible(`#dialog-ok`, chromedp.ByQuery),
 		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
 	)
-	k0 := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-0"}
-	for _, nd := range nodes {
-		testkit.EventuallyTrue(t, 10*time.Second, "cancelled on "+nd.Addrs().HTTP, func() bool {
-			_, ok := nd.Registry().Get(k0)
-			return !ok
-		})
-	}
+	onEveryNode(t, nodes, "cancelled", wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-0"},
+		func(_ wire.Instance, ok bool) bool { return !ok })
 	testkit.EventuallyTrue(t, 5*time.Second, "the page no longer lists checkout-0", func() bool {
 		return b.eval(`String(document.querySelector('tr[data-hostname="checkout-0"]') === null)`) == "true"
 	})
@@ -366,6 +353,15 @@ func TestUI_ClusterOperations(t *testing.T) {
 		t.Errorf("the page showed the registration %s after it was acknowledged, want within 1 s", seen)
 	}
 	b.noErrors(t)
+}
+
+// onEveryNode waits until cond holds for k's copy (and whether there is
+// one) on every node.
+func onEveryNode(t *testing.T, nodes []*embed.Node, what string, k wire.Key, cond func(wire.Instance, bool) bool) {
+	t.Helper()
+	for _, nd := range nodes {
+		testkit.EventuallyTrue(t, 10*time.Second, what+" on "+nd.Addrs().HTTP, func() bool { return cond(nd.Registry().Get(k)) })
+	}
 }
 
 // 10 000 apps: the apps page pages them on the server (100 a page), moves
