@@ -3,11 +3,14 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/internal/testkit"
@@ -204,5 +207,22 @@ func TestSecurity_AuditLinesAndRefusalLogging(t *testing.T) {
 	}
 	if n := strings.Count(e.logs.String(), `msg="request refused"`) - before; n != 1 {
 		t.Fatalf("refusal log lines = %d, want 1 (once a minute per source):\n%s", n, e.logs.String())
+	}
+}
+
+// The source of a request has no IPv6 zone: owners are recorded without
+// one, and no prefix of security.write_cidrs contains a zoned address.
+func TestSource_DropsTheZone(t *testing.T) {
+	for remote, want := range map[string]string{
+		"[fe80::1%eth0]:1234":    "fe80::1",
+		"[::ffff:10.1.2.3]:1234": "10.1.2.3",
+		"10.1.2.3:1234":          "10.1.2.3",
+		"[2001:db8::7]:80":       "2001:db8::7",
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.RemoteAddr = remote
+		if got := source(echo.New().NewContext(req, httptest.NewRecorder())).String(); got != want {
+			t.Errorf("source of %s = %s, want %s", remote, got, want)
+		}
 	}
 }

@@ -161,7 +161,9 @@ func source(c echo.Context) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	// Without the zone: the owner recorded for a key has none, and a prefix
+	// of security.write_cidrs contains no zoned address.
+	return ap.Addr().Unmap().WithZone("")
 }
 
 // refused counts a refusal and logs it, once a minute per source at most

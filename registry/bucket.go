@@ -3,6 +3,7 @@ package registry
 import (
 	"hash/maphash"
 	"iter"
+	"strings"
 )
 
 // zoneBucket holds one zone's instances of an app. Most zones hold a few
@@ -20,6 +21,13 @@ type zoneBucket struct {
 const smallMax = 8
 
 func (b *zoneBucket) get(host string) *rec {
+	// A stored hostname ends at the first NUL of its record (validation
+	// refuses control characters), so a key holding one would match a
+	// record by its prefix: it matches nothing. Keys of renew, cancel and
+	// peers' ops reach here unvalidated.
+	if strings.IndexByte(host, 0) >= 0 {
+		return nil
+	}
 	if b.big != nil {
 		return b.big.get(host)
 	}

@@ -66,11 +66,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first invalid field by its key.
 // maxStringLen bounds Limits.MaxStringLen: no appid, zone or hostname is
 // near 64 KiB, and the HTTP layer's bound (configs) is the same.
 const maxStringLen = 1<<16 - 1
 
+// Validate reports the first invalid field by its key.
 func (c Config) Validate() error {
 	var errs []error
 	pos := func(key string, d time.Duration) {

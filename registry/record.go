@@ -114,7 +114,8 @@ func (r *rec) host() string {
 }
 
 // hasHost reports whether the record's hostname is h, without finding the
-// hostname's end first (the hash table compares on every probe).
+// hostname's end first (the hash table compares on every probe). h holds
+// no NUL: zoneBucket.get refuses such keys, which would match by prefix.
 func (r *rec) hasHost(h string) bool {
 	return strings.HasPrefix(r.ha, h) && (len(r.ha) == len(h) || r.ha[len(h)] == 0)
 }

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"testing"
 )
@@ -91,7 +93,8 @@ func TestRecHostAddrs(t *testing.T) {
 }
 
 // hasHost matches the whole hostname only, never a prefix of it or a
-// hostname that extends it.
+// hostname that extends it. (A key holding a NUL is refused before it, by
+// zoneBucket.get: TestLookup_HostnameWithNULMatchesNothing.)
 func TestRecHasHost(t *testing.T) {
 	withAddrs := newRec(&Instance{Hostname: "pod-1", Addrs: []string{"grpc://10.0.0.1:9000"}, Status: StatusUp})
 	bare := newRec(&Instance{Hostname: "pod-1", Status: StatusUp})
@@ -102,6 +105,33 @@ func TestRecHasHost(t *testing.T) {
 		for _, h := range []string{"pod-", "pod-10", "pod-1\x00grpc", "", "POD-1"} {
 			if r.hasHost(h) {
 				t.Fatalf("%q matched %q", r.ha, h)
+			}
+		}
+	}
+}
+
+// A key whose hostname holds a NUL (renew and cancel keys, and peers' ops,
+// are not validated like a registration) matches no record, though a
+// stored record's packed host-and-addrs starts with exactly those bytes;
+// in a small zone (a slice) and a large one (the hash table).
+func TestLookup_HostnameWithNULMatchesNothing(t *testing.T) {
+	for _, n := range []int{1, 3 * smallMax} {
+		r := newTestReg(t)
+		var first Instance
+		for i := range n {
+			in := r.reg(inst("demo.nul", "z1", fmt.Sprintf("h%d", i)))
+			if i == 0 {
+				first = in
+			}
+		}
+		packed := first.Hostname + "\x00" + first.Addrs[0]
+		for _, h := range []string{packed, first.Hostname + "\x00", packed + "\x00"} {
+			k := keyOf("demo.nul", "z1", h)
+			if _, err := r.Renew(k, false, 0); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("%d instances: renew of %q: %v, want ErrNotFound", n, h, err)
+			}
+			if _, ok := r.Get(k); ok {
+				t.Fatalf("%d instances: Get(%q) found a record", n, h)
 			}
 		}
 	}

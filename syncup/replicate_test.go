@@ -2,6 +2,7 @@ package syncup
 
 import (
 	"bytes"
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -517,7 +518,8 @@ func TestReplication_RenewsLingerAndARegisterEndsTheWait(t *testing.T) {
 		t.Fatalf("batch histogram observed %d batches, want 1", got)
 	}
 	// The register did not wait out the second: every op of the batch was
-	// acknowledged well within it (lag bucket 0.5 s, a 1000-fold margin).
+	// acknowledged within half of it (the first renew's lag includes the
+	// test's wait for the sender above, some ms).
 	if slow := histCount(t, a, "discovery_replication_lag_seconds") - histBelow(t, a, "discovery_replication_lag_seconds", 0.5); slow != 0 {
 		t.Fatalf("%d ops took over 0.5 s: the register waited for the linger", slow)
 	}
@@ -532,12 +534,43 @@ func TestReplication_LoneRenewsLeaveAfterTheLinger(t *testing.T) {
 	k := st.Key()
 	quiet(t, a, b)
 	renews := net.Delivered(b.addr, OpRenew, true)
+	start := time.Now()
 	for range 3 {
 		a.clientRenew(t, k)
 	}
 	testkit.EventuallyTrue(t, waitTimeout, "renews replicated", func() bool {
 		return net.Delivered(b.addr, OpRenew, true)-renews == 3
 	})
+	// Nothing else ends the wait here, and a timer never fires early.
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Fatalf("renews delivered after %s, before the 20ms linger", d)
+	}
+}
+
+// A graceful shutdown does not wait out a linger: the lingering renews
+// leave at once (with the cancel of the node's own record, which ends the
+// wait; the drain would end it too), well within a shutdown deadline
+// shorter than the linger.
+func TestReplication_ShutdownSendsLingeringRenews(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "z1", func(c *Config) { c.RenewLinger = time.Second })
+	a, b := nodes[0], nodes[1]
+	st := a.clientRegister(t, testInstance("demo.linger", "z1"))
+	quiet(t, a, b)
+	renews := net.Delivered(b.addr, OpRenew, true)
+	a.clientRenew(t, st.Key())
+	testkit.EventuallyTrue(t, waitTimeout, "sender lingering", func() bool {
+		buf := make([]byte, 1<<20)
+		return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("(*link).linger("))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	if err := a.c.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if got := net.Delivered(b.addr, OpRenew, true) - renews; got != 1 {
+		t.Fatalf("renews delivered by the drain = %d, want 1", got)
+	}
 }
 
 // histCount is the sample count of a histogram of n's metrics.

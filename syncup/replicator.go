@@ -48,11 +48,6 @@ func newReplicator(cfg Config, from string, tr Transport, met *metrics, log *slo
 
 func (r *replicator) stopping() bool { return r.halt.Load() }
 
-// forward queues op for every same-zone link, marked replicated, and, when
-// crossZone, for every remote-zone link as an original from-zone write
-// (spec 7.2). After close it does nothing. The check and the enqueues
-// happen under one read lock, so the drain sees every op accepted before
-// close.
 // targets reports whether forward(_, crossZone) has anywhere to send an
 // op, so callers skip building one on a node without peers. A link added
 // just after is brought up to date by its startup sync and anti-entropy,
@@ -63,6 +58,11 @@ func (r *replicator) targets(crossZone bool) bool {
 	return !r.closed && (len(r.peers)+len(r.legacy) > 0 || crossZone && len(r.zones) > 0)
 }
 
+// forward queues op for every same-zone link, marked replicated, and, when
+// crossZone, for every remote-zone link as an original from-zone write
+// (spec 7.2). After close it does nothing. The check and the enqueues
+// happen under one read lock, so the drain sees every op accepted before
+// close.
 func (r *replicator) forward(op Op, crossZone bool) {
 	same := newOutOp(op)
 	same.Replication, same.FromZone = true, true

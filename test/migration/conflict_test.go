@@ -68,8 +68,12 @@ func TestMigration_RenewConflictAdoptsNewerCopy(t *testing.T) {
 		if err := adopted(ourSrv(o), app, x)(); err != nil {
 			t.Fatalf("before the renew: %v", err)
 		}
+		before := handshakes409(t, o)
 		mustOK(t, "renew x on ours")(o.Client.Renew(ctxT(t), x))
 		testkit.Eventually(t, 5*time.Second, "ours adopted the legacy node's newer copy", adopted(ourSrv(o), app, n))
+		if got := handshakes409(t, o) - before; got < 1 {
+			t.Fatalf("ours counted %v -409 handshakes, want the one that repaired x", got)
+		}
 	}
 
 	// 2. Ours holds the newer copy: the legacy node adopts it.
@@ -93,4 +97,14 @@ func TestMigration_RenewConflictAdoptsNewerCopy(t *testing.T) {
 		mustOK(t, "renew y on the legacy node")(l.Client.Renew(ctxT(t), y))
 		testkit.Eventually(t, 5*time.Second, "the legacy node adopted ours' newer copy", adopted(legacySrv(l), app, n))
 	}
+}
+
+// handshakes409 is n's count of renews answered -409 whose copy it adopted.
+func handshakes409(t *testing.T, n *harness.Node) float64 {
+	t.Helper()
+	v, err := n.Client.MetricSum(ctxT(t), `discovery_replication_handshakes_total{code="409"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -325,13 +325,15 @@ func TestUI_ClusterOperations(t *testing.T) {
 		})
 
 	// Cancel from the page, after its confirmation: gone from every node.
+	k0 := wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-0"}
+	onEveryNode(t, nodes, "checkout-0 before the cancel", k0, func(_ wire.Instance, ok bool) bool { return ok })
+	b.run(t, "checkout-0 listed", chromedp.WaitVisible(`tr[data-hostname="checkout-0"]`, chromedp.ByQuery))
 	b.run(t, "cancel from the page",
 		clickButton("checkout-0", "Cancel"),
 		chromedp.WaitVisible(`#dialog-ok`, chromedp.ByQuery),
 		chromedp.Click(`#dialog-ok`, chromedp.ByQuery),
 	)
-	onEveryNode(t, nodes, "cancelled", wire.Key{Env: "dev", AppID: "demo.checkout", Zone: "zone01", Hostname: "checkout-0"},
-		func(_ wire.Instance, ok bool) bool { return !ok })
+	onEveryNode(t, nodes, "cancelled", k0, func(_ wire.Instance, ok bool) bool { return !ok })
 	testkit.EventuallyTrue(t, 5*time.Second, "the page no longer lists checkout-0", func() bool {
 		return b.eval(`String(document.querySelector('tr[data-hostname="checkout-0"]') === null)`) == "true"
 	})
