@@ -201,6 +201,19 @@ func (n *Node) MaxInflight() int {
 	return n.maxInflight
 }
 
+// ResetMaxInflight restarts MaxInflight from the polls held now. A poll the
+// client cancelled (to send a new appid at once) is still counted here
+// until this server notices the closed connection, so a test resets after
+// such an interruption.
+func (n *Node) ResetMaxInflight() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.maxInflight = 0
+	for _, v := range n.inflight {
+		n.maxInflight = max(n.maxInflight, v)
+	}
+}
+
 // Count is the number of requests to path, faulted ones included.
 func (n *Node) Count(path string) int {
 	n.mu.Lock()
@@ -331,11 +344,18 @@ func (n *Node) polls(w http.ResponseWriter, r *http.Request) {
 	n.inflight[host]++
 	n.maxInflight = max(n.maxInflight, n.inflight[host])
 	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		n.inflight[host]--
-		n.mu.Unlock()
-	}()
+	// The poll stops counting before its answer is written: the client can
+	// send its next poll only once it has the answer, so a count from a
+	// deferred decrement would overlap with it on a new connection.
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			n.mu.Lock()
+			n.inflight[host]--
+			n.mu.Unlock()
+		})
+	}
+	defer done()
 	hold := time.Duration(n.hold.Load())
 	if ms, err := strconv.Atoi(r.Header.Get("x1-bmspy-timeout")); err == nil && ms > 0 {
 		hold = min(hold, time.Duration(ms)*time.Millisecond-20*time.Millisecond)
@@ -361,12 +381,14 @@ func (n *Node) polls(w http.ResponseWriter, r *http.Request) {
 		ch := n.store.notify
 		n.store.mu.Unlock()
 		if len(data) > 0 {
+			done()
 			writeJSON(w, map[string]any{"code": 0, "message": "0", "data": data, "error": map[string]any{"-404": missing}})
 			return
 		}
 		select {
 		case <-ch:
 		case <-timer.C:
+			done()
 			WriteCode(w, -304)
 			return
 		case <-r.Context().Done():
