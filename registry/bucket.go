@@ -44,8 +44,9 @@ func (b *zoneBucket) set(nr *rec) (old *rec) {
 	if b.big != nil {
 		return b.big.set(nr)
 	}
+	host := nr.host()
 	for i, rc := range b.small {
-		if rc.hasHost(nr.host()) {
+		if rc.hasHost(host) {
 			b.small[i] = nr
 			return rc
 		}

@@ -59,7 +59,7 @@ func (o ownerIP) String() string {
 
 // renewWord holds renew_timestamp<<1 | counted, where counted means the
 // instance renewed at least once and so counts toward the expected renews.
-// Timestamps are clamped to ±2^62 ns (the year 2116) to fit.
+// Timestamps are clamped to within ±(2^62-1) ns (the year 2116) to fit.
 type renewWord struct{ v atomic.Int64 }
 
 const maxRenewTS = 1<<62 - 1
@@ -81,13 +81,7 @@ func (w *renewWord) init(ts int64, counted bool) {
 // renewed stores ts and marks the record counted; it reports whether this
 // was its first renew.
 func (w *renewWord) renewed(ts int64) (first bool) {
-	nv := clampRenewTS(ts)<<1 | 1
-	for {
-		old := w.v.Load()
-		if w.v.CompareAndSwap(old, nv) {
-			return old&1 == 0
-		}
-	}
+	return w.v.Swap(clampRenewTS(ts)<<1|1)&1 == 0
 }
 
 func makeProfile(region, version, meta string, status uint8) unique.Handle[profile] {
