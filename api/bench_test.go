@@ -1,6 +1,9 @@
 package api
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -175,5 +178,68 @@ func BenchmarkPollsWake(b *testing.B) {
 		b.StartTimer()
 		add(10 + i)
 		wg.Wait()
+	}
+}
+
+// BenchmarkServeWrite: kratos writes over one keep-alive loopback
+// connection to Serve, with http.lean_writes on and off: the whole server
+// path per request (socket read, head, handler chain, answer write). The
+// client writes each request by hand and reads the answer with one buffer,
+// so its own cost stays small; allocations are the process's.
+func BenchmarkServeWrite(b *testing.B) {
+	for _, lean := range []bool{true, false} {
+		b.Run(fmt.Sprint("lean=", lean), func(b *testing.B) {
+			reg, err := registry.New(registry.DefaultConfig(), registry.NewManualClock(t0), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := DefaultConfig()
+			cfg.LeanWrites = lean
+			srv, err := New(cfg, Deps{Registry: reg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ln, err := (&net.ListenConfig{}).Listen(b.Context(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ln) }()
+			defer func() {
+				_ = srv.Shutdown(context.Background())
+				<-done
+			}()
+			c, err := (&net.Dialer{}).DialContext(b.Context(), "tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			frame := func(path, body string) []byte {
+				return []byte("POST " + path + " HTTP/1.1\r\nHost: " + ln.Addr().String() + "\r\nUser-Agent: Go-http-client/1.1\r\n" +
+					"Content-Length: " + fmt.Sprint(len(body)) + "\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+					"Accept-Encoding: gzip\r\n\r\n" + body)
+			}
+			reqs := [][]byte{frame(pathRegister, regForm(appA, z1, "h1").Encode()), frame(pathRenew, keyForm(appA, z1, "h1").Encode())}
+			buf := make([]byte, 4096)
+			roundTrip := func(req []byte) {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				// Every answer here is small: one read holds it whole.
+				n, err := c.Read(buf)
+				if err != nil || !strings.Contains(string(buf[:n]), `{"code":0`) {
+					b.Fatalf("%v %q", err, buf[:n])
+				}
+			}
+			for name, req := range map[string][]byte{"register": reqs[0], "renew": reqs[1]} {
+				b.Run(name, func(b *testing.B) {
+					roundTrip(reqs[0])
+					b.ReportAllocs()
+					for b.Loop() {
+						roundTrip(req)
+					}
+				})
+			}
+		})
 	}
 }

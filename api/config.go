@@ -53,6 +53,11 @@ type Config struct {
 	// LeanPolls parks long-polls on plain keep-alive connections outside
 	// net/http (lean.go): a few KB per parked poll instead of about 22 KB.
 	LeanPolls bool `mapstructure:"lean_polls"`
+	// LeanWrites reads plain keep-alive HTTP/1.1 connections outside
+	// net/http from their first byte and serves kratos' register, renew
+	// and cancel there, through the same handler chain (leanwrite.go):
+	// less CPU per write. Anything else goes to net/http.
+	LeanWrites bool `mapstructure:"lean_writes"`
 	// TLS is the optional HTTPS listener beside the plain one kratos
 	// needs, for the SDK, ctl and the web page.
 	TLS TLSConfig `mapstructure:"tls"`
@@ -100,6 +105,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    10 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
 		LeanPolls:         true,
+		LeanWrites:        true,
 		Limits: Limits{
 			MaxBodyBytes:     1 << 20,
 			MaxAppIDs:        1000,

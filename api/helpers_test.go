@@ -93,7 +93,7 @@ type tenv struct {
 	clock   *registry.ManualClock
 	reg     *registry.Registry
 	srv     *Server
-	ts      *httptest.Server
+	ts      testServer
 	client  *http.Client
 	repl    *fakeRepl
 	ready   atomic.Bool
@@ -109,6 +109,9 @@ type options struct {
 	deps   func(*Deps)
 	level  slog.Level
 	noRepl bool
+	// handlerOnly serves srv.Handler() through httptest (plain net/http)
+	// instead of srv.Serve.
+	handlerOnly bool
 	// refusals: the test provokes the security layer's -401/-403
 	// (docs/security.md), codes outside the protocol's that C11 exempts.
 	refusals bool
@@ -188,14 +191,29 @@ func newEnv(t *testing.T, opt ...options) *tenv {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	e.ts = httptest.NewServer(srv.Handler())
-	e.client = e.ts.Client()
+	// Served as a node serves (Serve on a real listener: connection caps,
+	// lean writes and lean polls), unless the test asks for the bare
+	// handler behind net/http.
+	served := make(chan error, 1)
+	if o.handlerOnly {
+		hs := httptest.NewServer(srv.Handler())
+		e.ts = testServer{URL: hs.URL}
+		served <- nil
+		t.Cleanup(hs.Close)
+	} else {
+		ln := listen(t)
+		e.ts = testServer{URL: "http://" + ln.Addr().String()}
+		go func() { served <- srv.Serve(ln) }()
+	}
+	e.client = &http.Client{Transport: &http.Transport{Proxy: nil}}
 	t.Cleanup(func() {
 		// Release parked polls first, then stop the test server.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		e.ts.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
 		e.client.CloseIdleConnections()
 		e.codesMu.Lock()
 		defer e.codesMu.Unlock()
@@ -210,6 +228,9 @@ func newEnv(t *testing.T, opt ...options) *tenv {
 	})
 	return e
 }
+
+// testServer is where a tenv's node listens.
+type testServer struct{ URL string }
 
 // resp is one HTTP answer.
 type resp struct {

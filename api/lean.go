@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,13 @@ type leanPoll struct {
 	// not touch it.
 	mu       sync.Mutex
 	released bool
+
+	// fresh: taken at accept (lean writes), no request read yet.
+	fresh bool
+	// resp is the buffered answer of a lean write, reused per request.
+	resp leanResponse
+	// remote is the client's address (http.Request.RemoteAddr).
+	remote string
 }
 
 // interrupt ends the blocked read now, unless the connection was let go.
@@ -244,8 +252,21 @@ func (p *leanPoll) next() bool {
 		if !ok {
 			return false
 		}
+		p.fresh = false
+		if s.cfg.LeanWrites {
+			if p.remote == "" {
+				p.remote = p.conn.RemoteAddr().String()
+			}
+			if lw, ok := s.leanWriteRequest(head, p.remote); ok {
+				body, err := p.readBody(len(head), lw.bodyLen)
+				if !p.serveWrite(lw, body, err) {
+					return false
+				}
+				continue
+			}
+		}
 		req, route, ok := s.leanRequest(head)
-		if !ok || !s.ready() || len(p.prefix) > len(head) {
+		if !ok || !s.cfg.LeanPolls || !s.ready() || len(p.prefix) > len(head) {
 			// Not a plain poll, the node not ready (the gate answers -503),
 			// or a further request behind this one: the HTTP server handles
 			// the connection from here, in order.
@@ -287,6 +308,10 @@ func (p *leanPoll) next() bool {
 			continue
 		}
 		p.parked = true
+		s.leanTotal.Add(1)
+		if len(p.prefix) == 0 {
+			p.prefix = nil // a parked poll holds no read buffer
+		}
 		p.req, p.w, p.deadline = req.req, w, time.Now().Add(hold)
 		return true
 	}
@@ -304,15 +329,21 @@ func pollAnswer(res *registry.PollResult) [][]byte {
 func (p *leanPoll) readHead() ([]byte, bool) {
 	s := p.s
 	deadline := time.Now().Add(s.cfg.IdleTimeout)
-	if len(p.prefix) > 0 {
+	if len(p.prefix) > 0 || p.fresh { // a new connection has ReadHeaderTimeout for its first request, as in net/http
 		deadline = time.Now().Add(s.cfg.ReadHeaderTimeout)
 	}
-	var b [512]byte
+	// Each byte is searched once (a client sending a byte at a time costs
+	// no more than one sending its head at once).
+	scanned := 0
 	for {
-		if i := indexHeadEnd(p.prefix); i >= 0 {
+		if i := indexHeadEnd(p.prefix, max(0, scanned-3)); i >= 0 {
 			return p.prefix[:i], true
 		}
-		if len(p.prefix) > maxLeanRequest {
+		bare := hasBareLF(p.prefix, max(0, scanned-1))
+		scanned = len(p.prefix)
+		if len(p.prefix) > maxLeanRequest || bare {
+			// Too long, or lines ended by LF alone (which net/http reads
+			// and this loop does not): the HTTP server's.
 			p.giveBack()
 			return nil, false
 		}
@@ -328,12 +359,17 @@ func (p *leanPoll) readHead() ([]byte, bool) {
 			p.close("")
 			return nil, false
 		}
-		n, err := p.conn.Read(b[:])
+		// Into the buffer's room: kept by a connection of writes, dropped
+		// when a poll parks (next).
+		if cap(p.prefix)-len(p.prefix) < 256 {
+			p.prefix = slices.Grow(p.prefix, 512)
+		}
+		n, err := p.conn.Read(p.prefix[len(p.prefix):cap(p.prefix)])
 		if n > 0 {
 			if len(p.prefix) == 0 {
 				deadline = time.Now().Add(s.cfg.ReadHeaderTimeout)
 			}
-			p.prefix = append(p.prefix, b[:n]...)
+			p.prefix = p.prefix[:len(p.prefix)+n]
 			continue
 		}
 		var ne net.Error
@@ -346,14 +382,25 @@ func (p *leanPoll) readHead() ([]byte, bool) {
 }
 
 // indexHeadEnd returns the length of the head (through CRLF CRLF) in b,
-// or -1.
-func indexHeadEnd(b []byte) int {
-	for i := 0; i+3 < len(b); i++ {
+// or -1; the search starts at from.
+func indexHeadEnd(b []byte, from int) int {
+	for i := from; i+3 < len(b); i++ {
 		if b[i] == '\r' && b[i+1] == '\n' && b[i+2] == '\r' && b[i+3] == '\n' {
 			return i + 4
 		}
 	}
 	return -1
+}
+
+// hasBareLF reports whether b, from from on, holds a LF not preceded by
+// CR.
+func hasBareLF(b []byte, from int) bool {
+	for i := from; i < len(b); i++ {
+		if b[i] == '\n' && (i == 0 || b[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
 }
 
 type leanReq struct {
@@ -454,6 +501,9 @@ func (s *Server) observeLean(route int, code string) {
 // polls were answered, so their next request is served as usual.
 type reentryListener struct {
 	net.Listener
+	// take, if set, may keep a new connection (lean writes) instead of
+	// handing it to the HTTP server.
+	take     func(net.Conn) bool
 	accepted chan acceptResult
 	back     chan net.Conn
 	done     chan struct{}
@@ -466,17 +516,24 @@ type acceptResult struct {
 	err error
 }
 
-func newReentryListener(ln net.Listener) *reentryListener {
-	l := &reentryListener{Listener: ln, accepted: make(chan acceptResult), back: make(chan net.Conn), done: make(chan struct{})}
+func newReentryListener(ln net.Listener, take func(net.Conn) bool) *reentryListener {
+	return &reentryListener{Listener: ln, take: take, accepted: make(chan acceptResult), back: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// start accepts; after the server can find the listener (a connection
+// taken at once may have to be given back).
+func (l *reentryListener) start() {
 	l.wg.Add(1)
 	go l.acceptLoop()
-	return l
 }
 
 func (l *reentryListener) acceptLoop() {
 	defer l.wg.Done()
 	for {
 		c, err := l.Listener.Accept()
+		if err == nil && l.take != nil && l.take(c) {
+			continue
+		}
 		select {
 		case l.accepted <- acceptResult{c, err}:
 		case <-l.done:

@@ -130,9 +130,10 @@ type Server struct {
 	tls *certReloader
 	// reentry is the plain listener Serve serves, which lean polls give
 	// their connections back to; leanWG counts the lean polls parked.
-	reentry   atomic.Pointer[reentryListener]
-	leanWG    sync.WaitGroup
-	leanTotal atomic.Int64 // polls parked lean since start
+	reentry    atomic.Pointer[reentryListener]
+	leanWG     sync.WaitGroup
+	leanTotal  atomic.Int64 // polls parked lean since start
+	leanWrites atomic.Int64 // writes served by lean connections since start
 	// answerBufs: buffers (*[]byte) in which multi-part answers are joined
 	// before their write (writeJoined, lean polls): a wake of 10 000 polls
 	// writes 10 000 at once.
@@ -329,8 +330,9 @@ func (s *Server) Handler() http.Handler { return s.e }
 // Serve serves on ln until Shutdown, within the connection caps. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	rl := newReentryListener(&limitListener{Listener: ln, caps: s.caps, plain: true})
+	rl := newReentryListener(&limitListener{Listener: ln, caps: s.caps, plain: true}, s.takeFresh)
 	s.reentry.Store(rl)
+	rl.start()
 	err := s.srv.Serve(rl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

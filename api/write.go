@@ -47,9 +47,20 @@ func (s *Server) formBody(c echo.Context) (url.Values, []byte, error) {
 			return nil, nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
 		}
 	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
 	var body url.Values
 	var raw []byte
+	if lb, ok := r.Body.(*leanBody); ok && mt == "application/x-www-form-urlencoded" {
+		// Read whole by the lean connection, within max: no second copy.
+		var err error
+		if body, err = parseURLEncoded(unsafe.String(unsafe.SliceData(lb.b), len(lb.b))); err != nil {
+			return nil, nil, err
+		}
+		if len(query) == 0 {
+			return body, lb.b, nil
+		}
+		return mergeForm(body, query), lb.b, nil
+	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
 	switch mt {
 	case "application/x-www-form-urlencoded":
 		b, err := readBody(r.Body, max)

@@ -1,0 +1,349 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Lean writes (http.lean_writes). A kratos process registers once and then
+// renews every 30 s on a keep-alive connection; each of those requests
+// costs more in net/http (reading and parsing the head into a header map,
+// a background-read goroutine, its context, the buffered response) than
+// in the registry. So a plain connection is read by a lean connection
+// loop (leanPoll) from its first byte: a plain form POST of register,
+// renew or cancel is read here and run through the same echo handler chain
+// as any request (so limits, metrics, peer-parameter stripping, write
+// policies and refusal logs are the ones every request gets), its answer
+// written as net/http writes it. A plain poll is served as lean polls are.
+// Anything else (another route or method, a body that is not a small
+// urlencoded form, chunked, Expect, Upgrade, Connection: close, HTTP/1.0,
+// an odd header) goes back to the HTTP server with the bytes read, which
+// serves the connection from then on.
+
+// maxLeanBody bounds a body read here; a larger one (within
+// limits.max_body_bytes) is read by the HTTP server.
+const maxLeanBody = 64 << 10
+
+// leanWriteRoutes are the routes served here (POST).
+var leanWriteRoutes = [...]string{pathRenew, pathRegister, pathCancel}
+
+// takeFresh starts the lean loop on a new plain connection (before its
+// first byte): true when taken.
+func (s *Server) takeFresh(c net.Conn) bool {
+	if !s.cfg.LeanWrites || s.pollCtx.Err() != nil {
+		return false
+	}
+	p := &leanPoll{s: s, conn: c, fresh: true}
+	s.leanWG.Add(1)
+	go p.runFresh()
+	return true
+}
+
+// runFresh serves a new connection: requests first, then polls held and
+// requests again, until the connection is given back or closed.
+func (p *leanPoll) runFresh() {
+	defer p.s.leanWG.Done()
+	stop := context.AfterFunc(p.s.pollCtx, p.interrupt)
+	defer stop()
+	for p.next() && p.hold() {
+	}
+}
+
+// leanWrite is a write request read from a lean connection.
+type leanWrite struct {
+	r       *http.Request
+	bodyLen int
+}
+
+// leanWriteRequest parses a request head: ok only for a POST of a lean
+// write route over HTTP/1.1, kept alive, with a Host, a Content-Length of
+// at most maxLeanBody (and limits.max_body_bytes), no Content-Type or an
+// urlencoded one, and well-formed header fields. The request gets no
+// context of its own (these handlers never wait).
+func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) {
+	var out leanWrite
+	hs := string(head) // one copy: the header strings outlive the read buffer
+	line, rest, ok := strings.Cut(hs, "\r\n")
+	if !ok {
+		return out, false
+	}
+	method, rest1, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest1, " ")
+	if !ok1 || !ok2 || method != http.MethodPost || proto != "HTTP/1.1" {
+		return out, false
+	}
+	path, rawQuery, _ := strings.Cut(target, "?")
+	if !slices.Contains(leanWriteRoutes[:], path) || strings.ContainsAny(rawQuery, "# ") {
+		return out, false
+	}
+	// One backing array for the values (a kratos write has 5 header lines).
+	vals := make([]string, 0, min(strings.Count(rest, "\r\n"), 16))
+	hdr := make(http.Header, cap(vals))
+	host, hosts, lengths := "", 0, 0
+	n := int64(-1)
+	for rest != "" {
+		var h string
+		h, rest, _ = strings.Cut(rest, "\r\n")
+		if h == "" {
+			continue // the head's final CRLF
+		}
+		k, v, ok := strings.Cut(h, ":")
+		// A folded line, a bad name or value: the HTTP server answers it.
+		if !ok || !httpguts.ValidHeaderFieldName(k) {
+			return out, false
+		}
+		v = strings.Trim(v, " \t")
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return out, false
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		switch k {
+		case "Host":
+			host, hosts = v, hosts+1
+			continue // net/http moves it to Request.Host
+		case "Content-Length":
+			lengths++
+			if v == "" || len(v) > 7 || strings.Trim(v, "0123456789") != "" {
+				return out, false
+			}
+			n, _ = strconv.ParseInt(v, 10, 64)
+		case "Content-Type":
+			if v != "application/x-www-form-urlencoded" {
+				return out, false
+			}
+		case "Connection":
+			if !strings.EqualFold(v, "keep-alive") {
+				return out, false
+			}
+		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Te":
+			return out, false
+		}
+		if hdr[k] == nil && len(vals) < cap(vals) {
+			vals = append(vals, v)
+			hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		} else {
+			hdr[k] = append(hdr[k], v)
+		}
+	}
+	if hosts != 1 || !httpguts.ValidHostHeader(host) || lengths != 1 || n > maxLeanBody || n > s.cfg.Limits.MaxBodyBytes {
+		return out, false
+	}
+	out.r = &http.Request{
+		Method:        method,
+		URL:           &url.URL{Path: path, RawQuery: rawQuery},
+		Proto:         proto,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr,
+		ContentLength: n,
+		Host:          host,
+		RemoteAddr:    remote,
+		RequestURI:    target,
+	}
+	out.bodyLen = int(n)
+	return out, true
+}
+
+// readBody reads a write's body (after the head of length headLen in
+// p.prefix), bounded by RequestTimeout, growing with what arrives. It
+// returns the body (a copy the handler may keep) and leaves what follows
+// in p.prefix. A failed read (the deadline, the client gone) returns what
+// arrived and the error: the handler reads it as net/http would give it
+// (a -400 naming the body), and the connection ends after the answer.
+func (p *leanPoll) readBody(headLen, n int) ([]byte, error) {
+	total := headLen + n
+	var err error
+	if len(p.prefix) < total {
+		err = p.conn.SetReadDeadline(time.Now().Add(p.s.cfg.RequestTimeout))
+	}
+	for err == nil && len(p.prefix) < total {
+		if cap(p.prefix)-len(p.prefix) < 512 {
+			p.prefix = slices.Grow(p.prefix, min(len(p.prefix), total-len(p.prefix))+512)
+		}
+		var m int
+		m, err = p.conn.Read(p.prefix[len(p.prefix):min(cap(p.prefix), total)])
+		p.prefix = p.prefix[:len(p.prefix)+m]
+		if len(p.prefix) == total {
+			err = nil
+		} else if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	end := min(total, len(p.prefix))
+	body := make([]byte, end-headLen)
+	copy(body, p.prefix[headLen:end])
+	p.prefix = p.prefix[:copy(p.prefix, p.prefix[end:])]
+	return body, err
+}
+
+// leanBody is a whole body read here: formBody takes its bytes as they
+// are (they are within limits.max_body_bytes, and never written again).
+type leanBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (*leanBody) Close() error { return nil }
+
+// failedReader returns its error once the bytes before it are read.
+type failedReader struct{ err error }
+
+func (r failedReader) Read([]byte) (int, error) { return 0, r.err }
+
+// serveWrite runs one write through the echo handler chain and writes its
+// answer; false when the connection is gone (closed here).
+func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
+	s := p.s
+	if readErr != nil {
+		lw.r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), failedReader{readErr}))
+	} else {
+		lw.r.Body = &leanBody{Reader: bytes.NewReader(body), b: body}
+	}
+	w := &p.resp
+	w.reset()
+	w.close = readErr != nil // the rest of the body would be read as a request
+	if !p.serveHTTP(w, lw.r) {
+		p.close("")
+		return false
+	}
+	s.leanWrites.Add(1)
+	bp := s.answerBuf()
+	b := w.appendResponse((*bp)[:0])
+	_ = p.conn.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	_, err := p.conn.Write(b)
+	s.putAnswerBuf(bp, b)
+	if err != nil || w.close || readErr != nil {
+		p.close("")
+		return false
+	}
+	return true
+}
+
+// serveHTTP calls the handler chain; false when it aborted the request
+// (http.ErrAbortHandler, which net/http answers by closing).
+func (p *leanPoll) serveHTTP(w *leanResponse, r *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler { //nolint:errorlint // the sentinel value net/http panics with
+				p.s.log.Error("panic in lean request", "path", r.URL.Path, "err", v)
+			}
+			ok = false
+		}
+	}()
+	p.s.e.ServeHTTP(w, r)
+	return true
+}
+
+// leanResponse is the ResponseWriter of a lean write: the answer is
+// buffered and written at once, framed as net/http frames it. Kept per
+// connection; reset per request.
+type leanResponse struct {
+	h     http.Header
+	code  int
+	body  []byte
+	close bool
+}
+
+func (w *leanResponse) reset() {
+	if w.h == nil {
+		w.h = make(http.Header, 4)
+	}
+	clear(w.h)
+	w.code, w.body, w.close = 0, w.body[:0], false
+}
+
+func (w *leanResponse) Header() http.Header { return w.h }
+
+func (w *leanResponse) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *leanResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+// appendResponse frames the answer as net/http does: status line, the
+// handler's headers in key order, Date and Content-Length unless set,
+// Content-Type sniffed when missing.
+func (w *leanResponse) appendResponse(b []byte) []byte {
+	code := w.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\n"...)
+	if _, ok := w.h["Content-Type"]; !ok && len(w.body) > 0 {
+		w.h["Content-Type"] = []string{http.DetectContentType(w.body)}
+	}
+	var keys [8]string
+	ks := keys[:0]
+	for k := range w.h {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	for _, k := range ks {
+		if k == "Connection" {
+			w.close = true // a handler asked for the end of the connection
+		}
+		for _, v := range w.h[k] {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = appendHeaderValue(b, v)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if _, ok := w.h["Date"]; !ok {
+		b = append(b, "Date: "...)
+		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = append(b, "\r\n"...)
+	}
+	if _, ok := w.h["Content-Length"]; !ok && bodyAllowed(code) {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(w.body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if bodyAllowed(code) {
+		b = append(b, w.body...)
+	}
+	return b
+}
+
+// appendHeaderValue writes a header value with CR and LF replaced by
+// spaces, as net/http does: a value can never end the head early.
+func appendHeaderValue(b []byte, v string) []byte {
+	if !strings.ContainsAny(v, "\r\n") {
+		return append(b, v...)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
+}

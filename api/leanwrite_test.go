@@ -1,0 +1,257 @@
+package api
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/discovery-go/discovery/api/wire"
+	"github.com/discovery-go/discovery/internal/testkit"
+)
+
+// rawAnswer is one answer read off a socket: status, headers without Date,
+// body, and whether the server closed the connection after it.
+type rawAnswer struct {
+	Status int
+	Header http.Header
+	Body   string
+	Closed bool
+}
+
+// exchange sends raw request bytes on a new connection and reads one
+// answer, then whether the connection is still open.
+func exchange(t *testing.T, addr, raw string) rawAnswer {
+	t.Helper()
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read answer to %q: %v", raw[:min(len(raw), 60)], err)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	res.Header.Del("Date")
+	a := rawAnswer{Status: res.StatusCode, Header: res.Header, Body: string(b)}
+	// Closed: EOF at once; open: the read waits (short deadline).
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	_, err = br.ReadByte()
+	var ne net.Error
+	a.Closed = err != nil && (!errors.As(err, &ne) || !ne.Timeout())
+	return a
+}
+
+func post(path, hdrs, body string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: x\r\n" + hdrs + "Content-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body
+}
+
+const ctForm = "Content-Type: application/x-www-form-urlencoded\r\n"
+
+// Every write a lean connection serves is answered exactly as net/http
+// answers it (status, headers but Date, body, the connection kept), and
+// leaves the registry exactly as net/http does; every request outside the
+// lean subset is handed to net/http and answered by it. Two nodes on the
+// same clock, http.lean_writes on and off, get the same requests in the
+// same order, each on a new connection.
+func TestLeanWrites_AnswersAsNetHTTP(t *testing.T) {
+	newNode := func(lean bool) *tenv {
+		return newEnv(t, options{refusals: true, cfg: func(c *Config) { c.LeanWrites = lean }, deps: func(d *Deps) { d.Peers = nil }})
+	}
+	lean, plain := newNode(true), newNode(false)
+	reg := regForm(appA, z1, "h1", "metadata", `{"weight":"10"}`).Encode()
+	big := with(regForm(appA, z1, "h9"), "pad", strings.Repeat("x", 70<<10)).Encode() // within max_body_bytes, above the lean bound
+	cases := []struct {
+		name string
+		raw  string
+		lean bool // served by the lean connection
+	}{
+		{"register", post(pathRegister, ctForm, reg), true},
+		{"register again (same instance)", post(pathRegister, ctForm, reg), true},
+		{"register without Content-Type", post(pathRegister, "", regForm(appA, z1, "h2").Encode()), true},
+		{"register missing hostname", post(pathRegister, ctForm, without(regForm(appA, z1, "h3"), "hostname").Encode()), true},
+		{"register bad status", post(pathRegister, ctForm, with(regForm(appA, z1, "h3"), "status", "7").Encode()), true},
+		{"register of infra.discovery refused", post(pathRegister, ctForm, regForm(wire.InfraAppID, z1, "h3").Encode()), true},
+		{"register with peer parameters from a client", post(pathRegister, ctForm, with(regForm(appA, z1, "h4"), "replication", "true", "dirtytimestamp", "5").Encode()), true},
+		{"renew", post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode()), true},
+		{"renew in the query", post(pathRenew+"?"+keyForm(appA, z1, "h2").Encode(), "", ""), true},
+		{"renew of an unknown instance", post(pathRenew, ctForm, keyForm(appA, z1, "nobody").Encode()), true},
+		{"renew with a bad escape", post(pathRenew, ctForm, "appid=%zz"), true},
+		{"cancel", post(pathCancel, ctForm, keyForm(appA, z1, "h2").Encode()), true},
+		{"Connection: keep-alive", post(pathRenew, ctForm+"Connection: keep-alive\r\n", keyForm(appA, z1, "h1").Encode()), true},
+		{"odd header case", post(pathRenew, "content-type: application/x-www-form-urlencoded\r\nX-Thing:  v \r\n", keyForm(appA, z1, "h1").Encode()), true},
+
+		{"Connection: close", post(pathRenew, ctForm+"Connection: close\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"chunked", "POST " + pathRenew + " HTTP/1.1\r\nHost: x\r\n" + ctForm + "Transfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(keyForm(appA, z1, "h1").Encode()), keyForm(appA, z1, "h1").Encode()), false},
+		{"Expect: 100-continue", post(pathRenew, ctForm+"Expect: 100-continue\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"HTTP/1.0", strings.Replace(post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode()), "HTTP/1.1", "HTTP/1.0", 1), false},
+		{"JSON body", post(pathRegister, "Content-Type: application/json\r\n", `{"appid":"x"}`), false},
+		{"multipart body", post(pathRenew, "Content-Type: multipart/form-data; boundary=zz\r\n",
+			"--zz\r\nContent-Disposition: form-data; name=\"appid\"\r\n\r\n"+appA+"\r\n--zz--\r\n"), false},
+		{"body above the lean bound", post(pathRegister, ctForm, big), false},
+		{"set (not a lean route)", post(pathSet, ctForm, form("env", tEnv, "appid", appA, "hostname", "h1", "status", "2").Encode()), false},
+		{"fetch", "GET " + pathFetch + "?" + form("env", tEnv, "appid", appA, "status", "3").Encode() + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"unknown path", post("/discovery/renewx", ctForm, "a=b"), false},
+		{"escaped path", post("/discovery/%72enew", ctForm, keyForm(appA, z1, "h1").Encode()), false},
+		{"bad header name", post(pathRenew, ctForm+"Bad Name: v\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"control character in a value", post(pathRenew, ctForm+"X-A: a\x01b\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"folded header line", post(pathRenew, ctForm+"X-A: a\r\n b\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"two Content-Lengths", post(pathRenew, ctForm+"Content-Length: 3\r\n", keyForm(appA, z1, "h1").Encode()), false},
+		{"signed Content-Length", strings.Replace(post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode()), "Content-Length: ", "Content-Length: +", 1), false},
+		{"no Host", strings.Replace(post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode()), "Host: x\r\n", "", 1), false},
+		{"lines ended by LF alone", strings.ReplaceAll(post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode()), "\r\n", "\n"), false},
+		{"two Hosts", post(pathRenew, ctForm+"Host: y\r\n", keyForm(appA, z1, "h1").Encode()), false},
+	}
+	for _, tc := range cases {
+		before := lean.srv.leanWrites.Load()
+		got := exchange(t, strings.TrimPrefix(lean.ts.URL, "http://"), tc.raw)
+		want := exchange(t, strings.TrimPrefix(plain.ts.URL, "http://"), tc.raw)
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("%s: lean answer differs (-net/http +lean):\n%s", tc.name, d)
+		}
+		if n := lean.srv.leanWrites.Load() - before; (n == 1) != tc.lean || n > 1 {
+			t.Errorf("%s: %d lean writes, want lean=%v", tc.name, n, tc.lean)
+		}
+		if ls, ps := lean.state(), plain.state(); ls != ps {
+			t.Fatalf("%s: registries differ:\nlean  %s\nplain %s", tc.name, ls, ps)
+		}
+	}
+	if plain.srv.leanWrites.Load() != 0 {
+		t.Errorf("lean_writes=false served %d writes lean", plain.srv.leanWrites.Load())
+	}
+	// The same counts and codes in the request metrics.
+	for _, l := range [][]string{{"route", pathRegister, "code", "0"}, {"route", pathRegister, "code", "-400"}, {"route", pathRenew, "code", "-404"}} {
+		if g, w := lean.metric("discovery_http_requests_total", l...), plain.metric("discovery_http_requests_total", l...); g != w || g <= 0 {
+			t.Errorf("requests%v: lean %v, net/http %v", l, g, w)
+		}
+	}
+}
+
+// One keep-alive connection: writes served lean, a request handed to
+// net/http with the bytes read, which then serves the rest; requests sent
+// in one write (pipelined) are answered in order.
+func TestLeanWrites_KeepAliveAndPipelining(t *testing.T) {
+	e := newEnv(t)
+	rc := dialRaw(t, strings.TrimPrefix(e.ts.URL, "http://"))
+	renew := post(pathRenew, ctForm, keyForm(appA, z1, "h1").Encode())
+	if _, err := io.WriteString(rc.c, post(pathRegister, ctForm, regForm(appA, z1, "h1").Encode())+renew+renew); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{`{"code":0,"message":"0","ttl":1}`, `"hostname":"h1"`, `"hostname":"h1"`} {
+		if resp, body := rc.read(5 * time.Second); resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Fatalf("answer %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if n := e.srv.leanWrites.Load(); n != 3 {
+		t.Fatalf("%d lean writes, want 3", n)
+	}
+	// A fetch and a renew behind it in one write: the connection goes to
+	// net/http with both, which answers both in order.
+	fetch := "GET " + pathFetch + "?" + form("env", tEnv, "appid", appA, "status", "3").Encode() + " HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := io.WriteString(rc.c, fetch+renew); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := rc.read(5 * time.Second); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"instances"`) {
+		t.Fatalf("fetch: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := rc.read(5 * time.Second); !strings.Contains(body, `"code":0`) || resp.Header.Get("Kratos-Status-Code") != "0" {
+		t.Fatalf("renew behind the fetch: %d %s", resp.StatusCode, body)
+	}
+	if n := e.srv.leanWrites.Load(); n != 3 {
+		t.Fatalf("%d lean writes after the hand-over, want 3", n)
+	}
+	// A body sent in pieces is read whole.
+	body := keyForm(appA, z1, "h1").Encode()
+	head := strings.TrimSuffix(post(pathRenew, ctForm, body), body)
+	rc2 := dialRaw(t, strings.TrimPrefix(e.ts.URL, "http://"))
+	for _, part := range []string{head[:7], head[7:], body[:5], body[5:]} {
+		if _, err := io.WriteString(rc2.c, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resp, b := rc2.read(5 * time.Second); !strings.Contains(b, `"hostname":"h1"`) {
+		t.Fatalf("renew in pieces: %d %s", resp.StatusCode, b)
+	}
+	if n := e.srv.leanWrites.Load(); n != 4 {
+		t.Fatalf("%d lean writes, want 4", n)
+	}
+}
+
+// A client that closes in the middle of a body changes nothing and leaves
+// no goroutine (goleak, TestMain); one that sends nothing is closed at
+// the header timeout, as net/http closes it.
+func TestLeanWrites_BrokenClients(t *testing.T) {
+	e := newEnv(t, options{cfg: func(c *Config) { c.ReadHeaderTimeout = 300 * time.Millisecond }})
+	addr := strings.TrimPrefix(e.ts.URL, "http://")
+	e.unchanged(func() {
+		c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := post(pathRegister, ctForm, regForm(appA, z1, "h1").Encode())
+		if _, err := io.WriteString(c, full[:len(full)-10]); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+		// The cut body is answered -400 (to nobody) and counted.
+		testkit.EventuallyTrue(t, 5*time.Second, "the cut body answered -400", func() bool {
+			return e.metric("discovery_http_requests_total", "route", pathRegister, "code", "-400") == 1
+		})
+	})
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("silent connection: read %d, %v", n, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("silent connection closed after %s", d)
+	}
+}
+
+// The head parser refuses what it does not fully understand (the HTTP
+// server answers it) and never panics.
+func FuzzLeanWriteRequest(f *testing.F) {
+	f.Add([]byte(post(pathRenew, ctForm, "")))
+	f.Add([]byte("POST /discovery/register?a=b HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"))
+	f.Add([]byte("POST /discovery/cancel HTTP/1.1\r\nhost:x\r\ncontent-length:0\r\nX: \xff\r\n\r\n"))
+	s := &Server{cfg: DefaultConfig()}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		lw, ok := s.leanWriteRequest(head, "127.0.0.1:1")
+		if !ok {
+			return
+		}
+		r := lw.r
+		if r.Method != http.MethodPost || !slices.Contains(leanWriteRoutes[:], r.URL.Path) || lw.bodyLen < 0 || lw.bodyLen > maxLeanBody ||
+			r.Host == "" || len(r.Header["Content-Length"]) != 1 {
+			t.Fatalf("accepted %q as %+v", head, r)
+		}
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil && strings.ContainsAny(r.URL.RawQuery, " #") {
+			t.Fatalf("query %q", r.URL.RawQuery)
+		}
+	})
+}
