@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/discovery-go/discovery/api/wire"
 )
 
 // Lean writes (http.lean_writes). A kratos process registers once and then
@@ -23,7 +25,7 @@ import (
 // a background-read goroutine, its context, the buffered response) than
 // in the registry. So a plain connection is read by a lean connection
 // loop (leanPoll) from its first byte: a plain form POST of register,
-// renew or cancel is read here and run through the same echo handler chain
+// renew or cancel (or a peer's replicate or digest) is read here and run through the same echo handler chain
 // as any request (so limits, metrics, peer-parameter stripping, write
 // policies and refusal logs are the ones every request gets), its answer
 // written as net/http writes it. A plain poll is served as lean polls are.
@@ -36,8 +38,18 @@ import (
 // limits.max_body_bytes) is read by the HTTP server.
 const maxLeanBody = 64 << 10
 
-// leanWriteRoutes are the routes served here (POST).
-var leanWriteRoutes = [...]string{pathRenew, pathRegister, pathCancel}
+// leanWriteRoutes are the routes served here (POST): kratos' writes, and
+// the peers' replicate and digest requests (their bodies are JSON).
+var leanWriteRoutes = [...]string{pathRenew, pathRegister, pathCancel, wire.PathReplicate, wire.PathDigest}
+
+// leanContentType is the one Content-Type a lean route's body may have
+// ("" also allows none).
+func leanContentType(path string) (want string, optional bool) {
+	if path == wire.PathReplicate || path == wire.PathDigest {
+		return "application/json", false
+	}
+	return "application/x-www-form-urlencoded", true
+}
 
 // takeFresh starts the lean loop on a new plain connection (before its
 // first byte): true when taken.
@@ -91,7 +103,8 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 	// One backing array for the values (a kratos write has 5 header lines).
 	vals := make([]string, 0, min(strings.Count(rest, "\r\n"), 16))
 	hdr := make(http.Header, cap(vals))
-	host, hosts, lengths := "", 0, 0
+	ctWant, ctOptional := leanContentType(path)
+	host, hosts, lengths, types := "", 0, 0, 0
 	n := int64(-1)
 	for rest != "" {
 		var h string
@@ -120,7 +133,7 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 			}
 			n, _ = strconv.ParseInt(v, 10, 64)
 		case "Content-Type":
-			if v != "application/x-www-form-urlencoded" {
+			if types++; v != ctWant {
 				return out, false
 			}
 		case "Connection":
@@ -137,7 +150,8 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 			hdr[k] = append(hdr[k], v)
 		}
 	}
-	if hosts != 1 || !httpguts.ValidHostHeader(host) || lengths != 1 || n > maxLeanBody || n > s.cfg.Limits.MaxBodyBytes {
+	if hosts != 1 || !httpguts.ValidHostHeader(host) || lengths != 1 || n > maxLeanBody || n > s.cfg.Limits.MaxBodyBytes ||
+		types > 1 || (types == 0 && !ctOptional) {
 		return out, false
 	}
 	out.r = &http.Request{

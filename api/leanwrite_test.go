@@ -74,8 +74,19 @@ const ctForm = "Content-Type: application/x-www-form-urlencoded\r\n"
 // same clock, http.lean_writes on and off, get the same requests in the
 // same order, each on a new connection.
 func TestLeanWrites_AnswersAsNetHTTP(t *testing.T) {
+	// The peer routes' handler (syncup's in a node): echoes what it read.
+	internal := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Discovery-Peer-Sig", "sig-"+r.Header.Get("X-Discovery-Peer-Auth"))
+		_, _ = fmt.Fprintf(w, `{"path":%q,"n":%d,"host":%q}`, r.URL.Path, len(b), r.Host)
+	})
 	newNode := func(lean bool) *tenv {
-		return newEnv(t, options{refusals: true, cfg: func(c *Config) { c.LeanWrites = lean }, deps: func(d *Deps) { d.Peers = nil }})
+		return newEnv(t, options{refusals: true, cfg: func(c *Config) { c.LeanWrites = lean }, deps: func(d *Deps) { d.Peers, d.Internal = nil, internal }})
 	}
 	lean, plain := newNode(true), newNode(false)
 	reg := regForm(appA, z1, "h1", "metadata", `{"weight":"10"}`).Encode()
@@ -99,6 +110,12 @@ func TestLeanWrites_AnswersAsNetHTTP(t *testing.T) {
 		{"cancel", post(pathCancel, ctForm, keyForm(appA, z1, "h2").Encode()), true},
 		{"Connection: keep-alive", post(pathRenew, ctForm+"Connection: keep-alive\r\n", keyForm(appA, z1, "h1").Encode()), true},
 		{"odd header case", post(pathRenew, "content-type: application/x-www-form-urlencoded\r\nX-Thing:  v \r\n", keyForm(appA, z1, "h1").Encode()), true},
+
+		{"peer replicate", post(wire.PathReplicate, "Content-Type: application/json\r\nX-Discovery-Peer-Auth: v1;k\r\n", `{"ops":[]}`), true},
+		{"peer digest", post(wire.PathDigest, "Content-Type: application/json\r\n", `{}`), true},
+		{"peer replicate without Content-Type", post(wire.PathReplicate, "", `{"ops":[]}`), false},
+		{"peer replicate as a form", post(wire.PathReplicate, ctForm, `a=b`), false},
+		{"peer snapshot (GET)", "GET " + wire.PathSnapshot + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
 
 		{"Connection: close", post(pathRenew, ctForm+"Connection: close\r\n", keyForm(appA, z1, "h1").Encode()), false},
 		{"chunked", "POST " + pathRenew + " HTTP/1.1\r\nHost: x\r\n" + ctForm + "Transfer-Encoding: chunked\r\n\r\n" +
