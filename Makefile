@@ -52,7 +52,7 @@ test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (n
 # target's committed corpus (testdata/fuzz) on every run; fuzz-short also
 # mutates for FUZZTIME each.
 FUZZ_TARGETS := \
-	.:./api:FuzzFormBinding .:./api:FuzzPollsPairs .:./api:FuzzMetadata .:./api:FuzzHandlers \
+	.:./api:FuzzFormBinding .:./api:FuzzPollsPairs .:./api:FuzzMetadata .:./api:FuzzHandlers .:./api:FuzzLeanWriteRequest \
 	.:./registry:FuzzPlainAddr .:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
 	api/wire:.:FuzzFastDecode api/wire:.:FuzzDecodeSnapshot \
 	api/client:.:FuzzDecodePolls

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,13 +184,16 @@ func BenchmarkPollsWake(b *testing.B) {
 }
 
 // BenchmarkServeWrite: kratos writes over one keep-alive loopback
-// connection to Serve, with http.lean_writes on and off: the whole server
-// path per request (socket read, head, handler chain, answer write). The
-// client writes each request by hand and reads the answer with one buffer,
-// so its own cost stays small; allocations are the process's.
+// connection, the whole server path per request (socket read, head,
+// handler chain, answer write): Serve with http.lean_writes on and off,
+// and two floors that do no registry work at all (a hand-written HTTP/1.1
+// loop, and net/http with a handler that parses the form and writes the
+// envelope). The client writes each request by hand and reads the answer
+// with one buffer, so its own cost stays small; allocations are the
+// process's.
 func BenchmarkServeWrite(b *testing.B) {
-	for _, lean := range []bool{true, false} {
-		b.Run(fmt.Sprint("lean=", lean), func(b *testing.B) {
+	node := func(lean bool) func(b *testing.B, ln net.Listener) {
+		return func(b *testing.B, ln net.Listener) {
 			reg, err := registry.New(registry.DefaultConfig(), registry.NewManualClock(t0), nil)
 			if err != nil {
 				b.Fatal(err)
@@ -199,16 +204,72 @@ func BenchmarkServeWrite(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ln) }()
+			b.Cleanup(func() {
+				_ = srv.Shutdown(context.Background())
+				<-done
+			})
+		}
+	}
+	answer := stdAnswerOf(0).body
+	floorHTTP := func(b *testing.B, ln net.Listener) {
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := r.ParseForm(); err != nil || r.PostForm.Get("appid") == "" {
+				http.Error(w, "appid", http.StatusBadRequest)
+				return
+			}
+			w.Header()["Content-Type"] = hdrContentTypeJSON
+			w.Header()[headerKratosCode] = stdAnswerOf(0).header
+			_, _ = w.Write(answer)
+		})}
+		go func() { _ = hs.Serve(ln) }()
+		b.Cleanup(func() { _ = hs.Close() })
+	}
+	floorRaw := func(b *testing.B, ln net.Listener) {
+		resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: " + contentTypeJSON + "\r\nKratos-Status-Code: 0\r\nContent-Length: " +
+			fmt.Sprint(len(answer)) + "\r\n\r\n" + string(answer))
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				n := -1
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) <= 2 {
+						break
+					}
+					if v, ok := strings.CutPrefix(string(line), "Content-Length: "); ok {
+						n, _ = strconv.Atoi(strings.TrimSpace(v))
+					}
+				}
+				if _, err := br.Discard(n); err != nil {
+					return
+				}
+				if _, err := c.Write(resp); err != nil {
+					return
+				}
+			}
+		}()
+		b.Cleanup(func() { _ = ln.Close() })
+	}
+	for _, v := range []struct {
+		name  string
+		serve func(*testing.B, net.Listener)
+	}{{"lean", node(true)}, {"net-http", node(false)}, {"floor-net-http", floorHTTP}, {"floor-raw", floorRaw}} {
+		b.Run(v.name, func(b *testing.B) {
 			ln, err := (&net.ListenConfig{}).Listen(b.Context(), "tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ln) }()
-			defer func() {
-				_ = srv.Shutdown(context.Background())
-				<-done
-			}()
+			v.serve(b, ln)
 			c, err := (&net.Dialer{}).DialContext(b.Context(), "tcp", ln.Addr().String())
 			if err != nil {
 				b.Fatal(err)
@@ -219,7 +280,7 @@ func BenchmarkServeWrite(b *testing.B) {
 					"Content-Length: " + fmt.Sprint(len(body)) + "\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
 					"Accept-Encoding: gzip\r\n\r\n" + body)
 			}
-			reqs := [][]byte{frame(pathRegister, regForm(appA, z1, "h1").Encode()), frame(pathRenew, keyForm(appA, z1, "h1").Encode())}
+			register := frame(pathRegister, regForm(appA, z1, "h1").Encode())
 			buf := make([]byte, 4096)
 			roundTrip := func(req []byte) {
 				if _, err := c.Write(req); err != nil {
@@ -231,12 +292,15 @@ func BenchmarkServeWrite(b *testing.B) {
 					b.Fatalf("%v %q", err, buf[:n])
 				}
 			}
-			for name, req := range map[string][]byte{"register": reqs[0], "renew": reqs[1]} {
-				b.Run(name, func(b *testing.B) {
-					roundTrip(reqs[0])
+			for _, w := range []struct {
+				name string
+				req  []byte
+			}{{"register", register}, {"renew", frame(pathRenew, keyForm(appA, z1, "h1").Encode())}} {
+				b.Run(w.name, func(b *testing.B) {
+					roundTrip(register)
 					b.ReportAllocs()
 					for b.Loop() {
-						roundTrip(req)
+						roundTrip(w.req)
 					}
 				})
 			}

@@ -97,7 +97,7 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 		return out, false
 	}
 	path, rawQuery, _ := strings.Cut(target, "?")
-	if !slices.Contains(leanWriteRoutes[:], path) || strings.ContainsAny(rawQuery, "# ") {
+	if !slices.Contains(leanWriteRoutes[:], path) || !plainQuery(rawQuery) {
 		return out, false
 	}
 	// One backing array for the values (a kratos write has 5 header lines).
@@ -168,6 +168,17 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 	}
 	out.bodyLen = int(n)
 	return out, true
+}
+
+// plainQuery reports whether a query string has no control character,
+// space or '#' (net/url refuses those; the HTTP server answers them).
+func plainQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
 }
 
 // readBody reads a write's body (after the head of length headLen in
