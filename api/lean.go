@@ -141,13 +141,17 @@ func (s *Server) parkLean(c echo.Context, req registry.PollRequest, w *registry.
 }
 
 // run alternates holding a poll and reading the next request, until the
-// connection goes back to the HTTP server or is closed.
+// connection goes back to the HTTP server or is closed (a fresh connection
+// starts with a request).
 func (p *leanPoll) run() {
 	defer p.s.leanWG.Done()
 	// Shutdown answers the parked poll at once, or ends the wait for the
 	// next request.
 	stop := context.AfterFunc(p.s.pollCtx, p.interrupt)
 	defer stop()
+	if p.fresh && !p.next() { // a new connection: its first request, no poll yet
+		return
+	}
 	for p.hold() && p.next() {
 	}
 }

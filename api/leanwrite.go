@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -59,18 +58,8 @@ func (s *Server) takeFresh(c net.Conn) bool {
 	}
 	p := &leanPoll{s: s, conn: c, fresh: true}
 	s.leanWG.Add(1)
-	go p.runFresh()
+	go p.run() // reads a request first (fresh)
 	return true
-}
-
-// runFresh serves a new connection: requests first, then polls held and
-// requests again, until the connection is given back or closed.
-func (p *leanPoll) runFresh() {
-	defer p.s.leanWG.Done()
-	stop := context.AfterFunc(p.s.pollCtx, p.interrupt)
-	defer stop()
-	for p.next() && p.hold() {
-	}
 }
 
 // leanWrite is a write request read from a lean connection.
