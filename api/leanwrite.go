@@ -33,6 +33,10 @@ import (
 // an odd header) goes back to the HTTP server with the bytes read, which
 // serves the connection from then on.
 
+// maxKeptBuf bounds the read buffer and the answer buffer a connection
+// keeps between requests (a kratos write needs well under 1 KiB of each).
+const maxKeptBuf = 4 << 10
+
 // maxLeanBody bounds a body read here; a larger one (within
 // limits.max_body_bytes) is read by the HTTP server.
 const maxLeanBody = 64 << 10
@@ -199,6 +203,10 @@ func (p *leanPoll) readBody(headLen, n int) ([]byte, error) {
 	body := make([]byte, end-headLen)
 	copy(body, p.prefix[headLen:end])
 	p.prefix = p.prefix[:copy(p.prefix, p.prefix[end:])]
+	if cap(p.prefix) > maxKeptBuf {
+		// A large body's room is not kept for the connection's life.
+		p.prefix = append([]byte(nil), p.prefix...)
+	}
 	return body, err
 }
 
@@ -275,6 +283,9 @@ func (w *leanResponse) reset() {
 		w.h = make(http.Header, 4)
 	}
 	clear(w.h)
+	if cap(w.body) > maxKeptBuf {
+		w.body = nil
+	}
 	w.code, w.body, w.close = 0, w.body[:0], false
 }
 
