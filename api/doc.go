@@ -29,8 +29,8 @@
 // poller. At most Config.MaxPollers polls are parked; beyond that -503.
 //
 // Connections: Serve reads a plain connection itself from its first byte
-// (lean.go, leanwrite.go): kratos' writes and the peers' replicate and
-// digest requests are run through the same echo handler and framed as
+// (lean.go, leanwrite.go): kratos' writes and the peers' replicate
+// requests are run through the same echo handler and framed as
 // net/http frames them, polls are parked in one small goroutine each, and
 // anything else goes to net/http with the bytes read. Config.LeanWrites and
 // Config.LeanPolls switch this off; HTTPS is always served by net/http.

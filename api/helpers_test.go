@@ -87,7 +87,7 @@ func (f *fakeRepl) counts() [4]int {
 var _ Replicator = (*fakeRepl)(nil)
 
 // tenv is one node under test: a real registry on a manual clock, the API
-// served by an httptest server on 127.0.0.1:0, a fake replicator.
+// served by Server.Serve on 127.0.0.1:0, a fake replicator.
 type tenv struct {
 	t       *testing.T
 	clock   *registry.ManualClock
@@ -109,9 +109,6 @@ type options struct {
 	deps   func(*Deps)
 	level  slog.Level
 	noRepl bool
-	// handlerOnly serves srv.Handler() through httptest (plain net/http)
-	// instead of srv.Serve.
-	handlerOnly bool
 	// refusals: the test provokes the security layer's -401/-403
 	// (docs/security.md), codes outside the protocol's that C11 exempts.
 	refusals bool
@@ -192,25 +189,19 @@ func newEnv(t *testing.T, opt ...options) *tenv {
 	}
 	e.srv = srv
 	// Served as a node serves (Serve on a real listener: connection caps,
-	// lean writes and lean polls), unless the test asks for the bare
-	// handler behind net/http.
+	// lean writes and lean polls).
 	served := make(chan error, 1)
-	if o.handlerOnly {
-		hs := httptest.NewServer(srv.Handler())
-		e.ts = testServer{URL: hs.URL}
-		served <- nil
-		t.Cleanup(hs.Close)
-	} else {
-		ln := listen(t)
-		e.ts = testServer{URL: "http://" + ln.Addr().String()}
-		go func() { served <- srv.Serve(ln) }()
-	}
+	ln := listen(t)
+	e.ts = testServer{URL: "http://" + ln.Addr().String()}
+	go func() { served <- srv.Serve(ln) }()
 	e.client = &http.Client{Transport: &http.Transport{Proxy: nil}}
 	t.Cleanup(func() {
 		// Release parked polls first, then stop the test server.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}

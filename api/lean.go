@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/registry"
@@ -282,6 +282,9 @@ func (p *leanPoll) next() bool {
 			return false
 		}
 		p.prefix = p.prefix[:0]
+		if cap(p.prefix) > maxKeptBuf {
+			p.prefix = nil
+		}
 		p.route = route
 		if route == routeIndex(pathPoll) {
 			p.answer = pollAnswer
@@ -341,6 +344,10 @@ func (p *leanPoll) readHead() ([]byte, bool) {
 	scanned := 0
 	for {
 		if i := indexHeadEnd(p.prefix, max(0, scanned-3)); i >= 0 {
+			if hasBareLF(p.prefix[:i], max(0, scanned-1)) {
+				p.giveBack() // a line ended by LF alone before the end: net/http reads it otherwise
+				return nil, false
+			}
 			return p.prefix[:i], true
 		}
 		bare := hasBareLF(p.prefix, max(0, scanned-1))
@@ -370,7 +377,7 @@ func (p *leanPoll) readHead() ([]byte, bool) {
 		}
 		n, err := p.conn.Read(p.prefix[len(p.prefix):cap(p.prefix)])
 		if n > 0 {
-			if len(p.prefix) == 0 {
+			if len(p.prefix) == 0 && !p.fresh { // a new connection's deadline runs from its accept
 				deadline = time.Now().Add(s.cfg.ReadHeaderTimeout)
 			}
 			p.prefix = p.prefix[:len(p.prefix)+n]
@@ -436,29 +443,41 @@ func (s *Server) leanRequest(head []byte) (leanReq, int, bool) {
 	default:
 		return out, 0, false
 	}
-	for _, h := range strings.Split(rest, "\r\n") {
+	if !plainQuery(rawQuery) {
+		return out, 0, false
+	}
+	hosts := 0
+	for rest != "" {
+		var h string
+		h, rest, _ = strings.Cut(rest, "\r\n")
 		if h == "" {
-			continue
+			continue // the head's final CRLF
 		}
-		k, v, ok := strings.Cut(h, ":")
+		k, v, ok := leanHeader(h)
 		if !ok {
 			return out, 0, false
 		}
-		v = strings.TrimSpace(v)
-		switch {
-		case strings.EqualFold(k, "Content-Length"):
+		switch k {
+		case "Host":
+			if hosts++; !httpguts.ValidHostHeader(v) {
+				return out, 0, false
+			}
+		case "Content-Length":
 			if v != "0" {
 				return out, 0, false
 			}
-		case strings.EqualFold(k, "Transfer-Encoding"), strings.EqualFold(k, "Expect"), strings.EqualFold(k, "Upgrade"):
+		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Te":
 			return out, 0, false
-		case strings.EqualFold(k, "Connection"):
+		case "Connection":
 			if !strings.EqualFold(v, "keep-alive") {
 				return out, 0, false
 			}
-		case strings.EqualFold(k, headerBmTimeout):
+		case headerBmTimeout:
 			out.bmspy = v
 		}
+	}
+	if hosts != 1 {
+		return out, 0, false
 	}
 	v, err := parseQuery(rawQuery)
 	if err != nil {
@@ -583,8 +602,15 @@ func (s *Server) reenter(c net.Conn, prefix []byte) bool {
 	if l == nil {
 		return false
 	}
+	if pc, ok := c.(*prefixConn); ok {
+		// Given back before: one layer, whatever the connection's history.
+		// What the lean loop read came from pc's own prefix first, so what
+		// is left of that prefix follows it.
+		prefix = append(prefix, pc.r.prefix...)
+		c = pc.Conn
+	}
 	if len(prefix) > 0 {
-		c = &prefixConn{Conn: c, r: bufio.NewReader(&prefixReader{prefix: prefix, conn: c})}
+		c = &prefixConn{Conn: c, r: prefixReader{prefix: prefix, conn: c}}
 	}
 	select {
 	case l.back <- c:
@@ -598,7 +624,7 @@ func (s *Server) reenter(c net.Conn, prefix []byte) bool {
 // was parked.
 type prefixConn struct {
 	net.Conn
-	r *bufio.Reader
+	r prefixReader
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
@@ -612,6 +638,9 @@ func (r *prefixReader) Read(b []byte) (int, error) {
 	if len(r.prefix) > 0 {
 		n := copy(b, r.prefix)
 		r.prefix = r.prefix[n:]
+		if len(r.prefix) == 0 {
+			r.prefix = nil // not held for the connection's life
+		}
 		return n, nil
 	}
 	return r.conn.Read(b)

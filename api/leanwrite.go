@@ -24,7 +24,7 @@ import (
 // a background-read goroutine, its context, the buffered response) than
 // in the registry. So a plain connection is read by a lean connection
 // loop (leanPoll) from its first byte: a plain form POST of register,
-// renew or cancel (or a peer's replicate or digest) is read here and run through the same echo handler chain
+// renew or cancel (or a peer's replicate) is read here and run through the same echo handler chain
 // as any request (so limits, metrics, peer-parameter stripping, write
 // policies and refusal logs are the ones every request gets), its answer
 // written as net/http writes it. A plain poll is served as lean polls are.
@@ -42,13 +42,14 @@ const maxKeptBuf = 4 << 10
 const maxLeanBody = 64 << 10
 
 // leanWriteRoutes are the routes served here (POST): kratos' writes, and
-// the peers' replicate and digest requests (their bodies are JSON).
-var leanWriteRoutes = [...]string{pathRenew, pathRegister, pathCancel, wire.PathReplicate, wire.PathDigest}
+// the peers' replicate requests (JSON bodies, small answers). Digests are
+// not: their answers can be megabytes, which net/http streams.
+var leanWriteRoutes = [...]string{pathRenew, pathRegister, pathCancel, wire.PathReplicate}
 
 // leanContentType is the one Content-Type a lean route's body may have
 // ("" also allows none).
 func leanContentType(path string) (want string, optional bool) {
-	if path == wire.PathReplicate || path == wire.PathDigest {
+	if path == wire.PathReplicate {
 		return "application/json", false
 	}
 	return "application/x-www-form-urlencoded", true
@@ -105,16 +106,10 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 		if h == "" {
 			continue // the head's final CRLF
 		}
-		k, v, ok := strings.Cut(h, ":")
-		// A folded line, a bad name or value: the HTTP server answers it.
-		if !ok || !httpguts.ValidHeaderFieldName(k) {
+		k, v, ok := leanHeader(h)
+		if !ok {
 			return out, false
 		}
-		v = strings.Trim(v, " \t")
-		if !httpguts.ValidHeaderFieldValue(v) {
-			return out, false
-		}
-		k = textproto.CanonicalMIMEHeaderKey(k)
 		switch k {
 		case "Host":
 			host, hosts = v, hosts+1
@@ -163,6 +158,21 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 	return out, true
 }
 
+// leanHeader splits a header line into its canonical name and trimmed
+// value; false for a folded line, a bad name or value (the HTTP server
+// answers those).
+func leanHeader(h string) (k, v string, ok bool) {
+	k, v, ok = strings.Cut(h, ":")
+	if !ok || !httpguts.ValidHeaderFieldName(k) {
+		return "", "", false
+	}
+	v = strings.Trim(v, " \t")
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return "", "", false
+	}
+	return textproto.CanonicalMIMEHeaderKey(k), v, true
+}
+
 // plainQuery reports whether a query string has no control character,
 // space or '#' (net/url refuses those; the HTTP server answers them).
 func plainQuery(q string) bool {
@@ -183,20 +193,31 @@ func plainQuery(q string) bool {
 func (p *leanPoll) readBody(headLen, n int) ([]byte, error) {
 	total := headLen + n
 	var err error
+	deadline := time.Now().Add(p.s.cfg.RequestTimeout)
 	if len(p.prefix) < total {
-		err = p.conn.SetReadDeadline(time.Now().Add(p.s.cfg.RequestTimeout))
+		err = p.conn.SetReadDeadline(deadline)
 	}
 	for err == nil && len(p.prefix) < total {
+		if p.s.closed.Load() {
+			err = net.ErrClosed // Close: nothing waits for a body
+			break
+		}
 		if cap(p.prefix)-len(p.prefix) < 512 {
 			p.prefix = slices.Grow(p.prefix, min(len(p.prefix), total-len(p.prefix))+512)
 		}
 		var m int
 		m, err = p.conn.Read(p.prefix[len(p.prefix):min(cap(p.prefix), total)])
 		p.prefix = p.prefix[:len(p.prefix)+m]
-		if len(p.prefix) == total {
+		var ne net.Error
+		switch {
+		case len(p.prefix) == total:
 			err = nil
-		} else if errors.Is(err, io.EOF) {
+		case errors.Is(err, io.EOF):
 			err = io.ErrUnexpectedEOF
+		case errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline):
+			// A late wake of the connection's last poll, or Shutdown (a
+			// body that is arriving is still served, as net/http does).
+			err = p.conn.SetReadDeadline(deadline)
 		}
 	}
 	end := min(total, len(p.prefix))
@@ -246,6 +267,9 @@ func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
 	_ = p.conn.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
 	_, err := p.conn.Write(b)
 	s.putAnswerBuf(bp, b)
+	if cap(w.body) > maxKeptBuf {
+		w.body = nil // not held while the connection idles
+	}
 	if err != nil || w.close || readErr != nil {
 		p.close("")
 		return false

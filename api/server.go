@@ -134,6 +134,7 @@ type Server struct {
 	leanWG     sync.WaitGroup
 	leanTotal  atomic.Int64 // polls parked lean since start
 	leanWrites atomic.Int64 // writes served by lean connections since start
+	closed     atomic.Bool  // Close was called: lean connections stop reading bodies
 	// answerBufs: buffers (*[]byte) in which multi-part answers are joined
 	// before their write (writeJoined, lean polls): a wake of 10 000 polls
 	// writes 10 000 at once.
@@ -396,6 +397,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops the server at once: parked polls end, the listener and every
 // connection are closed without waiting (a crash, for tests).
 func (s *Server) Close() {
+	s.closed.Store(true) // before the interrupt pollStop sends
 	s.pollStop()
 	_ = s.srv.Close()
 	s.baseStop()
