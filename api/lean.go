@@ -447,34 +447,24 @@ func (s *Server) leanRequest(head []byte) (leanReq, int, bool) {
 		return out, 0, false
 	}
 	hosts := 0
-	for rest != "" {
-		var h string
-		h, rest, _ = strings.Cut(rest, "\r\n")
-		if h == "" {
-			continue // the head's final CRLF
-		}
-		k, v, ok := leanHeader(h)
-		if !ok {
-			return out, 0, false
-		}
+	ok = leanHeaders(rest, func(k, v string) bool {
 		switch k {
 		case "Host":
-			if hosts++; !httpguts.ValidHostHeader(v) {
-				return out, 0, false
-			}
+			hosts++
+			return httpguts.ValidHostHeader(v)
 		case "Content-Length":
-			if v != "0" {
-				return out, 0, false
-			}
+			return v == "0"
 		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Te":
-			return out, 0, false
+			return false
 		case "Connection":
-			if !strings.EqualFold(v, "keep-alive") {
-				return out, 0, false
-			}
+			return strings.EqualFold(v, "keep-alive")
 		case headerBmTimeout:
 			out.bmspy = v
 		}
+		return true
+	})
+	if !ok {
+		return out, 0, false
 	}
 	if hosts != 1 {
 		return out, 0, false

@@ -100,36 +100,27 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 	ctWant, ctOptional := leanContentType(path)
 	host, hosts, lengths, types := "", 0, 0, 0
 	n := int64(-1)
-	for rest != "" {
-		var h string
-		h, rest, _ = strings.Cut(rest, "\r\n")
-		if h == "" {
-			continue // the head's final CRLF
-		}
-		k, v, ok := leanHeader(h)
-		if !ok {
-			return out, false
-		}
+	ok = leanHeaders(rest, func(k, v string) bool {
 		switch k {
 		case "Host":
 			host, hosts = v, hosts+1
-			continue // net/http moves it to Request.Host
+			return true // net/http moves it to Request.Host
 		case "Content-Length":
 			lengths++
 			if v == "" || len(v) > 7 || strings.Trim(v, "0123456789") != "" {
-				return out, false
+				return false
 			}
 			n, _ = strconv.ParseInt(v, 10, 64)
 		case "Content-Type":
 			if types++; v != ctWant {
-				return out, false
+				return false
 			}
 		case "Connection":
 			if !strings.EqualFold(v, "keep-alive") {
-				return out, false
+				return false
 			}
 		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Te":
-			return out, false
+			return false
 		}
 		if hdr[k] == nil && len(vals) < cap(vals) {
 			vals = append(vals, v)
@@ -137,6 +128,10 @@ func (s *Server) leanWriteRequest(head []byte, remote string) (leanWrite, bool) 
 		} else {
 			hdr[k] = append(hdr[k], v)
 		}
+		return true
+	})
+	if !ok {
+		return out, false
 	}
 	if hosts != 1 || !httpguts.ValidHostHeader(host) || lengths != 1 || n > maxLeanBody || n > s.cfg.Limits.MaxBodyBytes ||
 		types > 1 || (types == 0 && !ctOptional) {
@@ -171,6 +166,24 @@ func leanHeader(h string) (k, v string, ok bool) {
 		return "", "", false
 	}
 	return textproto.CanonicalMIMEHeaderKey(k), v, true
+}
+
+// leanHeaders calls f with the canonical name and the value of each
+// header line of rest (a head after its request line); false when a line
+// is malformed or f refuses it.
+func leanHeaders(rest string, f func(k, v string) bool) bool {
+	for rest != "" {
+		var h string
+		h, rest, _ = strings.Cut(rest, "\r\n")
+		if h == "" {
+			continue // the head's final CRLF
+		}
+		k, v, ok := leanHeader(h)
+		if !ok || !f(k, v) {
+			return false
+		}
+	}
+	return true
 }
 
 // plainQuery reports whether a query string has no control character,
