@@ -269,7 +269,6 @@ func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
 	}
 	w := &p.resp
 	w.reset()
-	w.close = readErr != nil // the rest of the body would be read as a request
 	if !p.serveHTTP(w, lw.r) {
 		p.close("")
 		return false
@@ -283,6 +282,8 @@ func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
 	if cap(w.body) > maxKeptBuf {
 		w.body = nil // not held while the connection idles
 	}
+	// After a failed body read, the rest of the body would be read as a
+	// request: the connection ends, as net/http ends it.
 	if err != nil || w.close || readErr != nil {
 		p.close("")
 		return false
@@ -320,10 +321,7 @@ func (w *leanResponse) reset() {
 		w.h = make(http.Header, 4)
 	}
 	clear(w.h)
-	if cap(w.body) > maxKeptBuf {
-		w.body = nil
-	}
-	w.code, w.body, w.close = 0, w.body[:0], false
+	w.code, w.body, w.close = 0, w.body[:0], false // a large body was dropped after its write
 }
 
 func (w *leanResponse) Header() http.Header { return w.h }

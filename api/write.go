@@ -47,24 +47,21 @@ func (s *Server) formBody(c echo.Context) (url.Values, []byte, error) {
 			return nil, nil, perr("body", "bad Content-Type %s", quoteTrunc(ct))
 		}
 	}
+	// A body read whole by a lean connection is already within max (and
+	// only ever urlencoded): its bytes are taken as they are, no second copy.
+	lb, lean := r.Body.(*leanBody)
+	if !lean {
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
+	}
 	var body url.Values
 	var raw []byte
-	if lb, ok := r.Body.(*leanBody); ok && mt == "application/x-www-form-urlencoded" {
-		// Read whole by the lean connection, within max: no second copy.
-		var err error
-		if body, err = parseURLEncoded(unsafe.String(unsafe.SliceData(lb.b), len(lb.b))); err != nil {
-			return nil, nil, err
-		}
-		if len(query) == 0 {
-			return body, lb.b, nil
-		}
-		return mergeForm(body, query), lb.b, nil
-	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
 	switch mt {
 	case "application/x-www-form-urlencoded":
-		b, err := readBody(r.Body, max)
-		if err != nil {
+		var b string
+		var err error
+		if lean {
+			b = unsafe.String(unsafe.SliceData(lb.b), len(lb.b))
+		} else if b, err = readBody(r.Body, max); err != nil {
 			return nil, nil, bodyReadError(err, max)
 		}
 		if body, err = parseURLEncoded(b); err != nil {
