@@ -41,6 +41,27 @@ func processCPU(pid int) (float64, error) {
 	return (u + s) / clockTicks, nil
 }
 
+// processRSS is the resident set of pid in bytes (VmRSS of
+// /proc/<pid>/status, which the kernel gives in kB).
+func processRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		v, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bad VmRSS %q", strings.TrimSpace(v))
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
 // selfCPU is this process's user+system CPU time in seconds.
 func selfCPU() (float64, error) {
 	var ru syscall.Rusage

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -31,5 +32,21 @@ func TestCPU_ProcPieces(t *testing.T) {
 	}
 	if ip := procIP("0100007F"); !ip.Equal(net.ParseIP("127.0.0.1")) {
 		t.Fatalf("procIP: %v", ip)
+	}
+}
+
+// processRSS reads VmRSS in bytes: this process's is more than its heap.
+func TestProcessRSS(t *testing.T) {
+	rss, err := processRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if rss < int64(ms.HeapInuse) || rss > 64<<30 {
+		t.Fatalf("rss %d B, heap in use %d B", rss, ms.HeapInuse)
+	}
+	if _, err := processRSS(-1); err == nil {
+		t.Fatal("no error for a missing process")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -171,9 +172,14 @@ func (r *runner) notify(ctx context.Context, writeNode string, watch []string) e
 	var answered, expected int64
 	var lat, change Histogram
 	var elapsed time.Duration
+	mem := newMemMeter(r.cpu, watch, func(n string) int {
+		i := slices.Index(watch, n)
+		return (P - i + len(watch) - 1) / len(watch) // the j < P with j % len(watch) == i
+	})
 	r.cpu.begin()
 	defer func() {
 		r.rep.CPU = r.cpu.end(answered)
+		r.rep.Memory = mem.report()
 		r.rep.ElapsedSeconds = elapsed.Seconds()
 		r.rep.Results = append(r.rep.Results,
 			Result{Name: cfg.Scenario, OK: answered, Expected: expected, Latency: lat.Stats()},
@@ -190,7 +196,7 @@ func (r *runner) notify(ctx context.Context, writeNode string, watch []string) e
 			break
 		}
 		t0 := time.Now()
-		st, err := r.notifyRound(ctx, reg, appid, watch, &lat, &change)
+		st, err := r.notifyRound(ctx, reg, appid, watch, &lat, &change, mem.sample)
 		elapsed += time.Since(t0)
 		answered += st.answered
 		expected += st.expected
@@ -211,7 +217,8 @@ type roundStats struct {
 	park               time.Duration
 }
 
-func (r *runner) notifyRound(ctx context.Context, change request, appid string, watch []string, lat, changeLat *Histogram) (roundStats, error) {
+// parked runs once the round's polls are all parked, before the change.
+func (r *runner) notifyRound(ctx context.Context, change request, appid string, watch []string, lat, changeLat *Histogram, parked func()) (roundStats, error) {
 	cfg := r.cfg
 	var st roundStats
 	latest := make(map[string]int64, len(watch))
@@ -260,6 +267,7 @@ func (r *runner) notifyRound(ctx context.Context, change request, appid string, 
 	}
 	st.park = time.Since(tPark)
 	st.stale = stale.Load()
+	parked()
 
 	changed.Store(true)
 	var tSend, tAck time.Time

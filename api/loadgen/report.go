@@ -167,8 +167,10 @@ type Report struct {
 	// ElapsedSeconds is the timed phase (setup excluded).
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	// CPU of the local nodes and of the load tool during the timed phase.
-	CPU     *CPUReport `json:"cpu,omitempty"`
-	Results []Result   `json:"results"`
+	CPU *CPUReport `json:"cpu,omitempty"`
+	// Memory of the local nodes with every poll parked (notify, cross-notify).
+	Memory  *MemoryReport `json:"memory,omitempty"`
+	Results []Result      `json:"results"`
 	// Errors counts failed operations by discovery code ("-400"), HTTP status
 	// ("http_503") or transport failure ("timeout", "transport", ...).
 	Errors      map[string]int64 `json:"errors"`
@@ -256,6 +258,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if c.Note != "" {
 			fmt.Fprintf(&b, "cpu note: %s\n", c.Note)
 		}
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(&b, "memory: %.0f B RSS per parked poll in round 1, at most %.0f B in any round (%d parked on", m.BytesPerParkedPoll, m.MaxBytesPerParkedPoll, m.Parked)
+		for _, n := range m.Nodes {
+			fmt.Fprintf(&b, " %s pid %d", n.Addr, n.PID)
+		}
+		b.WriteString(")\n")
 	}
 	b.WriteString("\nerrors: ")
 	if len(r.Errors) == 0 {
