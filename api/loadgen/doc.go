@@ -20,6 +20,12 @@
 //	cross-notify  like notify, polls parked on the other nodes, change made on
 //	              the first node
 //
+// Next to each figure the report gives the CPU per operation of the nodes
+// that run on this machine (found by their listening port in /proc) and of
+// the tool itself, so that a node's limit can be told from the tool's on a
+// shared machine; notify and cross-notify also give the local nodes' RSS
+// with every poll of a round parked, per parked poll.
+//
 // Every loop ends by --count or --duration, every request has a timeout
 // (--timeout, --poll-timeout), and cancelling the context stops the run with
 // a partial report. The package speaks HTTP only: it imports no server
