@@ -264,3 +264,33 @@ func BenchmarkSnapshot100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWakeWriter10000 is the writer's side of a fan-out: the register
+// that detaches 10 000 waiters of its app (under the registry's lock, which
+// every other request waits for) and hands their signals over. The waiters
+// are armed outside the timer and never re-poll.
+func BenchmarkWakeWriter10000(b *testing.B) {
+	const pollers = 10_000
+	r := newBenchReg(b)
+	for i := range 100 {
+		r.Register(benchInst(0, i), 0)
+	}
+	appid := benchInst(0, 0).AppID
+	ws := make([]*Waiter, pollers)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		req := PollRequest{Env: "prod", AppIDs: []string{appid}, Latest: []int64{r.latestOf("prod", appid)}}
+		for j := range ws {
+			_, ws[j] = r.Poll(req)
+		}
+		b.StartTimer()
+		r.Register(benchInst(0, 100+i%10), 0)
+		b.StopTimer()
+		for _, w := range ws {
+			<-w.C() // signalled (from the fan-out's goroutine)
+			w.Close()
+		}
+		b.StartTimer()
+	}
+}
