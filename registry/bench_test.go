@@ -106,11 +106,7 @@ func BenchmarkFetch(b *testing.B) {
 // payload. One op is the whole round.
 func BenchmarkPollWake10000(b *testing.B) {
 	const pollers = 10_000
-	r := newBenchReg(b)
-	for i := range 100 {
-		r.Register(benchInst(0, i), 0)
-	}
-	appid := benchInst(0, 0).AppID
+	r, appid := newWatchedApp(b)
 	b.ReportAllocs()
 	encodes := r.encodes.Load()
 	for i := 0; b.Loop(); i++ {
@@ -149,6 +145,16 @@ func BenchmarkPollWake10000(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(r.encodes.Load()-encodes)/float64(b.N), "encodes/op")
+}
+
+// newWatchedApp is a registry with one app of 100 instances, the app the
+// fan-out benchmarks park their waiters on.
+func newWatchedApp(b *testing.B) (*Registry, string) {
+	r := newBenchReg(b)
+	for i := range 100 {
+		r.Register(benchInst(0, i), 0)
+	}
+	return r, benchInst(0, 0).AppID
 }
 
 func (r *Registry) latestOf(env, appid string) int64 {
@@ -271,11 +277,7 @@ func BenchmarkSnapshot100k(b *testing.B) {
 // are armed outside the timer and never re-poll.
 func BenchmarkWakeWriter10000(b *testing.B) {
 	const pollers = 10_000
-	r := newBenchReg(b)
-	for i := range 100 {
-		r.Register(benchInst(0, i), 0)
-	}
-	appid := benchInst(0, 0).AppID
+	r, appid := newWatchedApp(b)
 	ws := make([]*Waiter, pollers)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
