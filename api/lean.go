@@ -126,8 +126,12 @@ func (s *Server) canLean(c echo.Context) bool {
 // ok false: the connection could not be taken (the handler parks as usual).
 // The poll is already counted in s.parked.
 func (s *Server) parkLean(c echo.Context, req registry.PollRequest, w *registry.Waiter, hold time.Duration, answer func(*registry.PollResult) [][]byte) bool {
+	if !s.leanAdd() {
+		return false // shutting down: parked the ordinary way, answered -304 at once
+	}
 	conn, brw, err := http.NewResponseController(c.Response().Writer).Hijack()
 	if err != nil {
+		s.leanWG.Done()
 		return false
 	}
 	p := &leanPoll{s: s, conn: conn, req: req, w: w, answer: answer, deadline: time.Now().Add(hold), route: routeIndex(c.Path()), parked: true}
@@ -138,7 +142,7 @@ func (s *Server) parkLean(c echo.Context, req registry.PollRequest, w *registry.
 	c.Set(ctxKeyCode, codeLabelLean) // counted when answered (leanPoll.respond)
 	s.leanTotal.Add(1)
 	p.stop = context.AfterFunc(s.pollCtx, p.interrupt)
-	p.park()
+	go p.holdThenNext() // counted by leanAdd above
 	return true
 }
 
@@ -157,7 +161,8 @@ func (p *leanPoll) run() {
 	p.park()
 }
 
-// park holds the poll in a goroutine of its own. The goroutine that read
+// park holds the poll in a goroutine of its own (called by a counted
+// lean goroutine, so leanWG is above zero). The goroutine that read
 // the request has a stack grown by what it served (the handler chain of
 // lean writes, the head's parse): 4-8 KiB, which a goroutine blocked in a
 // read keeps until enough GC cycles shrink it, and a node that holds

@@ -58,11 +58,10 @@ func leanContentType(path string) (want string, optional bool) {
 // takeFresh starts the lean loop on a new plain connection (before its
 // first byte): true when taken.
 func (s *Server) takeFresh(c net.Conn) bool {
-	if !s.cfg.LeanWrites || s.pollCtx.Err() != nil {
+	if !s.cfg.LeanWrites || s.pollCtx.Err() != nil || !s.leanAdd() {
 		return false
 	}
 	p := &leanPoll{s: s, conn: c, fresh: true}
-	s.leanWG.Add(1)
 	go p.run() // reads a request first (fresh)
 	return true
 }

@@ -129,9 +129,13 @@ type Server struct {
 	// tls serves the HTTPS listener (nil: http.tls.addr unset).
 	tls *certReloader
 	// reentry is the plain listener Serve serves, which lean polls give
-	// their connections back to; leanWG counts the lean polls parked.
+	// their connections back to; leanWG counts the goroutines of lean
+	// connections. A new lean connection is counted only through leanAdd:
+	// once Shutdown or Close waits (leanDone), none starts.
 	reentry    atomic.Pointer[reentryListener]
 	leanWG     sync.WaitGroup
+	leanMu     sync.Mutex
+	leanDone   bool
 	leanTotal  atomic.Int64 // polls parked lean since start
 	leanWrites atomic.Int64 // writes served by lean connections since start
 	closed     atomic.Bool  // Close was called: lean connections stop reading bodies
@@ -380,7 +384,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.baseStop()
 			// Lean polls answered -304 at pollStop; wait for their writes.
 			lean := make(chan struct{})
-			go func() { s.leanWG.Wait(); close(lean) }()
+			go func() { s.leanWait(); close(lean) }()
 			select {
 			case <-lean:
 			case <-ctx.Done():
@@ -401,7 +405,30 @@ func (s *Server) Close() {
 	s.pollStop()
 	_ = s.srv.Close()
 	s.baseStop()
-	s.leanWG.Wait() // they answer -304 at once and cannot give their connection back
+	s.leanWait() // they answer -304 at once and cannot give their connection back
+}
+
+// leanAdd counts the goroutine of a connection that becomes lean, unless
+// Shutdown or Close already waits for them (false: serve it the ordinary
+// way). A connection is hijacked out of net/http's tracking, so its
+// Shutdown can return while a handler is about to park a poll lean; a
+// WaitGroup must not go up from zero while it is waited on.
+func (s *Server) leanAdd() bool {
+	s.leanMu.Lock()
+	defer s.leanMu.Unlock()
+	if s.leanDone {
+		return false
+	}
+	s.leanWG.Add(1)
+	return true
+}
+
+// leanWait stops new lean connections and waits for the running ones.
+func (s *Server) leanWait() {
+	s.leanMu.Lock()
+	s.leanDone = true
+	s.leanMu.Unlock()
+	s.leanWG.Wait()
 }
 
 // shutdownConnPoll is how often Shutdown closes connections that have not
