@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -172,10 +171,11 @@ func (r *runner) notify(ctx context.Context, writeNode string, watch []string) e
 	var answered, expected int64
 	var lat, change Histogram
 	var elapsed time.Duration
-	mem := newMemMeter(r.cpu, watch, func(n string) int {
-		i := slices.Index(watch, n)
-		return (P - i + len(watch) - 1) / len(watch) // the j < P with j % len(watch) == i
-	})
+	sent := make(map[string]int, len(watch)) // polls per address and round, as notifyRound spreads them
+	for j := range P {
+		sent[watch[j%len(watch)]]++
+	}
+	mem := newMemMeter(r.cpu, watch, sent)
 	r.cpu.begin()
 	defer func() {
 		r.rep.CPU = r.cpu.end(answered)
@@ -217,8 +217,9 @@ type roundStats struct {
 	park               time.Duration
 }
 
-// parked runs once the round's polls are all parked, before the change.
-func (r *runner) notifyRound(ctx context.Context, change request, appid string, watch []string, lat, changeLat *Histogram, parked func()) (roundStats, error) {
+// parked runs once the round's polls are all parked, before the change,
+// with the count of polls that failed, per address.
+func (r *runner) notifyRound(ctx context.Context, change request, appid string, watch []string, lat, changeLat *Histogram, parked func(failed func(node string) int)) (roundStats, error) {
 	cfg := r.cfg
 	var st roundStats
 	latest := make(map[string]int64, len(watch))
@@ -267,7 +268,7 @@ func (r *runner) notifyRound(ctx context.Context, change request, appid string, 
 	}
 	st.park = time.Since(tPark)
 	st.stale = stale.Load()
-	parked()
+	parked(failed)
 
 	changed.Store(true)
 	var tSend, tAck time.Time
