@@ -130,16 +130,7 @@ func TestLeanPolls_ShutdownWhilePollsArrive(t *testing.T) {
 }
 
 func shutdownWhilePollsArrive(t *testing.T, lean bool) {
-	e := newEnv(t)
-	cfg := DefaultConfig()
-	cfg.LeanWrites = lean
-	srv, err := New(cfg, Deps{Registry: e.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	_, srv, ln, done := serveWithLeanWrites(t, lean)
 	req := "GET " + pollTarget("none.yet", 0) + " HTTP/1.1\r\nHost: x\r\n\r\n"
 	stop := make(chan struct{})
 	var dialers sync.WaitGroup

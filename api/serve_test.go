@@ -111,7 +111,10 @@ func TestServe_ShutdownClosesUnusedConnections(t *testing.T) {
 	}
 }
 
-func shutdownClosesUnusedConnections(t *testing.T, lean bool) {
+// serveWithLeanWrites serves a node with http.lean_writes set to lean on a
+// listener of its own; done gets Serve's result. The test shuts it down.
+func serveWithLeanWrites(t *testing.T, lean bool) (*tenv, *Server, net.Listener, <-chan error) {
+	t.Helper()
 	e := newEnv(t)
 	cfg := DefaultConfig()
 	cfg.LeanWrites = lean
@@ -122,6 +125,11 @@ func shutdownClosesUnusedConnections(t *testing.T, lean bool) {
 	ln := listen(t)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
+	return e, srv, ln, done
+}
+
+func shutdownClosesUnusedConnections(t *testing.T, lean bool) {
+	e, srv, ln, done := serveWithLeanWrites(t, lean)
 	base := "http://" + ln.Addr().String()
 	if _, _, err := e.reg.Register(registry.Instance{Env: tEnv, AppID: appA, Zone: z1, Hostname: "h1",
 		Addrs: []string{"grpc://10.0.0.1:9000"}, Status: 1}, 0); err != nil {

@@ -32,7 +32,7 @@ func TestMemMeter_Report(t *testing.T) {
 		{},
 		{nodes: []NodeMemory{{PID: 1}}},
 		{nodes: []NodeMemory{{PID: 1, RSSBefore: 5, RSSParked: []int64{0, 50}, Parked: []int64{5, 5}}}}, // gone in round 1
-		{nodes: []NodeMemory{{PID: 1, RSSBefore: 5, RSSParked: []int64{50}, Parked: []int64{0}}}},        // nothing parked
+		{nodes: []NodeMemory{{PID: 1, RSSBefore: 5, RSSParked: []int64{50}, Parked: []int64{0}}}},       // nothing parked
 	} {
 		if r := empty.report(); r != nil {
 			t.Fatalf("report of %+v: %+v, want none", empty, r)
