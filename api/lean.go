@@ -163,12 +163,13 @@ func (p *leanPoll) run() {
 
 // park holds the poll in a goroutine of its own (called by a counted
 // lean goroutine, so leanWG is above zero). The goroutine that read
-// the request has a stack grown by what it served (the handler chain of
-// lean writes, the head's parse): 4-8 KiB, which a goroutine blocked in a
-// read keeps until enough GC cycles shrink it, and a node that holds
-// 19 000 polls and little else collects rarely. A new goroutine starts at
-// the runtime's average stack size (2 KiB here), half the RSS of a parked
-// poll, for about a microsecond per park.
+// the request has a stack grown by what it served (the head's parse, the
+// handler chain of lean writes, the last answer): 4 KiB measured, which a
+// goroutine blocked in a read keeps until a GC shrinks it, and a node that
+// holds 19 000 polls and little else collects rarely. A new goroutine
+// starts at the runtime's average stack size (2 KiB here): 2 KiB less per
+// parked poll for one goroutine start per park (node CPU per wake-up
+// unchanged in docs/benchmarks.md).
 func (p *leanPoll) park() {
 	p.s.leanWG.Add(1)
 	go p.holdThenNext()
