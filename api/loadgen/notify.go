@@ -217,8 +217,9 @@ type roundStats struct {
 	park               time.Duration
 }
 
-// parked runs once the round's polls are all parked, before the change,
-// with the count of polls that failed, per address.
+// notifyRound parks the polls of one round, makes the change and times the
+// answers; parked is called once they are parked, before the change, with
+// the count of polls that failed, per address.
 func (r *runner) notifyRound(ctx context.Context, change request, appid string, watch []string, lat, changeLat *Histogram, parked func(failed func(node string) int)) (roundStats, error) {
 	cfg := r.cfg
 	var st roundStats
