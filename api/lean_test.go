@@ -146,7 +146,7 @@ func shutdownWhilePollsArrive(t *testing.T, lean bool) {
 				}
 				c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 				if err != nil {
-					continue // the listener is closed: until stop
+					return // the listener is closed: no busy loop of refused dials
 				}
 				mu.Lock()
 				conns = append(conns, c)
