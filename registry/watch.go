@@ -123,8 +123,11 @@ func dupID(ids []string, seen *map[string]struct{}, id string) bool {
 // Repoll reads the fired marks without taking wmu (the marks are written
 // before detached is set, and detached before the signal).
 type Waiter struct {
-	r        *Registry
-	ch       chan struct{}
+	r *Registry
+	// ch is made by the first C() (capacity 1): a waiter that is only told
+	// through OnWake (a lean poll) holds no channel, 96 bytes less per
+	// parked poll.
+	ch       atomic.Pointer[chan struct{}]
 	zone     string
 	links    []wlink     // one per distinct appid; never reallocated (lists point into it)
 	closed   bool        // unlinked, by Close or by a wake (guarded by r.wmu)
@@ -162,7 +165,7 @@ type waitList struct {
 
 // armLocked links a new waiter under each appid. Caller holds mu.RLock.
 func (r *Registry) armLocked(env, zone string, ids []string) *Waiter {
-	w := &Waiter{r: r, ch: make(chan struct{}, 1), zone: zone, links: make([]wlink, len(ids))}
+	w := &Waiter{r: r, zone: zone, links: make([]wlink, len(ids))}
 	r.wmu.Lock()
 	for i, id := range ids {
 		k := AppKey{Env: env, AppID: id}
@@ -247,9 +250,8 @@ const inlineWakes = 64
 func signalAll(p []*Waiter) {
 	for _, w := range p {
 		// Never blocks: a waiter is detached, hence signalled, once.
-		select {
-		case w.ch <- struct{}{}:
-		default:
+		if c := w.ch.Load(); c != nil {
+			signal(*c)
 		}
 		if f := w.notify.Load(); f != nil {
 			(*f)()
@@ -283,7 +285,29 @@ func (w *Waiter) unlinkLocked() {
 
 // C is signalled (non-blocking, capacity 1) when an app the waiter watches
 // changes.
-func (w *Waiter) C() <-chan struct{} { return w.ch }
+func (w *Waiter) C() <-chan struct{} {
+	if c := w.ch.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	if !w.ch.CompareAndSwap(nil, &c) {
+		return *w.ch.Load()
+	}
+	// A wake that signalled before the channel existed: detached is
+	// stored before signalAll loads ch, so one of the two sends.
+	if w.detached.Load() {
+		signal(c)
+	}
+	return c
+}
+
+// signal sends on a capacity-1 channel unless it is full.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
 
 // Close disarms the waiter. Safe to call more than once.
 func (w *Waiter) Close() { w.close() }

@@ -225,6 +225,32 @@ func TestPollArmThenChangeSignals(t *testing.T) {
 	}
 }
 
+// A waiter's channel is made by its first C(): the ones made after the
+// wake (here, some of them while the fan-out goroutine signals) are
+// signalled too.
+func TestWaiterChannelMadeDuringWake(t *testing.T) {
+	r := newTestReg(t)
+	r.reg(inst(appA, z1, "h1"))
+	l := r.latest(appA)
+	ws := make([]*Waiter, 4*inlineWakes)
+	for i := range ws {
+		ws[i] = r.armed(PollRequest{Env: env, AppIDs: []string{appA}, Latest: []int64{l}})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.reg(inst(appA, z1, "h2"))
+	}()
+	for i, w := range ws {
+		select {
+		case <-w.C():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("waiter %d of %d was never signalled", i, len(ws))
+		}
+	}
+	<-done
+}
+
 func TestPollRaceWithChanges(t *testing.T) {
 	r := newTestReg(t)
 	r.reg(inst(appA, z1, "h0"))
