@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/discovery-go/discovery/api/wire"
 	"github.com/discovery-go/discovery/internal/testkit"
@@ -284,5 +287,69 @@ func TestLeanPolls_Shutdown(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A client that does not read its answer blocks only the worker writing
+// to it: another connection's parked poll is woken and answered meanwhile
+// (handOff starts a worker when none is idle; the blocked write ends at
+// request_timeout, 10 s, or when the client goes away).
+func TestLeanPolls_SlowReaderDelaysNoOne(t *testing.T) {
+	e := newLeanEnv(t, true)
+	// An answer of about 8 MB, more than the sockets' buffers hold.
+	meta := map[string]string{"blob": strings.Repeat("x", 4000)}
+	for i := range 2000 {
+		in := registry.Instance{Env: tEnv, AppID: appA, Zone: z1, Hostname: fmt.Sprintf("h%04d", i),
+			Addrs: []string{"http://10.0.0.1:8000"}, Status: 1, Metadata: meta}
+		if _, _, err := e.reg.Register(in, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := dialRaw(t, e.addr)
+	if tc, ok := slow.c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	slow.send(http.MethodGet, pollTarget(appA, 0), "") // answered at once, never read past its first byte
+	var b [1]byte
+	_ = slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(slow.c, b[:]); err != nil {
+		t.Fatalf("the large answer did not start: %v", err)
+	}
+
+	if _, _, err := e.reg.Register(registry.Instance{Env: tEnv, AppID: appB, Zone: z1, Hostname: "b1", Addrs: []string{"http://10.0.0.2:8000"}, Status: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := e.reg.Fetch(tEnv, appB, "", 1)
+	p := dialRaw(t, e.addr)
+	p.send(http.MethodGet, pollTarget(appB, info.LatestTimestamp), "")
+	testkit.EventuallyTrue(t, 5*time.Second, "poll parked", func() bool { return e.srv.parked.Load() == 1 })
+	if _, _, err := e.reg.Register(registry.Instance{Env: tEnv, AppID: appB, Zone: z1, Hostname: "b2", Addrs: []string{"http://10.0.0.3:8000"}, Status: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Read with a bound below the slow write's 10 s: answered while it blocks.
+	if resp, body := p.read(5 * time.Second); resp.Header.Get("Kratos-Status-Code") != "0" || !strings.Contains(body, `"b2"`) {
+		t.Fatalf("woken answer: %v %s", resp.Header, body)
+	}
+}
+
+// A parked poll keeps its request's strings in one small allocation of
+// their own, not the copy of the whole request head they were cut from.
+func TestCompactPollRequest(t *testing.T) {
+	head := strings.Clone("GET /discovery/polls?env=prod&zone=sh001&appid=a.one&appid=b.two")
+	at := func(s string) string { i := strings.Index(head, s); return head[i : i+len(s)] }
+	in := registry.PollRequest{Env: at("prod"), Zone: at("sh001"), AppIDs: []string{at("a.one"), at("b.two")}, Latest: []int64{1, 2}}
+	got := compactPollRequest(in)
+	want := registry.PollRequest{Env: "prod", Zone: "sh001", AppIDs: []string{"a.one", "b.two"}, Latest: []int64{1, 2}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("compacted request (-want +got):\n%s", d)
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.StringData(head)))
+	for _, s := range append([]string{got.Env, got.Zone}, got.AppIDs...) {
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(s))); p >= lo && p < lo+uintptr(len(head)) {
+			t.Fatalf("%q still points into the head", s)
+		}
+	}
+	if got := compactPollRequest(registry.PollRequest{Env: "e", AppIDs: []string{"a"}}); got.Zone != "" || got.Env != "e" || got.AppIDs[0] != "a" {
+		t.Fatalf("no zone: %+v", got)
 	}
 }

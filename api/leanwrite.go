@@ -62,7 +62,8 @@ func (s *Server) takeFresh(c net.Conn) bool {
 		return false
 	}
 	p := &leanPoll{s: s, conn: c, fresh: true}
-	go p.run() // reads a request first (fresh)
+	s.leanLink(p)   // Shutdown ends the wait for the first request
+	go p.waitHead() // counted by leanAdd above
 	return true
 }
 
@@ -220,13 +221,12 @@ func (p *leanPoll) readBody(headLen, n int) ([]byte, error) {
 		var m int
 		m, err = p.conn.Read(p.prefix[len(p.prefix):min(cap(p.prefix), total)])
 		p.prefix = p.prefix[:len(p.prefix)+m]
-		var ne net.Error
 		switch {
 		case len(p.prefix) == total:
 			err = nil
 		case errors.Is(err, io.EOF):
 			err = io.ErrUnexpectedEOF
-		case errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline):
+		case deadlineExceeded(err) && time.Now().Before(deadline):
 			// A late wake of the connection's last poll, or Shutdown (a
 			// body that is arriving is still served, as net/http does).
 			err = p.conn.SetReadDeadline(deadline)

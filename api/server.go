@@ -136,9 +136,11 @@ type Server struct {
 	leanWG     sync.WaitGroup
 	leanMu     sync.Mutex
 	leanDone   bool
-	leanTotal  atomic.Int64 // polls parked lean since start
-	leanWrites atomic.Int64 // writes served by lean connections since start
-	closed     atomic.Bool  // Close was called: lean connections stop reading bodies
+	leanConns  *leanPoll     // lean connections not let go yet (leanLink), guarded by leanMu
+	leanTasks  chan leanTask // to an idle worker of lean connections (unbuffered)
+	leanTotal  atomic.Int64  // polls parked lean since start
+	leanWrites atomic.Int64  // writes served by lean connections since start
+	closed     atomic.Bool   // Close was called: lean connections stop reading bodies
 	// answerBufs: buffers (*[]byte) in which multi-part answers are joined
 	// before their write (writeJoined, lean polls): a wake of 10 000 polls
 	// writes 10 000 at once.
@@ -239,6 +241,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.m = m
 	s.pollCtx, s.pollStop = context.WithCancel(context.Background())
+	s.leanTasks = make(chan leanTask)
 	s.baseCtx, s.baseStop = context.WithCancel(context.Background())
 	s.e = s.buildEcho(deps.Internal)
 	s.srv = &http.Server{
@@ -370,6 +373,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 // closed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.pollStop() // first: parked polls answer -304 and finish
+	s.interruptLean()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Shutdown(ctx) }()
 	// net/http closes idle connections but waits 5 s for those in
@@ -401,8 +405,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops the server at once: parked polls end, the listener and every
 // connection are closed without waiting (a crash, for tests).
 func (s *Server) Close() {
-	s.closed.Store(true) // before the interrupt pollStop sends
+	s.closed.Store(true) // before the interrupt
 	s.pollStop()
+	s.interruptLean()
 	_ = s.srv.Close()
 	s.baseStop()
 	s.leanWait() // they answer -304 at once and cannot give their connection back
@@ -421,6 +426,45 @@ func (s *Server) leanAdd() bool {
 	}
 	s.leanWG.Add(1)
 	return true
+}
+
+// leanLink adds a lean connection to those Shutdown interrupts; it is
+// removed when let go (leanPoll.release).
+func (s *Server) leanLink(p *leanPoll) {
+	s.leanMu.Lock()
+	p.lnext = s.leanConns
+	if s.leanConns != nil {
+		s.leanConns.lprev = p
+	}
+	s.leanConns, p.linked = p, true
+	s.leanMu.Unlock()
+}
+
+func (s *Server) leanUnlink(p *leanPoll) {
+	s.leanMu.Lock()
+	if p.linked {
+		if p.lprev != nil {
+			p.lprev.lnext = p.lnext
+		} else {
+			s.leanConns = p.lnext
+		}
+		if p.lnext != nil {
+			p.lnext.lprev = p.lprev
+		}
+		p.lprev, p.lnext, p.linked = nil, nil, false
+	}
+	s.leanMu.Unlock()
+}
+
+// interruptLean ends the wait of every lean connection (after pollStop: a
+// wait that starts later sees pollCtx ended before it blocks, and a
+// connection linked later does too).
+func (s *Server) interruptLean() {
+	s.leanMu.Lock()
+	for p := s.leanConns; p != nil; p = p.lnext {
+		p.interrupt()
+	}
+	s.leanMu.Unlock()
 }
 
 // leanWait stops new lean connections and waits for the running ones.
