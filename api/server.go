@@ -130,8 +130,9 @@ type Server struct {
 	tls *certReloader
 	// reentry is the plain listener Serve serves, which lean polls give
 	// their connections back to; leanWG counts the goroutines of lean
-	// connections. A new lean connection is counted only through leanAdd:
-	// once Shutdown or Close waits (leanDone), none starts.
+	// connections and their workers. A new lean connection is counted
+	// only through leanAdd: once Shutdown or Close waits (leanDone), none
+	// starts; later goroutines are added by counted ones.
 	reentry    atomic.Pointer[reentryListener]
 	leanWG     sync.WaitGroup
 	leanMu     sync.Mutex
@@ -386,7 +387,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case err := <-errc:
 			s.baseStop()
-			// Lean polls answered -304 at pollStop; wait for their writes.
+			// Lean polls answered -304 at pollStop and interruptLean; wait
+			// for their writes.
 			lean := make(chan struct{})
 			go func() { s.leanWait(); close(lean) }()
 			select {

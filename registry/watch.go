@@ -249,7 +249,8 @@ const inlineWakes = 64
 
 func signalAll(p []*Waiter) {
 	for _, w := range p {
-		// Never blocks: a waiter is detached, hence signalled, once.
+		// Never blocks: a waiter is detached once, and C() sends only to
+		// a channel that is empty or full (capacity 1, non-blocking).
 		if c := w.ch.Load(); c != nil {
 			signal(*c)
 		}
