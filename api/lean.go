@@ -239,7 +239,7 @@ func (s *Server) leanWorker(t leanTask) {
 	defer idle.Stop()
 	for {
 		t.run()
-		t = leanTask{} // an idle worker keeps no connection reachable
+		t.p = nil // an idle worker keeps no connection reachable
 		idle.Reset(leanWorkerIdle)
 		select {
 		case t = <-s.leanTasks:
