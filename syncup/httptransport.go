@@ -44,11 +44,19 @@ type HTTPTransportConfig struct {
 }
 
 // HTTPTransport is the production Transport: JSON over HTTP/1.1 to the
-// peers' internal endpoints, through one shared keep-alive client.
-// Replicate bodies are encoded by the wire package's hand-written encoder
-// (the sender hands it the per-op encodings it shares between peers).
+// peers' internal endpoints, through keep-alive clients. Replicate bodies
+// are encoded by the wire package's hand-written encoder (the sender hands
+// it the per-op encodings it shares between peers).
+//
+// Replicate requests have connections of their own (client), apart from
+// snapshots and digests (bulk): a peer serves a connection that has only
+// carried replicate requests in its lean loop (api/leanwrite.go), but
+// hands one that carried a snapshot or a digest to net/http for good. With
+// one pool, the connection of the startup sync carried every later
+// replicate request through net/http, at several µs more per request.
 type HTTPTransport struct {
-	client *http.Client
+	client *http.Client // replicate
+	bulk   *http.Client // snapshot, digest
 	max    int64
 	auth   *PeerAuth
 	scheme string
@@ -67,26 +75,35 @@ func NewHTTPTransport(cfg HTTPTransportConfig) *HTTPTransport {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 256 << 20
 	}
-	tr := &http.Transport{
-		Proxy:                 nil, // peers are reached directly
-		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   8,
-		IdleConnTimeout:       30 * time.Second, // below the peers' http.idle_timeout, so they rarely close one under us
-		ResponseHeaderTimeout: cfg.Timeout,
-		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       cfg.TLS,
-		TLSHandshakeTimeout:   cfg.Timeout,
+	pool := func(perHost int) *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			Proxy:                 nil, // peers are reached directly
+			DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   perHost,
+			IdleConnTimeout:       30 * time.Second, // below the peers' http.idle_timeout, so they rarely close one under us
+			ResponseHeaderTimeout: cfg.Timeout,
+			ExpectContinueTimeout: time.Second,
+			TLSClientConfig:       cfg.TLS,
+			TLSHandshakeTimeout:   cfg.Timeout,
+		}}
 	}
 	scheme := "http://"
 	if cfg.TLS != nil {
 		scheme = "https://"
 	}
-	return &HTTPTransport{client: &http.Client{Transport: tr}, max: cfg.MaxResponseBytes, auth: cfg.Auth, scheme: scheme}
+	return &HTTPTransport{
+		client: pool(8),
+		bulk:   pool(2), // one anti-entropy round and one sync at a time per peer
+		max:    cfg.MaxResponseBytes, auth: cfg.Auth, scheme: scheme,
+	}
 }
 
 // CloseIdleConnections closes kept-alive connections (shutdown).
-func (t *HTTPTransport) CloseIdleConnections() { t.client.CloseIdleConnections() }
+func (t *HTTPTransport) CloseIdleConnections() {
+	t.client.CloseIdleConnections()
+	t.bulk.CloseIdleConnections()
+}
 
 // Header values shared by every request and answer (never modified).
 var (
@@ -101,7 +118,7 @@ var (
 
 // do posts body to path and returns the answer's body, its signature
 // checked against the request.
-func (t *HTTPTransport) do(ctx context.Context, addr, path string, body []byte) ([]byte, error) {
+func (t *HTTPTransport) do(ctx context.Context, hc *http.Client, addr, path string, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.scheme+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, &PermanentError{Err: err}
@@ -112,7 +129,7 @@ func (t *HTTPTransport) do(ctx context.Context, addr, path string, body []byte) 
 	if t.auth != nil {
 		nonce = t.auth.Sign(req, body)
 	}
-	resp, err := t.client.Do(req) //nolint:bodyclose // drainClose below closes it
+	resp, err := hc.Do(req) //nolint:bodyclose // drainClose below closes it
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +161,7 @@ func (t *HTTPTransport) Replicate(ctx context.Context, addr string, req *Replica
 // ReplicateRaw implements RawReplicator: body is a complete replicate
 // request.
 func (t *HTTPTransport) ReplicateRaw(ctx context.Context, addr string, body []byte) (*ReplicateResponse, error) {
-	out, err := t.do(ctx, addr, PathReplicate, body)
+	out, err := t.do(ctx, t.client, addr, PathReplicate, body)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +178,7 @@ func (t *HTTPTransport) Digest(ctx context.Context, addr string, req *DigestRequ
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
-	out, err := t.do(ctx, addr, PathDigest, body)
+	out, err := t.do(ctx, t.bulk, addr, PathDigest, body)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +214,7 @@ func (t *HTTPTransport) Snapshot(ctx context.Context, addr string, sink func(Sna
 	if t.auth != nil {
 		nonce = t.auth.Sign(req, nil)
 	}
-	resp, err := t.client.Do(req) //nolint:bodyclose // drainClose below closes it
+	resp, err := t.bulk.Do(req) //nolint:bodyclose // drainClose below closes it
 	if err != nil {
 		return false, err
 	}

@@ -1,6 +1,7 @@
 package syncup
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,6 +72,85 @@ func TestHTTPTransport_ReplicateReusesConnections(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("connections = %d, want 2", n)
+	}
+}
+
+// Replicate requests never share a connection with a snapshot or a
+// digest: a node serves a connection in its lean loop only while it has
+// carried nothing but replicate requests (api/leanwrite.go), so a shared
+// pool would send every replicate after the startup sync through net/http.
+func TestHTTPTransport_ReplicateHasConnectionsOfItsOwn(t *testing.T) {
+	type connPaths struct {
+		mu    sync.Mutex
+		paths map[string]bool
+	}
+	var (
+		mu    sync.Mutex
+		conns []*connPaths
+	)
+	type ctxKey struct{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cp := r.Context().Value(ctxKey{}).(*connPaths)
+		cp.mu.Lock()
+		cp.paths[r.URL.Path] = true
+		cp.mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case PathSnapshot:
+			bw := bufio.NewWriter(w)
+			_ = wire.EncodeSnapshot(bw, func(func(SnapshotItem) error) error { return nil })
+		case PathDigest:
+			_, _ = w.Write([]byte(`{}`))
+		case PathReplicate:
+			var req ReplicateRequest
+			if wire.DecodeReplicateRequest(body, &req) != nil {
+				http.Error(w, "bad body", http.StatusBadRequest)
+				return
+			}
+			_, _ = w.Write(wire.AppendReplicateResponse(nil, &ReplicateResponse{Results: make([]OpResult, len(req.Ops))}))
+		}
+	}))
+	srv.Config.ConnContext = func(ctx context.Context, _ stdnet.Conn) context.Context {
+		cp := &connPaths{paths: map[string]bool{}}
+		mu.Lock()
+		conns = append(conns, cp)
+		mu.Unlock()
+		return context.WithValue(ctx, ctxKey{}, cp)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	tr := NewHTTPTransport(HTTPTransportConfig{Timeout: time.Second})
+	defer tr.CloseIdleConnections()
+	// The order of a node's start: a sync, then replication and
+	// anti-entropy rounds interleaved.
+	if _, err := tr.Snapshot(t.Context(), addr, func(SnapshotItem) error { return nil }); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	for range 5 {
+		if _, err := tr.Replicate(t.Context(), addr, oneOp()); err != nil {
+			t.Fatalf("replicate: %v", err)
+		}
+		if _, err := tr.Digest(t.Context(), addr, &DigestRequest{}); err != nil {
+			t.Fatalf("digest: %v", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	replicateConns := 0
+	for i, cp := range conns {
+		cp.mu.Lock()
+		if cp.paths[PathReplicate] {
+			replicateConns++
+			if len(cp.paths) != 1 {
+				t.Errorf("connection %d carried %v: replicate requests shared it", i, cp.paths)
+			}
+		}
+		cp.mu.Unlock()
+	}
+	if replicateConns != 1 {
+		t.Errorf("5 sequential replicate requests used %d connections, want 1", replicateConns)
 	}
 }
 
