@@ -27,6 +27,8 @@ import (
 // the request is answered without waiting for peers (spec 7.2.2).
 // fromZone is the request's from_zone flag: true means the write came from
 // another zone and must be forwarded only inside this node's zone.
+// Register takes ins over (the stored copy RegisterFrom made for the
+// caller): the caller does not touch it afterwards.
 type Replicator interface {
 	Register(ins registry.Instance, fromZone bool)
 	Renew(ins registry.Instance, fromZone bool)

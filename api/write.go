@@ -191,13 +191,19 @@ func (s *Server) register(c echo.Context) error {
 	}
 	// DirtyTimestamp > 0 is the sender's (a peer, same zone or cross-zone);
 	// a client sends none, so the registry stamps now (spec 3.3).
+	if p.Replication || s.repl == nil { // nothing to forward: no stored copy to build
+		if _, err := s.reg.RegisterNoCopy(p.Instance, p.Latest, owner); err != nil {
+			return s.replyWriteError(c, err)
+		}
+		return reply(c, wire.CodeOK)
+	}
 	stored, applied, err := s.reg.RegisterFrom(p.Instance, p.Latest, owner)
 	if err != nil {
 		return s.replyWriteError(c, err)
 	}
 	// Not applied: a newer copy or tombstone is kept (answer still 0, spec
 	// 4.1.1); there is nothing new to forward.
-	if applied && !p.Replication && s.repl != nil {
+	if applied {
 		s.repl.Register(stored, p.FromZone)
 	}
 	return reply(c, wire.CodeOK)

@@ -91,6 +91,9 @@ func makeProfile(region, version, meta string, status uint8) unique.Handle[profi
 // parseOwner is the stored form of an owner; "" or anything but an IP
 // address is unknown.
 func parseOwner(s string) ownerIP {
+	if s == "" {
+		return ownerIP{} // most replicated registers: no owner, and ParseAddr's error would allocate
+	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return ownerIP{}

@@ -397,11 +397,29 @@ func (r *Registry) Register(in Instance, latestHint int64) (stored Instance, app
 // address (owners are the source addresses of client requests). A new key beyond max_instances (or a
 // new app or env beyond their caps) is ErrFull.
 func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (stored Instance, applied bool, err error) {
+	cur, applied, err := r.register(in, latestHint, owner)
+	if cur != nil { // records are immutable: copy outside the lock
+		stored = cur.instance(in.Env, in.AppID, in.Zone, false)
+	}
+	return stored, applied, err
+}
+
+// RegisterNoCopy is RegisterFrom for a caller that does not use the
+// stored copy (a replicated register that goes no further, a node without
+// peers): building it is a third of a register's allocations.
+func (r *Registry) RegisterNoCopy(in Instance, latestHint int64, owner string) (applied bool, err error) {
+	_, applied, err = r.register(in, latestHint, owner)
+	return applied, err
+}
+
+// register applies a register; cur is the record stored for the key
+// afterwards (nil when none is, or on an error).
+func (r *Registry) register(in Instance, latestHint int64, owner string) (cur *rec, applied bool, err error) {
 	if err := r.cfg.Limits.validateInstance(&in); err != nil {
-		return Instance{}, false, err
+		return nil, false, err
 	}
 	if err := r.tooFarAhead("dirty_timestamp", in.DirtyTimestamp); err != nil {
-		return Instance{}, false, err
+		return nil, false, err
 	}
 	nr := newRec(&in) // allocations and interning outside the lock
 	nr.owner = parseOwner(owner)
@@ -412,7 +430,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 	a, err := r.ensureApp(in.Env, in.AppID)
 	if err != nil {
 		r.unlock()
-		return Instance{}, false, err
+		return nil, false, err
 	}
 	_, old := a.lookup(in.Zone, in.Hostname)
 	if old == nil {
@@ -421,7 +439,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 				r.dropApp(a) // a refused register leaves no empty app behind
 			}
 			r.unlock()
-			return Instance{}, false, err
+			return nil, false, err
 		}
 	}
 	tomb, hasTomb := a.tombs[hostKey{in.Zone, in.Hostname}]
@@ -438,7 +456,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 	}
 	applied = (old == nil || old.dirty <= dirty) && (!hasTomb || tomb < dirty)
 
-	cur := old
+	cur = old
 	if applied {
 		nr.reg, nr.up, nr.dirty, nr.latest = now, now, dirty, now
 		nr.renew.init(now, false)
@@ -454,10 +472,7 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 	a.advance(max(now, r.clampFuture(latestHint, now)))
 	r.changed(a)
 	r.unlock()
-	if cur != nil { // records are immutable: copy outside the lock
-		stored = cur.instance(in.Env, in.AppID, in.Zone, false)
-	}
-	return stored, applied, nil
+	return cur, applied, nil
 }
 
 // Renew sets renew_timestamp = now and counts one renew for the guard.

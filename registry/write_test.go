@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -77,59 +78,71 @@ func TestRegisterConflictRules(t *testing.T) {
 		{"client register later replaces with now", 0, time.Second, true, stored + int64(time.Second)},
 		{"client register behind stored dirty still applies", 0, -time.Second, true, stored},
 	}
+	// RegisterNoCopy applies exactly as Register does; it only returns no copy.
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newTestReg(t)
-			first := inst(appA, z1, "h1")
-			first.DirtyTimestamp = stored
-			r.reg(first)
-			before := r.get(first.Key())
-			latestBefore := r.latest(appA)
-			w := r.armed(PollRequest{Env: env, AppIDs: []string{appA}, Latest: []int64{latestBefore}})
+		for _, noCopy := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/nocopy=%v", tc.name, noCopy), func(t *testing.T) {
+				r := newTestReg(t)
+				first := inst(appA, z1, "h1")
+				first.DirtyTimestamp = stored
+				r.reg(first)
+				before := r.get(first.Key())
+				latestBefore := r.latest(appA)
+				w := r.armed(PollRequest{Env: env, AppIDs: []string{appA}, Latest: []int64{latestBefore}})
 
-			r.clk.Advance(tc.clockAhead)
-			in := inst(appA, z1, "h1")
-			in.Addrs = []string{"grpc://10.9.9.9:1"}
-			in.Metadata = map[string]string{"color": "red"}
-			in.DirtyTimestamp = tc.dirty
-			st, applied, err := r.Register(in, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if applied != tc.wantApplied {
-				t.Fatalf("applied = %v, want %v", applied, tc.wantApplied)
-			}
-			got := r.get(in.Key())
-			if d := cmp.Diff(got, st); d != "" {
-				t.Fatalf("returned copy differs from stored (-stored +returned):\n%s", d)
-			}
-			if !tc.wantApplied {
-				if d := cmp.Diff(before, got); d != "" {
-					t.Fatalf("stored record changed (-before +after):\n%s", d)
+				r.clk.Advance(tc.clockAhead)
+				in := inst(appA, z1, "h1")
+				in.Addrs = []string{"grpc://10.9.9.9:1"}
+				in.Metadata = map[string]string{"color": "red"}
+				in.DirtyTimestamp = tc.dirty
+				var (
+					st      Instance
+					applied bool
+					err     error
+				)
+				if noCopy {
+					applied, err = r.RegisterNoCopy(in, 0, "")
+				} else {
+					st, applied, err = r.Register(in, 0)
 				}
-			} else {
-				if got.DirtyTimestamp != tc.wantDirty || got.Addrs[0] != "grpc://10.9.9.9:1" || got.Metadata["color"] != "red" {
-					t.Fatalf("not replaced: %+v", got)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if got.UpTimestamp != before.UpTimestamp {
-					t.Fatalf("up_timestamp %d, want kept %d", got.UpTimestamp, before.UpTimestamp)
+				if applied != tc.wantApplied {
+					t.Fatalf("applied = %v, want %v", applied, tc.wantApplied)
 				}
-				now := r.now()
-				if got.RegTimestamp != now || got.RenewTimestamp != now || got.LatestTimestamp != now {
-					t.Fatalf("reg/renew/latest not now: %+v", got)
+				got := r.get(in.Key())
+				if d := cmp.Diff(got, st); d != "" && !noCopy {
+					t.Fatalf("returned copy differs from stored (-stored +returned):\n%s", d)
 				}
-			}
-			// Applied or not: the app latest advances and pollers wake.
-			if l := r.latest(appA); l <= latestBefore {
-				t.Fatalf("app latest %d did not advance past %d", l, latestBefore)
-			}
-			if !signalled(w) {
-				t.Fatal("poller not woken")
-			}
-			if got := r.Stats().ExpectedRenews; got != 2 {
-				t.Fatalf("expected renews %d after re-register, want 2", got)
-			}
-		})
+				if !tc.wantApplied {
+					if d := cmp.Diff(before, got); d != "" {
+						t.Fatalf("stored record changed (-before +after):\n%s", d)
+					}
+				} else {
+					if got.DirtyTimestamp != tc.wantDirty || got.Addrs[0] != "grpc://10.9.9.9:1" || got.Metadata["color"] != "red" {
+						t.Fatalf("not replaced: %+v", got)
+					}
+					if got.UpTimestamp != before.UpTimestamp {
+						t.Fatalf("up_timestamp %d, want kept %d", got.UpTimestamp, before.UpTimestamp)
+					}
+					now := r.now()
+					if got.RegTimestamp != now || got.RenewTimestamp != now || got.LatestTimestamp != now {
+						t.Fatalf("reg/renew/latest not now: %+v", got)
+					}
+				}
+				// Applied or not: the app latest advances and pollers wake.
+				if l := r.latest(appA); l <= latestBefore {
+					t.Fatalf("app latest %d did not advance past %d", l, latestBefore)
+				}
+				if !signalled(w) {
+					t.Fatal("poller not woken")
+				}
+				if got := r.Stats().ExpectedRenews; got != 2 {
+					t.Fatalf("expected renews %d after re-register, want 2", got)
+				}
+			})
+		}
 	}
 }
 

@@ -38,6 +38,7 @@ const (
 type Registry interface {
 	Register(in registry.Instance, latestHint int64) (stored registry.Instance, applied bool, err error)
 	RegisterFrom(in registry.Instance, latestHint int64, owner string) (stored registry.Instance, applied bool, err error)
+	RegisterNoCopy(in registry.Instance, latestHint int64, owner string) (applied bool, err error)
 	Owner(k registry.Key) string
 	Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error)
 	Cancel(k registry.Key, at int64) (registry.Tombstone, error)
@@ -483,12 +484,14 @@ func (c *Cluster) Nodes() []Member { return c.members.nodes(c.repl.failing) }
 // Register forwards a register this node accepted from a client (or, with
 // fromZone, from another zone): to every same-zone peer as a replicated op,
 // and, when fromZone is false, to one node per other zone (spec 7.2). ins
-// is the stored copy (its dirty_timestamp travels with it). Never blocks.
+// is the stored copy (its dirty_timestamp travels with it), handed over:
+// the caller does not touch it afterwards, so it is queued as it is, not
+// copied again. Never blocks.
 func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
 	if !c.repl.targets(!fromZone) {
 		return
 	}
-	c.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(ins), Owner: c.reg.Owner(ins.Key())}, !fromZone)
+	c.repl.forward(Op{Kind: OpRegister, Instance: &ins, Owner: c.reg.Owner(ins.Key())}, !fromZone)
 }
 
 // Renew forwards a renew with the sender's dirty_timestamp, so peers answer

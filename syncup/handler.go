@@ -78,13 +78,18 @@ func (h *handler) apply(op *Op) OpResult {
 		if h.recs.own(op.Instance.Key(), op.Instance.DirtyTimestamp) {
 			return OpResult{Code: CodeOK}
 		}
+		if !forward { // a replicated op goes no further: no stored copy to build
+			applied, err := h.reg.RegisterNoCopy(*op.Instance, op.Instance.LatestTimestamp, op.Owner)
+			if err != nil {
+				return errResult(err)
+			}
+			return OpResult{Code: CodeOK, Applied: applied}
+		}
 		stored, applied, err := h.reg.RegisterFrom(*op.Instance, op.Instance.LatestTimestamp, op.Owner)
 		if err != nil {
 			return errResult(err)
 		}
-		if forward {
-			h.repl.forward(Op{Kind: OpRegister, Instance: cloneInstance(stored), Owner: op.Owner}, false)
-		}
+		h.repl.forward(Op{Kind: OpRegister, Instance: &stored, Owner: op.Owner}, false) // stored is a fresh copy
 		return OpResult{Code: CodeOK, Applied: applied}
 	case OpImport:
 		return OpResult{Code: CodeOK, Applied: h.recs.admit(*op.Instance)}

@@ -1,6 +1,7 @@
 package syncup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -26,7 +27,14 @@ type outOp struct {
 func newOutOp(op Op) *outOp { return &outOp{Op: op, enq: time.Now()} }
 
 func (o *outOp) json() []byte {
-	o.once.Do(func() { o.wire = wire.AppendOp(nil, &o.Op) })
+	o.once.Do(func() {
+		// Encoded into a pooled buffer and copied once: appending to nil
+		// grew the slice four times per op.
+		bp := getBuf()
+		*bp = wire.AppendOp((*bp)[:0], &o.Op)
+		o.wire = bytes.Clone(*bp)
+		putBuf(bp)
+	})
 	return o.wire
 }
 
