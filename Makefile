@@ -67,8 +67,13 @@ fuzz-short: ## run every fuzz target for FUZZTIME (default 8s)
 
 GOLANGCI_LINT ?= golangci-lint
 
+# Nested modules with tests of their own (test-deploy, test/compat's kratos
+# client): linted too, resolving their dependencies as test-deploy does.
+LINT_NESTED := test/deploy test/kratos
+
 lint: ## golangci-lint (v2, .golangci.yml) on every Go module
 	@set -e; for m in $(GO_MODULES); do echo "== lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
+	@set -e; for m in $(LINT_NESTED); do echo "== lint $$m"; (cd $$m && GOFLAGS=-mod=mod $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
 
 test-deploy: ## compose and Prometheus config tests (nested module test/deploy; needs promtool)
 	cd test/deploy && GOFLAGS=-mod=mod $(GO) test -count=1 ./...

@@ -83,7 +83,7 @@ func decodeStrict(t *testing.T, data []byte) ([]runtime.Object, error) {
 	var objs []runtime.Object
 	for i := 0; ; i++ {
 		doc, err := r.Read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return objs, nil
 		}
 		if err != nil {
