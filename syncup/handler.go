@@ -89,7 +89,9 @@ func (h *handler) apply(op *Op) OpResult {
 		if err != nil {
 			return errResult(err)
 		}
-		h.repl.forward(Op{Kind: OpRegister, Instance: &stored, Owner: op.Owner}, false) // stored is a fresh copy
+		if stored.Hostname != "" { // zero when a tombstone blocked it: nothing to forward
+			h.repl.forward(Op{Kind: OpRegister, Instance: &stored, Owner: op.Owner}, false) // stored is a fresh copy
+		}
 		return OpResult{Code: CodeOK, Applied: applied}
 	case OpImport:
 		return OpResult{Code: CodeOK, Applied: h.recs.admit(*op.Instance)}

@@ -616,3 +616,46 @@ func histBelow(t testing.TB, n *tnode, name string, le float64) uint64 {
 	t.Fatalf("no bucket le=%v in %s", le, name)
 	return 0
 }
+
+// An original register from another zone that a local tombstone blocks is
+// answered 0 and not forwarded: nothing is stored, so there is no copy to
+// send (it used to forward a zero instance, which the peer refused).
+func TestReplication_BlockedCrossZoneRegisterIsNotForwarded(t *testing.T) {
+	net := NewMemNetwork()
+	nodes := startCluster(t, net, 2, "zb", nil)
+	quiet(t, nodes...)
+	ins := testInstance("demo.blocked", "za")
+	if _, _, err := nodes[0].reg.Register(ins, 0); err != nil { // local only: not replicated
+		t.Fatal(err)
+	}
+	tomb, err := nodes[0].reg.Cancel(ins.Key(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toPeer *link
+	for _, l := range nodes[0].c.repl.links() {
+		if l.zone == "" {
+			toPeer = l
+		}
+	}
+	if toPeer == nil {
+		t.Fatal("no link to the peer")
+	}
+	sentBefore := toPeer.acked.Load() + toPeer.failedOps.Load()
+
+	old := ins
+	old.DirtyTimestamp = tomb.At - 1 // older than the tombstone
+	resp, err := net.Transport("zone-a-node").Replicate(t.Context(), nodes[0].addr, &ReplicateRequest{
+		From: "zone-a-node", Ops: []Op{{Kind: OpRegister, FromZone: true, Instance: &old}},
+	})
+	if err != nil || len(resp.Results) != 1 || resp.Results[0].Code != CodeOK || resp.Results[0].Applied {
+		t.Fatalf("replicate: %v %+v", err, resp)
+	}
+	quiet(t, nodes...)
+	if n := toPeer.acked.Load() + toPeer.failedOps.Load() - sentBefore; n != 0 {
+		t.Fatalf("%d ops went to the peer (failed: %d)", n, toPeer.failedOps.Load())
+	}
+	if nodes[1].has(ins.Key()) {
+		t.Fatal("the peer holds the blocked instance")
+	}
+}
