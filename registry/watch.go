@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"slices"
 	"strings"
 	"sync/atomic"
 )
@@ -161,6 +162,7 @@ type wlink struct {
 type waitList struct {
 	key  AppKey
 	head *wlink
+	n    int // links in the list: a wake sizes its pending slice once
 }
 
 // armLocked links a new waiter under each appid. Caller holds mu.RLock.
@@ -181,6 +183,7 @@ func (r *Registry) armLocked(env, zone string, ids []string) *Waiter {
 			l.head.prev = x
 		}
 		l.head = x
+		l.n++
 	}
 	r.nWaiters++
 	r.wmu.Unlock()
@@ -202,6 +205,9 @@ func (r *Registry) wakeLocked(a *app) {
 	if l == nil {
 		return
 	}
+	// Sized once: appending 10 000 waiters grew the slice 14 times and
+	// left twice its size as garbage, under the write lock.
+	r.pending = slices.Grow(r.pending, l.n)
 	for x := l.head; x != nil; {
 		next := x.next // x is unlinked below; a waiter has one link per list
 		w := x.w
@@ -276,6 +282,7 @@ func (w *Waiter) unlinkLocked() {
 		if x.next != nil {
 			x.next.prev = x.prev
 		}
+		l.n--
 		x.prev, x.next, x.list = nil, nil, nil
 		if l.head == nil {
 			delete(r.waiters, l.key)
