@@ -405,8 +405,8 @@ func (r *Registry) RegisterFrom(in Instance, latestHint int64, owner string) (st
 }
 
 // RegisterNoCopy is RegisterFrom for a caller that does not use the
-// stored copy (a replicated register that goes no further, a node without
-// peers): building it is a third of a register's allocations.
+// stored copy (a replicated register that goes no further, a node run
+// without a Replicator): building it is a third of a register's allocations.
 func (r *Registry) RegisterNoCopy(in Instance, latestHint int64, owner string) (applied bool, err error) {
 	_, applied, err = r.register(in, latestHint, owner)
 	return applied, err
