@@ -249,7 +249,8 @@ func appendInfo(b []byte, env, appid string, groups []zoneGroup, latest int64) [
 // timestamps, the strings and their quotes and separators.
 func (r *rec) jsonSizeHint(keyLen int) int {
 	p := r.prof.Value()
-	n := 196 + 1 + 5*19 + keyLen + len(r.ha) + 2*strings.Count(r.ha, "\x00") + len(p.region) + len(p.version)
+	addrs, count := r.addrsLen()
+	n := 196 + 1 + 5*19 + keyLen + len(r.host()) + addrs + 3*count + len(p.region) + len(p.version)
 	for s := p.meta; len(s) > 0; {
 		var k, v string
 		k, s = nextPacked(s)
@@ -275,12 +276,15 @@ func (r *rec) appendJSON(b []byte, env, appid, zone string) []byte {
 	b = wire.AppendString(b, r.host())
 	b = append(b, `,"addrs":[`...)
 	first := true
-	for a := range r.addrs {
+	for a, ref := range r.packedAddrs {
 		if !first {
 			b = append(b, ',')
 		}
 		first = false
-		b = wire.AppendString(b, a)
+		// Unpacked in a scratch buffer on the stack (addrs are short), not
+		// as a string of its own.
+		var scratch [96]byte
+		b = wire.AppendString(b, appendAddr(scratch[:0], a, ref))
 	}
 	b = append(b, `],"version":`...)
 	b = wire.AppendString(b, p.version)

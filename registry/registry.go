@@ -253,8 +253,10 @@ func (r *Registry) put(a *app, zone string, nr *rec) (old *rec) {
 	if old != nil {
 		// Same key: it keeps its standing with the guard and its owner.
 		nr.renew.init(nr.renew.ts(), old.renew.counted())
-		if !nr.owner.known() {
-			nr.owner = old.owner
+		if !nr.owner().known() && old.owner().known() {
+			// Rare (a copy without an owner over one with); nr is not
+			// yet visible to any reader.
+			nr.ha = nr.withOwner(old.owner())
 		}
 		if old.isUp() {
 			b.up--
@@ -421,8 +423,7 @@ func (r *Registry) register(in Instance, latestHint int64, owner string) (cur *r
 	if err := r.tooFarAhead("dirty_timestamp", in.DirtyTimestamp); err != nil {
 		return nil, false, err
 	}
-	nr := newRec(&in) // allocations and interning outside the lock
-	nr.owner = parseOwner(owner)
+	nr := newRec(&in, parseOwner(owner)) // allocations and interning outside the lock
 
 	r.mu.Lock()
 	now := r.now()
@@ -723,7 +724,7 @@ func (r *Registry) Import(in Instance) (applied bool) {
 			return false
 		}
 	}
-	nr := newRec(&in)
+	nr := newRec(&in, ownerIP{})
 	r.mu.Lock()
 	defer r.unlock()
 	now := r.now()
@@ -772,7 +773,7 @@ func (r *Registry) Owner(k Key) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if _, _, rc := r.find(k); rc != nil {
-		return rc.owner.String()
+		return rc.owner().String()
 	}
 	return ""
 }

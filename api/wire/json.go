@@ -10,10 +10,10 @@ import (
 // invalid UTF-8 replaced by U+FFFD). Plain printable ASCII, which is what
 // registries hold, is copied directly; anything else goes through
 // encoding/json so the output stays identical.
-func AppendString(b []byte, s string) []byte {
+func AppendString[S ~string | ~[]byte](b []byte, s S) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
+			q, _ := json.Marshal(string(s)) // a string always marshals
 			return append(b, q...)
 		}
 	}
