@@ -111,7 +111,11 @@ func BenchmarkSnapshotSync100k_HTTP(b *testing.B) {
 	}
 	srv := httptest.NewServer(c.Handler())
 	defer srv.Close()
-	tr := NewHTTPTransport(HTTPTransportConfig{Timeout: 5 * time.Second})
+	auth, err := NewPeerAuth(testSecret, nil, time.Minute) // the source refuses unsigned peer requests
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := NewHTTPTransport(HTTPTransportConfig{Timeout: 5 * time.Second, Auth: auth})
 	defer tr.CloseIdleConnections()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	b.ResetTimer()
