@@ -25,7 +25,7 @@ SECRETS ?= $(BUILD_DIR)/cluster.env
 COMPOSE_CMD = set -a && . ./$(SECRETS) && set +a && \
 	DISCOVERY_IMAGE=$(IMAGE) $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 
-.PHONY: help build image test test-go fuzz-short lint test-deploy test-containers check-deploy \
+.PHONY: help build image test test-go fuzz-short bench-smoke lint test-deploy test-containers check-deploy \
         cluster-up cluster-down cluster-ps cluster-logs observability-up clean
 
 help: ## list targets
@@ -39,7 +39,7 @@ image: build ## container image discovery:dev (IMAGE=...), FROM scratch, no pull
 	docker build -f deploy/Dockerfile -t $(IMAGE) \
 		--build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) $(BUILD_DIR)
 
-test: lint test-go fuzz-short test-deploy test-containers ## the whole suite, exactly what .ci/run runs
+test: lint test-go fuzz-short bench-smoke test-deploy test-containers ## the whole suite, exactly what .ci/run runs
 
 # Go modules tested by test-go: the server (with test/), the wire types, the
 # SDK and the test toolkit are modules of their own.
@@ -53,7 +53,7 @@ test-go: ## unit, HTTP, cluster, multi-process and kratos compatibility tests (n
 # mutates for FUZZTIME each.
 FUZZ_TARGETS := \
 	.:./api:FuzzFormBinding .:./api:FuzzPollsPairs .:./api:FuzzMetadata .:./api:FuzzHandlers .:./api:FuzzLeanWriteRequest \
-	.:./registry:FuzzPlainAddr .:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
+	.:./registry:FuzzPlainAddr .:./registry:FuzzPackHostAddrs .:./syncup:FuzzDecodeMeta .:./syncup:FuzzHandlerReplicate \
 	api/wire:.:FuzzFastDecode api/wire:.:FuzzDecodeSnapshot \
 	api/client:.:FuzzDecodePolls
 FUZZTIME ?= 8s
@@ -64,6 +64,12 @@ fuzz-short: ## run every fuzz target for FUZZTIME (default 8s)
 		echo "== fuzz $$f ($$m $$p)"; \
 		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$p) || exit 1; \
 	done
+
+# Every benchmark once: the figures of docs/benchmarks.md come from them, and
+# one that no longer runs (a request refused since a security change) would
+# only show when someone next measures.
+bench-smoke: ## run every benchmark of the server module once (-benchtime 1x)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./...
 
 GOLANGCI_LINT ?= golangci-lint
 
