@@ -68,8 +68,8 @@ fuzz-short: ## run every fuzz target for FUZZTIME (default 8s)
 # Every benchmark once: the figures of docs/benchmarks.md come from them, and
 # one that no longer runs (a request refused since a security change) would
 # only show when someone next measures.
-bench-smoke: ## run every benchmark of the server module once (-benchtime 1x)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./...
+bench-smoke: ## run every benchmark once (-benchtime 1x), in each Go module
+	@set -e; for m in $(GO_MODULES); do echo "== bench $$m"; (cd $$m && $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./...); done
 
 GOLANGCI_LINT ?= golangci-lint
 
