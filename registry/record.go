@@ -122,7 +122,7 @@ var schemeOfTok = [...]string{tokGRPC: "grpc://", tokHTTP: "http://", tokHTTPS: 
 // packHostAddrs builds ha (above) in one allocation of its exact size,
 // detached from the request buffer the strings were parsed from.
 func packHostAddrs(host string, addrs []string, owner ownerIP) string {
-	var scratch [256]byte // most records fit; a larger one grows on the heap
+	var scratch [160]byte // a kratos instance fits; a larger one grows on the heap
 	b := append(scratch[:0], host...)
 	ref := ""
 	for i, a := range addrs {
@@ -138,7 +138,7 @@ func packHostAddrs(host string, addrs []string, owner ownerIP) string {
 			if scheme != "" {
 				ref = hostOf(rest)
 			}
-		case ref != "" && hostOf(rest) == ref:
+		case ref != "" && strings.HasPrefix(rest, ref) && hostOf(rest) == ref:
 			b = append(b, tokHost)
 			rest = rest[len(ref):]
 		}
@@ -167,10 +167,13 @@ func cutScheme(a string) (scheme, rest string) {
 }
 
 func tokOfScheme(scheme string) byte {
-	for tok, s := range schemeOfTok {
-		if s != "" && s == scheme {
-			return byte(tok)
-		}
+	switch scheme {
+	case "grpc://":
+		return tokGRPC
+	case "http://":
+		return tokHTTP
+	case "https://":
+		return tokHTTPS
 	}
 	return 0
 }
@@ -218,7 +221,7 @@ func (r *rec) owner() (o ownerIP) {
 
 // withOwner is r's ha with owner o instead of its own.
 func (r *rec) withOwner(o ownerIP) string {
-	var scratch [256]byte
+	var scratch [160]byte
 	return string(appendOwner(append(scratch[:0], r.body()...), o))
 }
 
@@ -315,19 +318,18 @@ func (r *rec) addrsLen() (n, count int) {
 // addrList unpacks the addrs into one string, which they share: two
 // allocations, as many as a list of plain substrings of ha had.
 func (r *rec) addrList() []string {
-	var scratch [256]byte
-	var ends [16]int
-	buf, cut, count := scratch[:0], ends[:0], 0
+	var scratch [160]byte
+	var ends [8]int // a larger list grows on the heap
+	buf, cut := scratch[:0], ends[:0]
 	for a, ref := range r.packedAddrs {
 		buf = appendAddr(buf, a, ref)
 		cut = append(cut, len(buf))
-		count++
 	}
-	if count == 0 {
+	if len(cut) == 0 {
 		return nil
 	}
 	all := string(buf)
-	out := make([]string, count)
+	out := make([]string, len(cut))
 	start := 0
 	for i, end := range cut {
 		out[i] = all[start:end]
