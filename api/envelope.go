@@ -181,17 +181,29 @@ func (s *Server) replyData(c echo.Context, code int, v any) error {
 	return writeBody(c, code, envelope(code, "", data))
 }
 
-// replyInstance sends the standard shape with one instance as data (renew),
-// encoded without reflection; addrs [] and metadata {} when empty.
-func replyInstance(c echo.Context, code int, in *registry.Instance) error {
-	b := make([]byte, 0, 512)
-	b = append(b, `{"code":`...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, `,"message":"`...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, `","ttl":1,"data":`...)
-	b = in.AppendJSON(b)
-	return writeBody(c, code, append(b, '}'))
+// instanceHead is the room left before one instance's JSON (renew): the
+// registry appends the instance after it, and replyInstance writes the
+// envelope's head, whose length depends on the code, right before it, so
+// the answer is built in one buffer.
+const instanceHead = len(`{"code":-409,"message":"-409","ttl":1,"data":`)
+
+// replyInstance sends the standard shape with one instance as data: its
+// JSON is b[instanceHead:] (registry.RenewAppend).
+func replyInstance(c echo.Context, code int, b []byte) error {
+	var head [instanceHead]byte
+	h := append(head[:0], `{"code":`...)
+	h = strconv.AppendInt(h, int64(code), 10)
+	h = append(h, `,"message":"`...)
+	h = strconv.AppendInt(h, int64(code), 10)
+	h = append(h, `","ttl":1,"data":`...)
+	if len(h) > instanceHead { // a code longer than -409: no room
+		nb := make([]byte, 0, len(h)+len(b))
+		nb = append(nb, h...)
+		return writeBody(c, code, append(append(nb, b[instanceHead:]...), '}'))
+	}
+	start := instanceHead - len(h)
+	copy(b[start:], h)
+	return writeBody(c, code, append(b[start:], '}'))
 }
 
 // replyBadRequest sends -400 whose message names the parameter (spec 2.4).

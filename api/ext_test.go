@@ -332,7 +332,7 @@ func TestReplicator_Forwarding(t *testing.T) {
 		!r.register[1].FromZone || r.register[1].V.DirtyTimestamp != ns(t0)-5 {
 		t.Errorf("register forwards: %+v", r.register)
 	}
-	if r.renew[0].FromZone || r.renew[0].V.RenewTimestamp != ns(t0.Add(time.Second)) {
+	if r.renew[0].FromZone || r.renew[0].V != (renewFwd{registry.Key{Env: tEnv, AppID: appA, Zone: z1, Hostname: "h1"}, ns(t0)}) {
 		t.Errorf("renew forward: %+v", r.renew)
 	}
 	wantSet := registry.SetRequest{Env: tEnv, AppID: appA, Zone: z1, Hostnames: []string{"h1"}, Statuses: []uint32{2},

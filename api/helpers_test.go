@@ -44,7 +44,7 @@ var allowedCodes = []int{0, -304, -400, -404, -409, -503}
 type fakeRepl struct {
 	mu       sync.Mutex
 	register []fwd[registry.Instance]
-	renew    []fwd[registry.Instance]
+	renew    []fwd[renewFwd]
 	cancel   []fwd[registry.Tombstone]
 	set      []fwd[registry.SetRequest]
 }
@@ -60,10 +60,16 @@ func (f *fakeRepl) Register(ins registry.Instance, fromZone bool) {
 	f.register = append(f.register, fwd[registry.Instance]{ins, fromZone})
 }
 
-func (f *fakeRepl) Renew(ins registry.Instance, fromZone bool) {
+// renewFwd is what a forwarded renew carries.
+type renewFwd struct {
+	Key   registry.Key
+	Dirty int64
+}
+
+func (f *fakeRepl) Renew(k registry.Key, dirty int64, fromZone bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.renew = append(f.renew, fwd[registry.Instance]{ins, fromZone})
+	f.renew = append(f.renew, fwd[renewFwd]{renewFwd{k, dirty}, fromZone})
 }
 
 func (f *fakeRepl) Cancel(t registry.Tombstone, fromZone bool) {

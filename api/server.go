@@ -28,10 +28,11 @@ import (
 // fromZone is the request's from_zone flag: true means the write came from
 // another zone and must be forwarded only inside this node's zone.
 // Register takes ins over (the stored copy RegisterFrom made for the
-// caller): the caller does not touch it afterwards.
+// caller): the caller does not touch it afterwards. Renew gets the key and
+// the stored dirty_timestamp, all a forwarded renew carries.
 type Replicator interface {
 	Register(ins registry.Instance, fromZone bool)
-	Renew(ins registry.Instance, fromZone bool)
+	Renew(k registry.Key, dirty int64, fromZone bool)
 	Cancel(t registry.Tombstone, fromZone bool)
 	Set(req registry.SetRequest, fromZone bool)
 }

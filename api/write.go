@@ -225,15 +225,17 @@ func (s *Server) renew(c echo.Context) error {
 			return err
 		}
 	}
-	ins, err := s.reg.Renew(p.Key, p.Replication, p.Dirty)
+	// The answer's instance is appended as JSON straight from the record,
+	// without a copy (renews are most of a registry's writes).
+	b, dirty, err := s.reg.RenewAppend(make([]byte, instanceHead, 512), p.Key, p.Replication, p.Dirty)
 	switch code := codeOf(err); code {
 	case wire.CodeOK:
 		if !p.Replication && s.repl != nil {
-			s.repl.Renew(ins, p.FromZone)
+			s.repl.Renew(p.Key, dirty, p.FromZone)
 		}
-		return replyInstance(c, wire.CodeOK, &ins)
+		return replyInstance(c, wire.CodeOK, b)
 	case wire.CodeConflict:
-		return replyInstance(c, wire.CodeConflict, &ins)
+		return replyInstance(c, wire.CodeConflict, b)
 	case wire.CodeNotFound:
 		return writeBody(c, wire.CodeNotFound, bodyNotFoundNullData)
 	default:

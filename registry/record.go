@@ -191,14 +191,15 @@ func hostOf(rest string) string {
 	return rest
 }
 
-// body is ha without the owner.
+// body is ha without the owner. The length checks only matter for a
+// record built from unvalidated text, which nothing stores.
 func (r *rec) body() string {
 	s := r.ha
 	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case tagOwner4:
+		switch {
+		case s[n-1] == tagOwner4 && n >= 5:
 			return s[:n-5]
-		case tagOwner16:
+		case s[n-1] == tagOwner16 && n >= 17:
 			return s[:n-17]
 		}
 	}
@@ -209,10 +210,10 @@ func (r *rec) body() string {
 func (r *rec) owner() (o ownerIP) {
 	s := r.ha
 	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case tagOwner4:
+		switch {
+		case s[n-1] == tagOwner4 && n >= 5:
 			return netip.AddrFrom4([4]byte([]byte(s[n-5 : n-1]))).As16()
-		case tagOwner16:
+		case s[n-1] == tagOwner16 && n >= 17:
 			copy(o[:], s[n-17:n-1])
 		}
 	}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -483,11 +484,34 @@ func (r *Registry) register(in Instance, latestHint int64, owner string) (cur *r
 // The renew is applied in all cases where the instance exists. Never wakes
 // pollers, never moves a latest timestamp.
 func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) {
+	rc, err := r.renew(k, replicated, dirty)
+	if rc == nil {
+		return Instance{}, err
+	}
+	// rc is immutable apart from renew: copy it without holding writers off.
+	return rc.instance(k.Env, k.AppID, k.Zone, false), err
+}
+
+// RenewAppend is Renew for a caller that only sends the renewed instance
+// on (a client's renew answer): it appends the instance's JSON to dst, the
+// bytes wire.Instance.AppendJSON writes for Renew's copy, without building
+// the copy. It appends nothing on ErrNotFound, and returns the stored
+// dirty_timestamp (what a renew forwards to the peers).
+func (r *Registry) RenewAppend(dst []byte, k Key, replicated bool, dirty int64) (out []byte, storedDirty int64, err error) {
+	rc, err := r.renew(k, replicated, dirty)
+	if rc == nil || errors.Is(err, ErrNotFound) {
+		return dst, 0, err
+	}
+	return rc.appendJSON(dst, k.Env, k.AppID, k.Zone), rc.dirty, err
+}
+
+// renew applies a renew; rc is the renewed record (nil when absent).
+func (r *Registry) renew(k Key, replicated bool, dirty int64) (*rec, error) {
 	r.mu.RLock()
 	a, _, rc := r.find(k)
 	if rc == nil {
 		r.mu.RUnlock()
-		return Instance{}, ErrNotFound
+		return nil, ErrNotFound
 	}
 	first := rc.renew.renewed(r.now())
 	a.renewGen.Add(1) // after the store: a fetch that sees the new gen sees the new time
@@ -497,17 +521,15 @@ func (r *Registry) Renew(k Key, replicated bool, dirty int64) (Instance, error) 
 		r.expected.Add(2)
 	}
 	r.mu.RUnlock()
-	// rc is immutable apart from renew: copy it without holding writers off.
-	ins := rc.instance(k.Env, k.AppID, k.Zone, false)
 	if replicated {
 		switch {
 		case rc.dirty < dirty:
-			return ins, ErrNotFound
+			return rc, ErrNotFound
 		case rc.dirty > dirty:
-			return ins, ErrConflict
+			return rc, ErrConflict
 		}
 	}
-	return ins, nil
+	return rc, nil
 }
 
 // Cancel removes an instance, records a tombstone at `at` (0 = now), advances

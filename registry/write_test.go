@@ -895,3 +895,52 @@ func TestFarFutureVersionsRefused(t *testing.T) {
 		t.Fatalf("re-register after the cancel: dirty %d", got.DirtyTimestamp)
 	}
 }
+
+// RenewAppend appends the bytes the wire encoder writes for Renew's copy,
+// for a plain renew, a replicated one that conflicts (the stored copy) and
+// one that is behind (nothing appended), with and without addrs and
+// metadata; and it renews as Renew does.
+func TestRenewAppend_SameBytesAsTheCopy(t *testing.T) {
+	r := newTestReg(t)
+	full := inst(appA, z1, "h1")
+	full.Metadata = map[string]string{"weight": "10", "k<&>": "\"quoted\" ü"}
+	bare := inst(appA, z1, "h2")
+	bare.Addrs, bare.Metadata = []string{"tcp://10.0.0.2:1"}, nil
+	for _, in := range []Instance{full, bare} {
+		stored := r.reg(in)
+		k := stored.Key()
+		for _, c := range []struct {
+			replicated bool
+			dirty      int64
+			want       error
+		}{
+			{false, 0, nil},
+			{true, stored.DirtyTimestamp, nil},
+			{true, stored.DirtyTimestamp - 1, ErrConflict},
+			{true, stored.DirtyTimestamp + 1, ErrNotFound},
+		} {
+			r.clk.Advance(time.Second)
+			got, dirty, err := r.RenewAppend([]byte("head:"), k, c.replicated, c.dirty)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("%s %+v: err %v", k.Hostname, c, err)
+			}
+			copyOf := r.get(k)
+			if copyOf.RenewTimestamp != r.now() {
+				t.Fatalf("%s %+v: renew_timestamp %d, want %d", k.Hostname, c, copyOf.RenewTimestamp, r.now())
+			}
+			want := "head:"
+			if !errors.Is(c.want, ErrNotFound) {
+				want += string(copyOf.AppendJSON(nil))
+				if dirty != stored.DirtyTimestamp {
+					t.Fatalf("%s %+v: dirty %d, want %d", k.Hostname, c, dirty, stored.DirtyTimestamp)
+				}
+			}
+			if string(got) != want {
+				t.Fatalf("%s %+v:\n got %s\nwant %s", k.Hostname, c, got, want)
+			}
+		}
+	}
+	if _, _, err := r.RenewAppend(nil, keyOf(appA, z1, "nobody"), false, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("absent: err %v", err)
+	}
+}

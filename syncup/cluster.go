@@ -494,16 +494,15 @@ func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
 	c.repl.forward(Op{Kind: OpRegister, Instance: &ins, Owner: c.reg.Owner(ins.Key())}, !fromZone)
 }
 
-// Renew forwards a renew with the sender's dirty_timestamp, so peers answer
+// Renew forwards a renew of k with the sender's stored dirty_timestamp, so peers answer
 // the -404/-409 handshake (spec 7.3). Cross-zone only for instances of our
 // own zone. Never blocks.
-func (c *Cluster) Renew(ins registry.Instance, fromZone bool) {
-	k := ins.Key()
+func (c *Cluster) Renew(k registry.Key, dirty int64, fromZone bool) {
 	cross := !fromZone && k.Zone == c.self.Zone
 	if !c.repl.targets(cross) {
 		return
 	}
-	c.repl.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: ins.DirtyTimestamp}, cross)
+	c.repl.forward(Op{Kind: OpRenew, Key: &k, DirtyTimestamp: dirty}, cross)
 }
 
 // Cancel forwards a cancel carrying the tombstone time, so a cancel

@@ -75,7 +75,7 @@ func TestHTTP_ClusterRoundTrip(t *testing.T) {
 
 	only, _, _ := a.reg.Register(testInstance("demo.http", "z1"), 0)
 	ins, _ := a.reg.Renew(only.Key(), false, 0)
-	a.c.Renew(ins, false)
+	a.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	testkit.EventuallyTrue(t, waitTimeout, "-404 handshake over HTTP", func() bool { return b.has(only.Key()) })
 
 	onlyB, _, _ := b.reg.Register(testInstance("demo.http2", "z1"), 0)

@@ -19,7 +19,7 @@ import (
 // here (syncup must not depend on it), so the same method set is asserted.
 type apiReplicator interface {
 	Register(ins registry.Instance, fromZone bool)
-	Renew(ins registry.Instance, fromZone bool)
+	Renew(k registry.Key, dirty int64, fromZone bool)
 	Cancel(t registry.Tombstone, fromZone bool)
 	Set(req registry.SetRequest, fromZone bool)
 }
@@ -68,7 +68,7 @@ func TestReplication_RegisterRenewSetCancelReachAllPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.c.Renew(ins, false)
+	a.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	quiet(t, nodes...)
 	if v := testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("404")) + testutil.ToFloat64(a.c.met.handshakes.WithLabelValues("409")); v != 0 {
 		t.Fatalf("handshakes after an in-sync renew: %v", v)
@@ -101,7 +101,7 @@ func TestReplication_RenewHandshake404SendsCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.c.Renew(ins, false)
+	a.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	testkit.EventuallyTrue(t, waitTimeout, "B got A's copy", func() bool {
 		got, ok := b.reg.Get(stored.Key())
 		return ok && got.DirtyTimestamp == stored.DirtyTimestamp
@@ -133,7 +133,7 @@ func TestReplication_RenewHandshake409AdoptsNewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.c.Renew(ins, false)
+	a.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	testkit.EventuallyTrue(t, waitTimeout, "A adopted B's copy", func() bool {
 		got, _ := a.reg.Get(old.Key())
 		return got.DirtyTimestamp == 2_000 && len(got.Addrs) == 1 && got.Addrs[0] == "grpc://10.1.1.1:1"
@@ -281,14 +281,14 @@ func TestReplication_CrossZoneNoLoops(t *testing.T) {
 	}
 
 	ins, _ := a1.reg.Renew(k, false, 0)
-	a1.c.Renew(ins, false)
+	a1.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	expect("renew of own-zone instance", map[key]int{
 		{a2.addr, OpRenew, true}: 1, {b1.addr, OpRenew, false}: 1, {b2.addr, OpRenew, true}: 1,
 	})
 
 	// A client in zb renewing the za instance at b1: not sent across zones.
 	ins, _ = b1.reg.Renew(k, false, 0)
-	b1.c.Renew(ins, false)
+	b1.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 	expect("renew of other-zone instance", map[key]int{{b2.addr, OpRenew, true}: 1})
 
 	// An original write that itself came from another zone (fromZone) is
@@ -479,7 +479,7 @@ func (n *tnode) clientRenew(t testing.TB, k registry.Key) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.c.Renew(ins, false)
+	n.c.Renew(ins.Key(), ins.DirtyTimestamp, false)
 }
 
 // Below saturation renews wait up to cluster.renew_linger for company, and

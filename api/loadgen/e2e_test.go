@@ -235,7 +235,7 @@ func (f *fanout) Register(ins registry.Instance, _ bool) {
 		p.Import(ins)
 	}
 }
-func (f *fanout) Renew(registry.Instance, bool)   {}
+func (f *fanout) Renew(registry.Key, int64, bool) {}
 func (f *fanout) Cancel(registry.Tombstone, bool) {}
 func (f *fanout) Set(registry.SetRequest, bool)   {}
 
