@@ -184,8 +184,8 @@ func (s *Server) replyData(c echo.Context, code int, v any) error {
 // instanceHead is the room left before one instance's JSON (renew): the
 // registry appends the instance after it, and replyInstance writes the
 // envelope's head, whose length depends on the code, right before it, so
-// the answer is built in one buffer.
-const instanceHead = len(`{"code":-409,"message":"-409","ttl":1,"data":`)
+// the answer is built in one buffer. It holds the head of any code.
+const instanceHead = len(`{"code":-9223372036854775808,"message":"-9223372036854775808","ttl":1,"data":`)
 
 // replyInstance sends the standard shape with one instance as data: its
 // JSON is b[instanceHead:] (registry.RenewAppend).
@@ -196,11 +196,6 @@ func replyInstance(c echo.Context, code int, b []byte) error {
 	h = append(h, `,"message":"`...)
 	h = strconv.AppendInt(h, int64(code), 10)
 	h = append(h, `","ttl":1,"data":`...)
-	if len(h) > instanceHead { // a code longer than -409: no room
-		nb := make([]byte, 0, len(h)+len(b))
-		nb = append(nb, h...)
-		return writeBody(c, code, append(append(nb, b[instanceHead:]...), '}'))
-	}
 	start := instanceHead - len(h)
 	copy(b[start:], h)
 	return writeBody(c, code, append(b[start:], '}'))
