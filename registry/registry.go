@@ -505,6 +505,22 @@ func (r *Registry) RenewAppend(dst []byte, k Key, replicated bool, dirty int64) 
 	return rc.appendJSON(dst, k.Env, k.AppID, k.Zone), rc.dirty, err
 }
 
+// RenewNoCopy is Renew for a caller that needs the instance only when it
+// conflicts (a peer's replicated renew, answered -409 with the newer copy):
+// conflict is that copy, nil otherwise. storedDirty is the stored
+// dirty_timestamp when the instance exists.
+func (r *Registry) RenewNoCopy(k Key, replicated bool, dirty int64) (storedDirty int64, conflict *Instance, err error) {
+	rc, err := r.renew(k, replicated, dirty)
+	if rc == nil {
+		return 0, nil, err
+	}
+	if errors.Is(err, ErrConflict) {
+		ins := rc.instance(k.Env, k.AppID, k.Zone, false)
+		conflict = &ins
+	}
+	return rc.dirty, conflict, err
+}
+
 // renew applies a renew; rc is the renewed record (nil when absent).
 func (r *Registry) renew(k Key, replicated bool, dirty int64) (*rec, error) {
 	r.mu.RLock()

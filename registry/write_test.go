@@ -944,3 +944,41 @@ func TestRenewAppend_SameBytesAsTheCopy(t *testing.T) {
 		t.Fatalf("absent: err %v", err)
 	}
 }
+
+// RenewNoCopy renews as Renew does and hands out the stored copy only on a
+// conflict, where a peer adopts it.
+func TestRenewNoCopy(t *testing.T) {
+	r := newTestReg(t)
+	stored := r.reg(inst(appA, z1, "h1"))
+	k := stored.Key()
+	for _, c := range []struct {
+		replicated bool
+		dirty      int64
+		want       error
+	}{
+		{false, 0, nil},
+		{true, stored.DirtyTimestamp, nil},
+		{true, stored.DirtyTimestamp - 1, ErrConflict},
+		{true, stored.DirtyTimestamp + 1, ErrNotFound},
+	} {
+		r.clk.Advance(time.Second)
+		dirty, conflict, err := r.RenewNoCopy(k, c.replicated, c.dirty)
+		if !errors.Is(err, c.want) || dirty != stored.DirtyTimestamp {
+			t.Fatalf("%+v: dirty %d err %v, want %d %v", c, dirty, err, stored.DirtyTimestamp, c.want)
+		}
+		now := r.get(k)
+		if now.RenewTimestamp != r.now() {
+			t.Fatalf("%+v: renew_timestamp %d, want %d", c, now.RenewTimestamp, r.now())
+		}
+		if errors.Is(c.want, ErrConflict) {
+			if conflict == nil || string(conflict.AppendJSON(nil)) != string(now.AppendJSON(nil)) {
+				t.Fatalf("%+v: copy on a conflict %+v, want %+v", c, conflict, now)
+			}
+		} else if conflict != nil {
+			t.Fatalf("%+v: a copy %+v without a conflict", c, conflict)
+		}
+	}
+	if dirty, conflict, err := r.RenewNoCopy(keyOf(appA, z1, "nobody"), true, 1); !errors.Is(err, ErrNotFound) || dirty != 0 || conflict != nil {
+		t.Fatalf("absent: %d %v %v", dirty, conflict, err)
+	}
+}

@@ -41,6 +41,7 @@ type Registry interface {
 	RegisterNoCopy(in registry.Instance, latestHint int64, owner string) (applied bool, err error)
 	Owner(k registry.Key) string
 	Renew(k registry.Key, replicated bool, dirty int64) (registry.Instance, error)
+	RenewNoCopy(k registry.Key, replicated bool, dirty int64) (storedDirty int64, conflict *registry.Instance, err error)
 	Cancel(k registry.Key, at int64) (registry.Tombstone, error)
 	Evict(k registry.Key) (registry.Instance, error)
 	Set(req registry.SetRequest) ([]registry.Instance, error)

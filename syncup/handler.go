@@ -96,15 +96,17 @@ func (h *handler) apply(op *Op) OpResult {
 	case OpImport:
 		return OpResult{Code: CodeOK, Applied: h.recs.admit(*op.Instance)}
 	case OpRenew:
-		ins, err := h.reg.Renew(*op.Key, true, op.DirtyTimestamp)
+		// No copy of the instance unless it conflicts: a replicated renew
+		// reaches every peer, for every instance, every 30 s.
+		dirty, conflict, err := h.reg.RenewNoCopy(*op.Key, true, op.DirtyTimestamp)
 		switch {
 		case err == nil:
 			if forward {
-				h.repl.forward(Op{Kind: OpRenew, Key: op.Key, DirtyTimestamp: ins.DirtyTimestamp}, false)
+				h.repl.forward(Op{Kind: OpRenew, Key: op.Key, DirtyTimestamp: dirty}, false)
 			}
 			return OpResult{Code: CodeOK}
 		case errors.Is(err, registry.ErrConflict):
-			return OpResult{Code: CodeConflict, Message: "receiver holds a newer copy", Instance: &ins}
+			return OpResult{Code: CodeConflict, Message: "receiver holds a newer copy", Instance: conflict}
 		default:
 			return errResult(err)
 		}
