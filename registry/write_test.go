@@ -896,6 +896,19 @@ func TestFarFutureVersionsRefused(t *testing.T) {
 	}
 }
 
+// renewCase is one renew of an instance stored with some dirty_timestamp.
+type renewCase struct {
+	replicated bool
+	dirty      int64
+	want       error
+}
+
+// renewCases are a client's renew, and a peer's that agrees with the
+// stored dirty_timestamp, is behind it (-409) and is ahead of it (-404).
+func renewCases(stored int64) []renewCase {
+	return []renewCase{{false, 0, nil}, {true, stored, nil}, {true, stored - 1, ErrConflict}, {true, stored + 1, ErrNotFound}}
+}
+
 // RenewAppend appends the bytes the wire encoder writes for Renew's copy,
 // for a plain renew, a replicated one that conflicts (the stored copy) and
 // one that is behind (nothing appended), with and without addrs and
@@ -909,16 +922,7 @@ func TestRenewAppend_SameBytesAsTheCopy(t *testing.T) {
 	for _, in := range []Instance{full, bare} {
 		stored := r.reg(in)
 		k := stored.Key()
-		for _, c := range []struct {
-			replicated bool
-			dirty      int64
-			want       error
-		}{
-			{false, 0, nil},
-			{true, stored.DirtyTimestamp, nil},
-			{true, stored.DirtyTimestamp - 1, ErrConflict},
-			{true, stored.DirtyTimestamp + 1, ErrNotFound},
-		} {
+		for _, c := range renewCases(stored.DirtyTimestamp) {
 			r.clk.Advance(time.Second)
 			got, dirty, err := r.RenewAppend([]byte("head:"), k, c.replicated, c.dirty)
 			if !errors.Is(err, c.want) {
@@ -951,16 +955,7 @@ func TestRenewNoCopy(t *testing.T) {
 	r := newTestReg(t)
 	stored := r.reg(inst(appA, z1, "h1"))
 	k := stored.Key()
-	for _, c := range []struct {
-		replicated bool
-		dirty      int64
-		want       error
-	}{
-		{false, 0, nil},
-		{true, stored.DirtyTimestamp, nil},
-		{true, stored.DirtyTimestamp - 1, ErrConflict},
-		{true, stored.DirtyTimestamp + 1, ErrNotFound},
-	} {
+	for _, c := range renewCases(stored.DirtyTimestamp) {
 		r.clk.Advance(time.Second)
 		dirty, conflict, err := r.RenewNoCopy(k, c.replicated, c.dirty)
 		if !errors.Is(err, c.want) || dirty != stored.DirtyTimestamp {
