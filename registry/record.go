@@ -206,16 +206,15 @@ func (r *rec) body() string {
 	return s
 }
 
-// owner is the client address that registered the record.
+// owner is the client address that registered the record: the bytes
+// body leaves out, less the tag.
 func (r *rec) owner() (o ownerIP) {
-	s := r.ha
-	if n := len(s); n > 0 {
-		switch {
-		case s[n-1] == tagOwner4 && n >= 5:
-			return netip.AddrFrom4([4]byte([]byte(s[n-5 : n-1]))).As16()
-		case s[n-1] == tagOwner16 && n >= 17:
-			copy(o[:], s[n-17:n-1])
-		}
+	s := r.ha[len(r.body()):]
+	switch len(s) {
+	case 5:
+		return netip.AddrFrom4([4]byte([]byte(s[:4]))).As16()
+	case 17:
+		copy(o[:], s[:16])
 	}
 	return o
 }
@@ -270,8 +269,8 @@ func (r *rec) packedAddrs(yield func(packed, ref string) bool) {
 
 // refHost is the host of the first addr, packed as a.
 func refHost(a string) string {
-	if scheme, _, _, _ := addrParts(a, ""); scheme != "" {
-		return hostOf(a[1:])
+	if scheme, rest, _, _ := addrParts(a, ""); scheme != "" {
+		return hostOf(rest) // a first addr holds no tokHost
 	}
 	if scheme, rest := cutScheme(a); scheme != "" {
 		return hostOf(rest)
@@ -317,7 +316,7 @@ func (r *rec) addrsLen() (n, count int) {
 }
 
 // addrList unpacks the addrs into one string, which they share: two
-// allocations, as many as a list of plain substrings of ha had.
+// allocations (a list of plain substrings of ha had one or two).
 func (r *rec) addrList() []string {
 	var scratch [160]byte
 	var ends [8]int // a larger list grows on the heap
