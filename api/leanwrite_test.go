@@ -222,6 +222,61 @@ func TestLeanWrites_KeepAliveAndPipelining(t *testing.T) {
 	}
 }
 
+// A lean write's request, header map and form map are pooled: nothing of
+// one write reaches the next. Each write lacks what the one before it had
+// (a parameter, a peer header, a second addr), on one connection and
+// across connections (the pool is the server's), and after a malformed
+// body whose parse stopped half-way.
+func TestLeanWrites_PooledStateNotCarriedOver(t *testing.T) {
+	e := newEnv(t)
+	addr := strings.TrimPrefix(e.ts.URL, "http://")
+	full := regForm(appA, z1, "h1", "version", "v9")
+	full["addrs"] = []string{"grpc://10.0.0.5:9000", "http://10.0.0.5:8000"}
+	noHost := regForm(appA, z1, "h2")
+	noHost.Del("hostname")
+	oneAddr := regForm(appA, z1, "h3")
+	renewNoApp := keyForm(appA, z1, "h1")
+	renewNoApp.Del("appid")
+	steps := []struct {
+		name, path, hdrs, body, want string
+	}{
+		{"full register", pathRegister, ctForm + "X-Discovery-Peer-Auth: v1;key=x;ts=1;sig=y\r\n", full.Encode(), `"code":0`},
+		{"register without hostname", pathRegister, ctForm, noHost.Encode(), `hostname`},
+		{"malformed body", pathRegister, ctForm, "appid=a&zone=" + z1 + "&hostname=%zz&env=" + tEnv, `malformed form body`},
+		{"register with one addr", pathRegister, ctForm, oneAddr.Encode(), `"code":0`},
+		{"renew without appid", pathRenew, ctForm, renewNoApp.Encode(), `appid`},
+		{"renew", pathRenew, "", keyForm(appA, z1, "h1").Encode(), `"hostname":"h1"`},
+	}
+	for round := range 3 {
+		rc := dialRaw(t, addr)
+		for _, st := range steps {
+			if _, err := io.WriteString(rc.c, post(st.path, st.hdrs, st.body)); err != nil {
+				t.Fatal(err)
+			}
+			resp, body := rc.read(5 * time.Second)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, st.want) {
+				t.Fatalf("round %d, %s: %d %s, want %s", round, st.name, resp.StatusCode, body, st.want)
+			}
+			if st.want != `"code":0` && !strings.HasPrefix(st.want, `"hostname"`) && !strings.Contains(body, `"code":-400`) {
+				t.Fatalf("round %d, %s: %s, want -400", round, st.name, body)
+			}
+		}
+	}
+	if n := e.srv.leanWrites.Load(); n != int64(3*len(steps)) {
+		t.Fatalf("%d lean writes, want %d: the steps must run on lean connections", n, 3*len(steps))
+	}
+	ti := e.fetch(appA)
+	if got := len(ti.Instances[z1]); got != 2 {
+		t.Fatalf("%d instances, want h1 and h3: %+v", got, ti.Instances)
+	}
+	if in := e.instance(appA, z1, "h1"); in.Version != "v9" || len(in.Addrs) != 2 {
+		t.Fatalf("h1: %+v", in)
+	}
+	if in := e.instance(appA, z1, "h3"); in.Version != "v1" || !slices.Equal(in.Addrs, []string{"grpc://10.0.0.5:9000"}) {
+		t.Fatalf("h3 got what an earlier write carried: %+v", in)
+	}
+}
+
 // A client that closes in the middle of a body changes nothing and leaves
 // no goroutine (goleak, TestMain); one that sends nothing is closed at
 // the header timeout, as net/http closes it.

@@ -54,10 +54,12 @@ func parseQuery(raw string) (url.Values, error) {
 func parseURLEncoded(body string) (url.Values, error) {
 	v, err := parseForm(body)
 	if err != nil {
-		return nil, perr("body", "malformed form body: %v", err)
+		return nil, formBodyError(err)
 	}
 	return v, nil
 }
+
+func formBodyError(err error) error { return perr("body", "malformed form body: %v", err) }
 
 // maxFormParams is net/url's own bound on the parameters of one query
 // (GODEBUG urlmaxqueryparams, default 10 000), kept so a form is refused
@@ -76,20 +78,37 @@ var (
 // '+' is the input's own substring. It stops at the first malformed
 // parameter, whose error is all the callers use.
 func parseForm(raw string) (url.Values, error) {
+	m, _, err := parseFormInto(nil, nil, raw)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// parseFormInto is parseForm into m (empty, or nil for a new one) with the
+// values backed by vals where it has room (lean writes pass pooled ones).
+// It returns the map (partly filled on an error) and the backing it used.
+func parseFormInto(m url.Values, vals []string, raw string) (url.Values, []string, error) {
 	n := strings.Count(raw, "&") + 1
 	if n > maxFormParams {
-		return nil, errFormTooMany
+		return m, vals, errFormTooMany
 	}
 	// Sized from the separators, bounded: a body of nothing but '&' must
 	// not make every request allocate for 10 000 parameters.
-	m := make(url.Values, min(n, 64))
-	vals := make([]string, min(n, 64))
+	if m == nil {
+		m = make(url.Values, min(n, 64))
+	}
+	if k := min(n, 64); cap(vals) < k {
+		vals = make([]string, k)
+	} else {
+		vals = vals[:cap(vals)]
+	}
 	used := 0
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
 		if strings.IndexByte(kv, ';') >= 0 {
-			return nil, errFormSemicolon
+			return m, vals, errFormSemicolon
 		}
 		if kv == "" {
 			continue
@@ -97,10 +116,10 @@ func parseForm(raw string) (url.Values, error) {
 		k, v, _ := strings.Cut(kv, "=")
 		k, err := formUnescape(k)
 		if err != nil {
-			return nil, err
+			return m, vals, err
 		}
 		if v, err = formUnescape(v); err != nil {
-			return nil, err
+			return m, vals, err
 		}
 		if old, ok := m[k]; ok {
 			m[k] = append(old, v)
@@ -114,7 +133,7 @@ func parseForm(raw string) (url.Values, error) {
 		m[k] = vals[used : used+1 : used+1] // full slice: an append copies
 		used++
 	}
-	return m, nil
+	return m, vals, nil
 }
 
 func formUnescape(s string) (string, error) {

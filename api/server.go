@@ -148,7 +148,8 @@ type Server struct {
 	// answerBufs: buffers (*[]byte) in which multi-part answers are joined
 	// before their write (writeJoined, lean polls): a wake of 10 000 polls
 	// writes 10 000 at once.
-	answerBufs sync.Pool
+	answerBufs  sync.Pool
+	writeStates sync.Pool // *leanWriteState: a lean write's request, header and form maps
 
 	// newConns are connections that have not sent a request yet
 	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves

@@ -57,11 +57,16 @@ func (s *Server) formBody(c echo.Context) (url.Values, []byte, error) {
 	var raw []byte
 	switch mt {
 	case "application/x-www-form-urlencoded":
-		var b string
 		var err error
 		if lean {
-			b = unsafe.String(unsafe.SliceData(lb.b), len(lb.b))
-		} else if b, err = readBody(r.Body, max); err != nil {
+			if body, err = lb.parseForm(); err != nil {
+				return nil, nil, err
+			}
+			raw = lb.b
+			break
+		}
+		b, err := readBody(r.Body, max)
+		if err != nil {
 			return nil, nil, bodyReadError(err, max)
 		}
 		if body, err = parseURLEncoded(b); err != nil {
@@ -226,8 +231,12 @@ func (s *Server) renew(c echo.Context) error {
 		}
 	}
 	// The answer's instance is appended as JSON straight from the record,
-	// without a copy (renews are most of a registry's writes).
-	b, dirty, err := s.reg.RenewAppend(make([]byte, instanceHead, 512), p.Key, p.Replication, p.Dirty)
+	// without a copy (renews are most of a registry's writes), into a
+	// pooled buffer: the answer is written (copied) before the handler
+	// returns.
+	bp := s.answerBuf()
+	b, dirty, err := s.reg.RenewAppend(slices.Grow((*bp)[:0], 512)[:instanceHead], p.Key, p.Replication, p.Dirty)
+	defer s.putAnswerBuf(bp, b)
 	switch code := codeOf(err); code {
 	case wire.CodeOK:
 		if !p.Replication && s.repl != nil {
