@@ -246,6 +246,10 @@ func TestLeanWrites_PooledStateNotCarriedOver(t *testing.T) {
 		{"register with one addr", pathRegister, ctForm, oneAddr.Encode(), `"code":0`},
 		{"renew without appid", pathRenew, ctForm, renewNoApp.Encode(), `appid`},
 		{"renew", pathRenew, "", keyForm(appA, z1, "h1").Encode(), `"hostname":"h1"`},
+		// Refused by the lean path after its headers were read into the
+		// pooled map (net/http answers it and keeps the connection): the
+		// next round's first write must not see this Content-Type.
+		{"renew as text/plain", pathRenew, "Content-Type: text/plain\r\n", keyForm(appA, z1, "h1").Encode(), `: required`},
 	}
 	for round := range 3 {
 		rc := dialRaw(t, addr)
@@ -262,8 +266,8 @@ func TestLeanWrites_PooledStateNotCarriedOver(t *testing.T) {
 			}
 		}
 	}
-	if n := e.srv.leanWrites.Load(); n != int64(3*len(steps)) {
-		t.Fatalf("%d lean writes, want %d: the steps must run on lean connections", n, 3*len(steps))
+	if n, want := e.srv.leanWrites.Load(), int64(3*(len(steps)-1)); n != want {
+		t.Fatalf("%d lean writes, want %d: the steps must run on lean connections", n, want)
 	}
 	ti := e.fetch(appA)
 	if got := len(ti.Instances[z1]); got != 2 {
@@ -340,6 +344,9 @@ func FuzzLeanWriteRequest(f *testing.F) {
 		if !ok {
 			return
 		}
+		// Back to the pool: the next input's header map must hold
+		// nothing of this one (the comparison with net/http below).
+		defer s.putWriteState(lw.st)
 		r := lw.r
 		if r.Method != http.MethodPost || !slices.Contains(leanWriteRoutes[:], r.URL.Path) || lw.bodyLen < 0 || lw.bodyLen > maxLeanBody ||
 			len(r.Header["Content-Length"]) != 1 {
