@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,5 +362,63 @@ func TestWrites_FarFutureTimestampsRejected(t *testing.T) {
 	e.register(appA, z1, "h1")
 	if got := e.hostsOf(appA); !slices.Equal(got, []string{"h1"}) {
 		t.Fatalf("re-register after cancel: hosts %v", got)
+	}
+}
+
+// peersRepl is a replicator that can tell whether a register would reach
+// a peer: its answers are taken in turn (the last one repeats).
+type peersRepl struct {
+	*fakeRepl
+	mu      sync.Mutex
+	answers []bool
+	asked   int
+}
+
+func (p *peersRepl) Forwards(bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked++
+	a := p.answers[0]
+	if len(p.answers) > 1 {
+		p.answers = p.answers[1:]
+	}
+	return a
+}
+
+// A register that reaches no peer is stored without a copy for the
+// replicator; one whose peer appears while it is applied is still
+// forwarded, from the stored instance.
+func TestRegister_ForwardedOnlyWhenAPeerCanGetIt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answers []bool
+		want    int
+	}{
+		{"no peer", []bool{false}, 0},
+		{"a peer appears during the write", []bool{false, true}, 1},
+		{"peers", []bool{true}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr := &peersRepl{fakeRepl: &fakeRepl{}, answers: tc.answers}
+			e := newEnv(t, options{deps: func(d *Deps) { d.Replicator = pr }})
+			e.register(appA, z1, "h1", "version", "v7")
+			stored := e.instance(appA, z1, "h1")
+			pr.mu.Lock()
+			asked := pr.asked
+			pr.mu.Unlock()
+			if asked == 0 {
+				t.Fatal("the server never asked whether a peer would get the register")
+			}
+			pr.fakeRepl.mu.Lock()
+			defer pr.fakeRepl.mu.Unlock()
+			if got := len(pr.register); got != tc.want {
+				t.Fatalf("%d registers forwarded, want %d", got, tc.want)
+			}
+			if tc.want == 1 {
+				if f := pr.register[0]; f.FromZone || f.V.Version != "v7" || f.V.DirtyTimestamp != stored.DirtyTimestamp {
+					t.Fatalf("forwarded %+v (from_zone %v), stored %+v", f.V, f.FromZone, stored)
+				}
+			}
+		})
 	}
 }

@@ -37,6 +37,14 @@ type Replicator interface {
 	Set(req registry.SetRequest, fromZone bool)
 }
 
+// forwardChecker is an optional capability of a Replicator: whether a
+// register accepted now would reach any peer. With it a node that has no
+// peer (the single node, or every peer gone) builds no stored copy only
+// to drop it: 2 allocations and about 1 µs of a register.
+type forwardChecker interface {
+	Forwards(fromZone bool) bool
+}
+
 // Deps are the collaborators of the HTTP layer. Only Registry is required.
 type Deps struct {
 	Registry *registry.Registry
@@ -97,6 +105,7 @@ type Server struct {
 	cfg      Config
 	reg      *registry.Registry
 	repl     Replicator
+	fwd      forwardChecker // repl's capability; nil: every write may be forwarded
 	nodes    func() []wire.Node
 	ready    func() bool
 	self     wire.Node
@@ -179,6 +188,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cluster:      deps.Cluster,
 		holderClient: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}},
 	}
+	s.fwd, _ = deps.Replicator.(forwardChecker)
 	if s.node.Addr == "" {
 		s.node.Addr = deps.Self.Addr
 	}

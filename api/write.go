@@ -196,9 +196,18 @@ func (s *Server) register(c echo.Context) error {
 	}
 	// DirtyTimestamp > 0 is the sender's (a peer, same zone or cross-zone);
 	// a client sends none, so the registry stamps now (spec 3.3).
-	if p.Replication || s.repl == nil { // nothing to forward: no stored copy to build
-		if _, err := s.reg.RegisterNoCopy(p.Instance, p.Latest, owner); err != nil {
+	if p.Replication || !s.forwards(p.FromZone) { // nothing to forward: no stored copy to build
+		applied, err := s.reg.RegisterNoCopy(p.Instance, p.Latest, owner)
+		if err != nil {
 			return s.replyWriteError(c, err)
+		}
+		// A peer that appeared while the write was applied still gets
+		// it, as it would have had the check come after the write: its
+		// startup sync may have read this node before the write.
+		if applied && !p.Replication && s.forwards(p.FromZone) {
+			if stored, ok := s.reg.Get(p.Instance.Key()); ok {
+				s.repl.Register(stored, p.FromZone)
+			}
 		}
 		return reply(c, wire.CodeOK)
 	}
@@ -212,6 +221,12 @@ func (s *Server) register(c echo.Context) error {
 		s.repl.Register(stored, p.FromZone)
 	}
 	return reply(c, wire.CodeOK)
+}
+
+// forwards reports whether a client's register accepted now may reach a
+// peer (always, for a Replicator that cannot tell).
+func (s *Server) forwards(fromZone bool) bool {
+	return s.repl != nil && (s.fwd == nil || s.fwd.Forwards(fromZone))
 }
 
 // renew: POST /discovery/renew (spec 4.2). data is the renewed instance on

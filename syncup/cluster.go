@@ -495,6 +495,11 @@ func (c *Cluster) Register(ins registry.Instance, fromZone bool) {
 	c.repl.forward(Op{Kind: OpRegister, Instance: &ins, Owner: c.reg.Owner(ins.Key())}, !fromZone)
 }
 
+// Forwards reports whether a register accepted now (with fromZone as
+// Register gets it) would reach any peer, so the API layer builds no
+// stored copy for Register to drop.
+func (c *Cluster) Forwards(fromZone bool) bool { return c.repl.targets(!fromZone) }
+
 // Renew forwards a renew of k with the sender's stored dirty_timestamp, so peers answer
 // the -404/-409 handshake (spec 7.3). Cross-zone only for instances of our
 // own zone. Never blocks.

@@ -659,3 +659,23 @@ func TestReplication_BlockedCrossZoneRegisterIsNotForwarded(t *testing.T) {
 		t.Fatal("the peer holds the blocked instance")
 	}
 }
+
+// Forwards tells the API layer whether a register accepted now reaches a
+// peer: not on a lone node; a write from another zone (fromZone) only
+// when a same-zone peer is there, an original one also when another zone
+// is configured.
+func TestCluster_Forwards(t *testing.T) {
+	net := NewMemNetwork()
+	a := startNode(t, nodeOpt{net: net, zone: "z1"})
+	if a.c.Forwards(false) || a.c.Forwards(true) {
+		t.Fatal("a lone node forwards")
+	}
+	startNode(t, nodeOpt{net: net, zone: "z1", join: []*tnode{a}})
+	testkit.EventuallyTrue(t, waitTimeout, "the same-zone peer is a target", func() bool { return a.c.Forwards(true) && a.c.Forwards(false) })
+
+	z := startNode(t, nodeOpt{net: net, zone: "z1", cfg: func(c *Config) { c.Zones = map[string][]string{"z2": {"10.0.9.1:7171"}} }})
+	if !z.c.Forwards(false) || z.c.Forwards(true) {
+		t.Fatalf("a node with another zone and no peer: Forwards(false) %v, Forwards(true) %v; want true, false",
+			z.c.Forwards(false), z.c.Forwards(true))
+	}
+}
