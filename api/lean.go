@@ -359,14 +359,15 @@ func (p *leanPoll) respond(code int, parts [][]byte) bool {
 	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(n), 10)
 	b = append(b, "\r\nDate: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	now := time.Now()
+	b = p.s.date.append(b, now)
 	b = append(b, "\r\nKratos-Status-Code: "...)
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, "\r\n\r\n"...)
 	for _, part := range parts {
 		b = append(b, part...)
 	}
-	_ = p.conn.SetWriteDeadline(time.Now().Add(p.s.cfg.RequestTimeout))
+	_ = p.conn.SetWriteDeadline(now.Add(p.s.cfg.RequestTimeout))
 	_, err := p.conn.Write(b)
 	p.s.putAnswerBuf(bp, b)
 	if err != nil {

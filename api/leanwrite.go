@@ -352,8 +352,9 @@ func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
 	}
 	s.leanWrites.Add(1)
 	bp := s.answerBuf()
-	b := w.appendResponse((*bp)[:0])
-	_ = p.conn.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	now := time.Now()
+	b := w.appendResponse((*bp)[:0], &s.date, now)
+	_ = p.conn.SetWriteDeadline(now.Add(s.cfg.RequestTimeout))
 	_, err := p.conn.Write(b)
 	s.putAnswerBuf(bp, b)
 	if cap(w.body) > maxKeptBuf {
@@ -418,7 +419,7 @@ func (w *leanResponse) Write(b []byte) (int, error) {
 // appendResponse frames the answer as net/http does: status line, the
 // handler's headers in key order, Date and Content-Length unless set,
 // Content-Type sniffed when missing.
-func (w *leanResponse) appendResponse(b []byte) []byte {
+func (w *leanResponse) appendResponse(b []byte, date *httpDate, now time.Time) []byte {
 	code := w.code
 	if code == 0 {
 		code = http.StatusOK
@@ -450,7 +451,7 @@ func (w *leanResponse) appendResponse(b []byte) []byte {
 	}
 	if _, ok := w.h["Date"]; !ok {
 		b = append(b, "Date: "...)
-		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = date.append(b, now)
 		b = append(b, "\r\n"...)
 	}
 	if _, ok := w.h["Content-Length"]; !ok && bodyAllowed(code) {

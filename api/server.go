@@ -159,6 +159,7 @@ type Server struct {
 	// writes 10 000 at once.
 	answerBufs  sync.Pool
 	writeStates sync.Pool // *leanWriteState: a lean write's request, header and form maps
+	date        httpDate  // the Date header of lean answers
 
 	// newConns are connections that have not sent a request yet
 	// (StateNew). Shutdown closes them itself: net/http's Shutdown leaves
