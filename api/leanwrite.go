@@ -299,7 +299,7 @@ type leanBody struct {
 }
 
 func (b *leanBody) reset() {
-	b.Reader.Reset(nil)
+	b.Reset(nil)
 	b.b = nil
 	if len(b.form) > leanKeptKeys {
 		b.form, b.vals = nil, nil
@@ -338,7 +338,7 @@ func (p *leanPoll) serveWrite(lw leanWrite, body []byte, readErr error) bool {
 		lw.r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), failedReader{readErr}))
 	} else {
 		lb := &lw.st.body
-		lb.Reader.Reset(body)
+		lb.Reset(body)
 		lb.b = body
 		lw.r.Body = lb
 	}
