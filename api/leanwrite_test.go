@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -448,5 +449,66 @@ func TestReenter_OneLayer(t *testing.T) {
 	got := make([]byte, len("new;old;socket"))
 	if _, err := io.ReadFull(pc, got); err != nil || string(got) != "new;old;socket" || pc.Conn != a {
 		t.Fatalf("read %q, %v (%T)", got, err, pc.Conn)
+	}
+}
+
+// Lean writes on many connections at once share the pool of request
+// states: every answer is its own request's (a state handed to two
+// requests at once, or put back while in use, would mix them; -race).
+func TestLeanWrites_PooledStateConcurrent(t *testing.T) {
+	e := newEnv(t)
+	addr := strings.TrimPrefix(e.ts.URL, "http://")
+	const conns, rounds = 8, 60
+	var wg sync.WaitGroup
+	for g := range conns {
+		wg.Go(func() {
+			c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			host := fmt.Sprintf("h%d", g)
+			ask := func(path, body, want string) bool {
+				if _, err := io.WriteString(c, post(path, ctForm, body)); err != nil {
+					t.Error(err)
+					return false
+				}
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return false
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || !strings.Contains(string(b), want) {
+					t.Errorf("%s %s: %s %v, want %s", host, path, b, err, want)
+					return false
+				}
+				return true
+			}
+			for j := range rounds {
+				version := fmt.Sprintf("v%d.%d", g, j)
+				noHost := regForm(appA, z1, host)
+				noHost.Del("hostname")
+				if !ask(pathRegister, regForm(appA, z1, host, "version", version, "metadata", `{"g":"`+host+`"}`).Encode(), `"code":0`) ||
+					!ask(pathRegister, noHost.Encode(), `hostname`) ||
+					!ask(pathRenew, keyForm(appA, z1, host).Encode(), `"hostname":"`+host+`"`) ||
+					!ask(pathRenew, keyForm(appA, z1, host).Encode(), `"version":"`+version+`"`) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := e.srv.leanWrites.Load(); n != conns*rounds*4 {
+		t.Fatalf("%d lean writes, want %d", n, conns*rounds*4)
+	}
+	for g := range conns {
+		host := fmt.Sprintf("h%d", g)
+		if in := e.instance(appA, z1, host); in.Version != fmt.Sprintf("v%d.%d", g, rounds-1) || in.Metadata["g"] != host {
+			t.Fatalf("%s: %+v", host, in)
+		}
 	}
 }
