@@ -25,7 +25,7 @@ func (d *httpDate) append(b []byte, now time.Time) []byte {
 	if st == nil || st.sec != sec {
 		st = &dateStamp{sec: sec}
 		now.UTC().AppendFormat(st.b[:0], http.TimeFormat)
-		d.p.Store(st) // a racing writer of the same second stores the same bytes
+		d.p.Store(st) // a racing writer may store another second: every reader compares sec
 	}
 	return append(b, st.b[:]...)
 }
